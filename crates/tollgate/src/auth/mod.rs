@@ -1,0 +1,1 @@
+//! Virtual keys: format, hashing, lookup behind a cache.

@@ -1,0 +1,210 @@
+//! The validated, frozen configuration every other module reads. Built only
+//! by [`super::load`]; nothing here parses or touches the file system.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::types::{NanoUsd, Period, Price, Secret};
+
+/// Default request body limit (SPEC §3: 8 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Where `/admin`, `/ui` and `/metrics` are served when not on `listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// `None`: the gateway generates one at first start and keeps its hash.
+    pub admin_key: Option<Secret<String>>,
+    /// `sqlite://…` or `postgres://…`; may hold a password.
+    pub store: Secret<String>,
+    pub counters: CountersConfig,
+    pub counters_unavailable: CountersUnavailable,
+    pub max_body_bytes: usize,
+    pub log_bodies: bool,
+    /// How long SIGTERM waits for in-flight requests.
+    pub drain_timeout: Duration,
+    pub providers: Vec<ProviderConfig>,
+    pub models: Vec<ModelConfig>,
+    pub policies: Vec<Policy>,
+    pub teams: Vec<TeamConfig>,
+    pub defaults: Defaults,
+    pub alerts: Option<AlertsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CountersConfig {
+    Memory,
+    /// `redis://…` URL (may hold a password).
+    Redis(Secret<String>),
+}
+
+/// What a request for a budgeted or limited key gets while the shared
+/// counters are unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CountersUnavailable {
+    /// 503 `counters_unavailable` (fail closed; the default).
+    #[default]
+    Reject,
+    /// Fall back to this process's own in-memory counters.
+    AllowLocal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible API: OpenAI, vLLM, Ollama, LM Studio…
+    OpenAi,
+    Azure,
+    Anthropic,
+    /// Built in, no network, deterministic.
+    Mock,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Without a trailing slash, e.g. `https://api.openai.com/v1`. Empty for `mock`.
+    pub base_url: String,
+    pub api_key: Option<Secret<String>>,
+    pub timeout: Duration,
+    /// Azure's `api-version` query parameter.
+    pub api_version: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    /// The name clients send.
+    pub name: String,
+    pub targets: Vec<Target>,
+    /// From `models[].price` or the built-in price table; always present.
+    pub price: Price,
+    /// Worst-case completion length when a request sets no `max_tokens`.
+    pub max_output_tokens: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Name of an entry in `providers`.
+    pub provider: String,
+    /// The provider's own model name.
+    pub model: String,
+    /// With weights on every target, traffic is split by weight; without,
+    /// targets are tried in order as fallbacks.
+    pub weight: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub mode: PolicyMode,
+    pub kind: PolicyKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PolicyMode {
+    #[default]
+    Enforce,
+    /// Decides as usual but only records what it would have rejected.
+    Shadow,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyKind {
+    CostLimit(CostLimit),
+    RateLimit(RateLimit),
+    LoopGuard(LoopGuard),
+    ModelAccess(ModelAccess),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CostLimit {
+    pub limit: NanoUsd,
+    pub period: Period,
+    pub action: CostAction,
+    pub on_insufficient: OnInsufficient,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CostAction {
+    #[default]
+    Reject,
+    Alert,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnInsufficient {
+    #[default]
+    Reject,
+    /// Lower `max_tokens` to what the remaining budget pays for.
+    Clamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimit {
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub max_parallel: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopGuard {
+    pub max_identical: u32,
+    pub window: Duration,
+    pub on_trip: OnTrip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnTrip {
+    /// Reject with `loop_detected` until the window has passed.
+    #[default]
+    Throttle,
+    /// Suspend the key until an admin restores it.
+    Suspend,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelAccess {
+    /// Glob patterns (`*`, `?`) of client-facing model names.
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TeamConfig {
+    pub id: String,
+    /// Names of entries in `policies`.
+    pub policies: Vec<String>,
+    /// Model globs this team may use; `None` means every model.
+    pub models: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    /// Applied to every key in addition to its own.
+    pub policies: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    pub webhook_url: String,
+    /// Fractions of a budget's limit, e.g. `[0.5, 0.8, 1.0]`.
+    pub thresholds: Vec<f64>,
+}
+
+impl Config {
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+
+    pub fn policy(&self, name: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name == name)
+    }
+
+    pub fn team(&self, id: &str) -> Option<&TeamConfig> {
+        self.teams.iter().find(|t| t.id == id)
+    }
+}

@@ -1,0 +1,192 @@
+//! Atomic counters behind budgets, rate limits, parallelism and loop
+//! guards. One [`Counters::admit`] call checks every limit that applies to a
+//! request and takes them all or none, so a request rejected by one limit
+//! consumes nothing from the others and two concurrent requests can never
+//! both fit into the last dollar. [`Counters::settle`] turns a reservation
+//! into actual spend. Implementations: in-process memory (the embedded
+//! default) and Redis (shared by several gateways).
+//!
+//! This module knows nothing of HTTP, config files or policies: the policy
+//! layer turns those into the plain checks below.
+
+use async_trait::async_trait;
+
+use crate::types::NanoUsd;
+
+/// Everything one request must pass before it is forwarded.
+#[derive(Debug, Clone, Default)]
+pub struct AdmitRequest {
+    /// Unique id of this request; identifies its parallel slots.
+    pub request_id: String,
+    /// Worst-case cost of the request (input + max output tokens).
+    pub cost: NanoUsd,
+    pub budgets: Vec<BudgetCheck>,
+    pub rates: Vec<RateCheck>,
+    pub parallel: Vec<ParallelCheck>,
+    pub loops: Vec<LoopCheck>,
+    pub streaks: Vec<StreakCheck>,
+}
+
+/// A spend limit over a period. The counter named `key` holds `spent` and
+/// `reserved` for one scope (team or key), policy and period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetCheck {
+    /// Includes the period's start, so a new period starts a new counter.
+    pub key: String,
+    pub limit: NanoUsd,
+    /// The smallest reservation this budget accepts: `cost` for
+    /// `on_insufficient: reject`, the input's cost plus one output token for
+    /// `clamp`.
+    pub min: NanoUsd,
+    /// `false` for `mode: shadow` and `action: alert`: counted, never rejects.
+    pub enforce: bool,
+    /// When the counter may be forgotten (period end plus slack); `None` for
+    /// `total` budgets.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// A smooth rate limit (GCRA): `limit` units per minute with a burst of the
+/// whole minute's allowance, so no fixed-window double burst.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateCheck {
+    pub key: String,
+    pub limit_per_minute: u64,
+    /// Units this request takes: 1 for requests, the estimated tokens for tokens.
+    pub amount: u64,
+    pub enforce: bool,
+}
+
+/// At most `max` requests in flight for one scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParallelCheck {
+    pub key: String,
+    pub max: u64,
+    pub enforce: bool,
+}
+
+/// More than `max_identical` identical bodies from one key within the window
+/// are rejected. `key` names the key and the body's fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopCheck {
+    pub key: String,
+    pub max_identical: u32,
+    pub window_ms: u64,
+    pub enforce: bool,
+}
+
+/// Rejects while the key's error streak (see [`Counters::record_outcome`])
+/// is tripped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreakCheck {
+    pub key: String,
+    pub enforce: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Admitted(Grant),
+    Rejected(Rejection),
+}
+
+/// What an admitted request holds until it is settled.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Grant {
+    /// Reserved on every budget; below `AdmitRequest::cost` only when an
+    /// enforcing budget clamped it.
+    pub reserved: NanoUsd,
+    /// State of each budget after the reservation, in `AdmitRequest::budgets` order.
+    pub budgets: Vec<BudgetState>,
+    /// State of each rate limit after admission, in `AdmitRequest::rates` order.
+    pub rates: Vec<RateState>,
+    /// Checks that would have rejected but do not enforce (shadow, alert).
+    pub would_reject: Vec<Rejection>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BudgetState {
+    pub limit: NanoUsd,
+    pub spent: NanoUsd,
+    pub reserved: NanoUsd,
+}
+
+impl BudgetState {
+    pub fn remaining(&self) -> NanoUsd {
+        self.limit.saturating_sub(self.spent).saturating_sub(self.reserved)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateState {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Until the bucket is full again.
+    pub reset_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    /// Index into the matching `AdmitRequest` list.
+    pub index: usize,
+    /// When a retry could pass (budget: the period's end, if known).
+    pub retry_after_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The budget at `index` cannot fit the request; its state at the time.
+    Budget(BudgetState),
+    Rate,
+    Parallel,
+    Loop,
+    Streak,
+}
+
+/// What a request really used, known after the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Actual {
+    pub cost: NanoUsd,
+    /// Prompt + completion tokens, for `tokens_per_minute`.
+    pub tokens: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CountersError {
+    #[error("counters backend unreachable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait Counters: Send + Sync + 'static {
+    /// Checks every limit in `req` atomically and, only when all enforcing
+    /// checks pass, reserves them all. A rejected request changes nothing.
+    async fn admit(&self, req: &AdmitRequest) -> Result<Admission, CountersError>;
+
+    /// Moves `grant.reserved` to `actual.cost` on every budget of `req`,
+    /// corrects each tokens rate limit from the reserved to the actual
+    /// tokens, and frees the request's parallel slots. Called exactly once
+    /// per admitted request, on every path (success, error, client gone).
+    async fn settle(&self, req: &AdmitRequest, grant: &Grant, actual: Actual) -> Result<(), CountersError>;
+
+    /// Sets a budget counter's spend if the counter does not exist yet: how
+    /// spend from the ledger is restored after a restart.
+    async fn seed_budget(&self, key: &str, spent: NanoUsd, expires_at_ms: Option<i64>) -> Result<(), CountersError>;
+
+    /// Spend and reservations of a budget counter (zero if it does not exist).
+    async fn budget(&self, key: &str) -> Result<BudgetState, CountersError>;
+
+    /// Records a finished request's error code (`None` for success) for the
+    /// error-streak guard: the same code more than `max` times in a row
+    /// within `window_ms` trips `streak_key` for the rest of the window.
+    /// Returns `true` when this call tripped it.
+    async fn record_outcome(
+        &self,
+        streak_key: &str,
+        error_code: Option<&str>,
+        max: u32,
+        window_ms: u64,
+    ) -> Result<bool, CountersError>;
+
+    /// For `/readyz`.
+    async fn ping(&self) -> Result<(), CountersError>;
+}

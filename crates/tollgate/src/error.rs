@@ -1,0 +1,229 @@
+//! The one error type of the HTTP surface: every variant knows its status,
+//! its `code` from SPEC §3, its OpenAI- and Anthropic-shaped bodies, and a
+//! payload-free label for metrics.
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    InvalidRequest { message: String, param: Option<String> },
+    #[error("{0}")]
+    InvalidApiKey(String),
+    #[error("{message}")]
+    BudgetExceeded { message: String, retry_after_secs: u64 },
+    #[error("{0}")]
+    ModelNotAllowed(String),
+    #[error("{0}")]
+    ModelNotFound(String),
+    #[error("request body is larger than the {limit} bytes this gateway accepts (`max_body_bytes`)")]
+    RequestTooLarge { limit: usize },
+    #[error("{message}")]
+    RateLimitExceeded { message: String, retry_after_secs: u64 },
+    #[error("{message}")]
+    LoopDetected { message: String, retry_after_secs: u64 },
+    #[error("{0}")]
+    UpstreamError(String),
+    #[error("{0}")]
+    CountersUnavailable(String),
+    #[error("{0}")]
+    UpstreamTimeout(String),
+    /// A provider's own 4xx, passed through with its status and body.
+    #[error("provider answered {status}")]
+    UpstreamPassthrough { status: StatusCode, body: Bytes, content_type: Option<HeaderValue> },
+    /// Admin API: a named thing does not exist (`team_not_found`, `key_not_found`).
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    /// Admin API: the change conflicts with what exists (duplicate id,
+    /// read-only config team).
+    #[error("{0}")]
+    Conflict(String),
+    /// Admin API called without the admin key.
+    #[error("{0}")]
+    AdminUnauthorized(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Which wire shape an error takes: OpenAI's on `/v1/*`, Anthropic's on
+/// `/v1/messages`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorFormat {
+    OpenAi,
+    Anthropic,
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest { message: message.into(), param: None }
+    }
+
+    pub fn invalid_param(param: &str, message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest { message: message.into(), param: Some(param.to_owned()) }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::InvalidApiKey(_) | ApiError::AdminUnauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::BudgetExceeded { .. } => StatusCode::PAYMENT_REQUIRED,
+            ApiError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::ModelNotFound(_) | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimitExceeded { .. } | ApiError::LoopDetected { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::UpstreamError(_) => StatusCode::BAD_GATEWAY,
+            ApiError::CountersUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::UpstreamPassthrough { status, .. } => *status,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `code` field of SPEC §3; also the metric label and the ledger's
+    /// `error_code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { .. } => "invalid_request",
+            ApiError::InvalidApiKey(_) => "invalid_api_key",
+            ApiError::BudgetExceeded { .. } => "budget_exceeded",
+            ApiError::ModelNotAllowed(_) => "model_not_allowed",
+            ApiError::ModelNotFound(_) => "model_not_found",
+            ApiError::RequestTooLarge { .. } => "request_too_large",
+            ApiError::RateLimitExceeded { .. } => "rate_limit_exceeded",
+            ApiError::LoopDetected { .. } => "loop_detected",
+            ApiError::UpstreamError(_) => "upstream_error",
+            ApiError::CountersUnavailable(_) => "counters_unavailable",
+            ApiError::UpstreamTimeout(_) => "upstream_timeout",
+            ApiError::UpstreamPassthrough { .. } => "upstream_client_error",
+            ApiError::NotFound { code, .. } => code,
+            ApiError::Conflict(_) => "conflict",
+            ApiError::AdminUnauthorized(_) => "invalid_admin_key",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// OpenAI's `type` field.
+    fn openai_type(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { .. }
+            | ApiError::RequestTooLarge { .. }
+            | ApiError::ModelNotFound(_)
+            | ApiError::NotFound { .. }
+            | ApiError::Conflict(_) => "invalid_request_error",
+            ApiError::InvalidApiKey(_) | ApiError::AdminUnauthorized(_) => "authentication_error",
+            ApiError::BudgetExceeded { .. } => "insufficient_quota",
+            ApiError::ModelNotAllowed(_) => "permission_error",
+            ApiError::RateLimitExceeded { .. } | ApiError::LoopDetected { .. } => "rate_limit_error",
+            ApiError::UpstreamError(_)
+            | ApiError::UpstreamTimeout(_)
+            | ApiError::UpstreamPassthrough { .. }
+            | ApiError::CountersUnavailable(_)
+            | ApiError::Internal(_) => "api_error",
+        }
+    }
+
+    /// Anthropic's `error.type`.
+    fn anthropic_type(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { .. } | ApiError::NotFound { .. } | ApiError::Conflict(_) => {
+                "invalid_request_error"
+            }
+            ApiError::RequestTooLarge { .. } => "request_too_large",
+            ApiError::InvalidApiKey(_) | ApiError::AdminUnauthorized(_) => "authentication_error",
+            ApiError::BudgetExceeded { .. } | ApiError::ModelNotAllowed(_) => "permission_error",
+            ApiError::ModelNotFound(_) => "not_found_error",
+            ApiError::RateLimitExceeded { .. } | ApiError::LoopDetected { .. } => "rate_limit_error",
+            ApiError::CountersUnavailable(_) => "overloaded_error",
+            ApiError::UpstreamTimeout(_)
+            | ApiError::UpstreamError(_)
+            | ApiError::UpstreamPassthrough { .. }
+            | ApiError::Internal(_) => "api_error",
+        }
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::BudgetExceeded { retry_after_secs, .. }
+            | ApiError::RateLimitExceeded { retry_after_secs, .. }
+            | ApiError::LoopDetected { retry_after_secs, .. } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidRequest { param, .. } => param.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Renders the error in the given wire format.
+    pub fn into_response_as(self, format: ErrorFormat) -> Response {
+        let status = self.status();
+        let retry_after = self.retry_after_secs();
+        let body = match self {
+            ApiError::UpstreamPassthrough { body, content_type, .. } => {
+                let mut resp = (status, body).into_response();
+                if let Some(ct) = content_type {
+                    resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+                }
+                return resp;
+            }
+            ref e => match format {
+                ErrorFormat::OpenAi => json!({
+                    "error": {
+                        "message": e.to_string(),
+                        "type": e.openai_type(),
+                        "code": e.code(),
+                        "param": e.param(),
+                    }
+                }),
+                ErrorFormat::Anthropic => json!({
+                    "type": "error",
+                    "error": { "type": e.anthropic_type(), "message": e.to_string(), "code": e.code() }
+                }),
+            },
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.into_response_as(ErrorFormat::OpenAi)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_code_has_its_status() {
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (ApiError::invalid("x"), 400, "invalid_request"),
+            (ApiError::InvalidApiKey("x".into()), 401, "invalid_api_key"),
+            (ApiError::BudgetExceeded { message: "x".into(), retry_after_secs: 1 }, 402, "budget_exceeded"),
+            (ApiError::ModelNotAllowed("x".into()), 403, "model_not_allowed"),
+            (ApiError::ModelNotFound("x".into()), 404, "model_not_found"),
+            (ApiError::RequestTooLarge { limit: 1 }, 413, "request_too_large"),
+            (ApiError::RateLimitExceeded { message: "x".into(), retry_after_secs: 1 }, 429, "rate_limit_exceeded"),
+            (ApiError::LoopDetected { message: "x".into(), retry_after_secs: 1 }, 429, "loop_detected"),
+            (ApiError::UpstreamError("x".into()), 502, "upstream_error"),
+            (ApiError::CountersUnavailable("x".into()), 503, "counters_unavailable"),
+            (ApiError::UpstreamTimeout("x".into()), 504, "upstream_timeout"),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!(err.status().as_u16(), status, "{code}");
+            assert_eq!(err.code(), code);
+        }
+    }
+}

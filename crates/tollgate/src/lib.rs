@@ -1,0 +1,18 @@
+//! tollgate: one ingress for a company's LLM traffic. Virtual keys, hard
+//! budgets, rate limits and loop guards in front of LLM providers.
+//!
+//! The request path, top to bottom: [`app`] orders the layers, [`proxy`]
+//! handles `/v1/*` (auth → policy admit → provider → settle), [`policy`]
+//! decides over [`counters`], [`providers`] speak each upstream's wire format,
+//! [`store`] keeps keys and the ledger.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod counters;
+pub mod error;
+pub mod policy;
+pub mod providers;
+pub mod proxy;
+pub mod store;
+pub mod types;

@@ -1,0 +1,1 @@
+//! Policies: budgets, rate limits, loop guards, model access.

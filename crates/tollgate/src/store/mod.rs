@@ -1,0 +1,157 @@
+//! Durable state: teams and virtual keys created over the admin API, the
+//! spend ledger, and a few settings (the generated admin key's hash). One
+//! trait, one implementation per engine (SQLite, PostgreSQL), each with its
+//! own migrations. The ledger is written in batches by [`ledger`]'s writer,
+//! never on the request path.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{KeyId, NanoUsd, Period, TeamId};
+
+/// A team created over the admin API (config-file teams are not stored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamRecord {
+    pub id: TeamId,
+    /// Names of config policies attached to the team.
+    pub policies: Vec<String>,
+    /// A team-wide cost limit set over the API (with `period`).
+    pub budget: Option<NanoUsd>,
+    pub period: Option<Period>,
+    /// Model globs; `None` means every model.
+    pub models: Option<Vec<String>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A virtual key. The secret itself is never stored: only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The public id inside `sk-tg-<id>-<secret>`.
+    pub id: KeyId,
+    pub team: TeamId,
+    pub name: Option<String>,
+    /// Hex SHA-256 of the secret part.
+    pub secret_hash: String,
+    /// What `GET /admin/keys` shows of the key, e.g. `sk-tg-3fa9c1d2e4b5`.
+    pub prefix: String,
+    /// After a rotation, the old secret's hash, valid until `previous_expires_at`.
+    pub previous_secret_hash: Option<String>,
+    pub previous_expires_at: Option<DateTime<Utc>>,
+    pub models: Option<Vec<String>>,
+    pub policies: Vec<String>,
+    pub budget: Option<NanoUsd>,
+    pub period: Option<Period>,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Set when a loop guard with `on_trip: suspend` tripped; cleared by an admin.
+    pub suspended_at: Option<DateTime<Utc>>,
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One row per request that reached policy evaluation or beyond.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerRow {
+    pub ts: DateTime<Utc>,
+    pub request_id: String,
+    pub key_id: KeyId,
+    pub team: TeamId,
+    /// The client-facing model name.
+    pub model: String,
+    /// Provider that served it; empty when none did.
+    pub provider: String,
+    pub status: u16,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost: NanoUsd,
+    pub latency_ms: u64,
+    pub error_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    Team,
+    Key,
+    Model,
+    Day,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SpendQuery {
+    pub group_by: Option<GroupBy>,
+    pub team: Option<TeamId>,
+    pub key: Option<KeyId>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpendRow {
+    /// The team id, key id, model name or `YYYY-MM-DD` day; `total` without grouping.
+    pub group: String,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost: NanoUsd,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RequestsQuery {
+    pub team: Option<TeamId>,
+    pub key: Option<KeyId>,
+    pub limit: u32,
+}
+
+/// Whose spend to sum when rebuilding a budget counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpendScope {
+    Team(TeamId),
+    Key(KeyId),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("store unreachable or failing: {0}")]
+    Backend(String),
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_team(&self, team: &TeamRecord) -> Result<(), StoreError>;
+    async fn get_team(&self, id: &TeamId) -> Result<Option<TeamRecord>, StoreError>;
+    async fn list_teams(&self) -> Result<Vec<TeamRecord>, StoreError>;
+    /// Replaces a team's fields; `false` if no such team.
+    async fn update_team(&self, team: &TeamRecord) -> Result<bool, StoreError>;
+    /// `false` if no such team.
+    async fn delete_team(&self, id: &TeamId) -> Result<bool, StoreError>;
+
+    async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
+    async fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError>;
+    /// Newest first.
+    async fn list_keys(&self, team: Option<&TeamId>) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Replaces a key's mutable fields (revocation, rotation, suspension);
+    /// `false` if no such key.
+    async fn update_key(&self, key: &KeyRecord) -> Result<bool, StoreError>;
+
+    /// Writes a batch in one statement/transaction; all or nothing.
+    async fn insert_ledger(&self, rows: &[LedgerRow]) -> Result<(), StoreError>;
+    async fn spend(&self, query: &SpendQuery) -> Result<Vec<SpendRow>, StoreError>;
+    /// Newest first.
+    async fn requests(&self, query: &RequestsQuery) -> Result<Vec<LedgerRow>, StoreError>;
+    /// Total cost in the ledger for a scope since `since`.
+    async fn spend_since(&self, scope: &SpendScope, since: DateTime<Utc>) -> Result<NanoUsd, StoreError>;
+
+    async fn get_setting(&self, name: &str) -> Result<Option<String>, StoreError>;
+    async fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError>;
+
+    /// For `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
