@@ -14,5 +14,6 @@ pub mod error;
 pub mod policy;
 pub mod providers;
 pub mod proxy;
+pub mod state;
 pub mod store;
 pub mod types;

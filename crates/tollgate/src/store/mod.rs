@@ -4,6 +4,8 @@
 //! own migrations. The ledger is written in batches by [`ledger`]'s writer,
 //! never on the request path.
 
+pub mod ledger;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,43 @@
+//! The state every handler shares: the hot-swappable runtime built from
+//! the config (policies, models, providers) and the long-lived services
+//! (store, counters, key cache, ledger, policy engine).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::auth::{AdminKey, KeyCache};
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::policy::PolicyEngine;
+use crate::providers::Provider;
+use crate::store::Store;
+use crate::store::ledger::LedgerHandle;
+use crate::types::Clock;
+
+/// Everything derived from one version of the config file. Replaced as a
+/// whole on reload, so a request sees one consistent version from start to end.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    /// By provider name.
+    pub providers: HashMap<String, Arc<dyn Provider>>,
+}
+
+pub struct AppState {
+    pub runtime: ArcSwap<Runtime>,
+    pub store: Arc<dyn Store>,
+    pub counters: Arc<dyn Counters>,
+    pub keys: KeyCache,
+    pub ledger: LedgerHandle,
+    pub policy: PolicyEngine,
+    pub admin_key: AdminKey,
+    pub clock: Arc<dyn Clock>,
+    /// The file `POST /admin/reload` and SIGHUP re-read; `None` on embedded defaults.
+    pub config_path: Option<PathBuf>,
+    /// The upstream HTTP client every provider shares (one connection pool).
+    pub http: reqwest::Client,
+}
+
+pub type SharedState = Arc<AppState>;
