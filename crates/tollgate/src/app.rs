@@ -43,7 +43,10 @@ pub enum StartError {
     #[error("cannot connect the counters: {0}")]
     Counters(String),
     #[error("cannot listen on `{addr}`: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The router with every layer, outermost first:
@@ -97,8 +100,11 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 }
 
 async fn not_found(req: Request) -> Response {
-    ApiError::NotFound { code: "not_found", message: format!("no route for `{} {}`", req.method(), req.uri().path()) }
-        .into_response()
+    ApiError::NotFound {
+        code: "not_found",
+        message: format!("no route for `{} {}`", req.method(), req.uri().path()),
+    }
+    .into_response()
 }
 
 async fn metrics(State(state): State<SharedState>, headers: http::HeaderMap) -> Response {
@@ -106,8 +112,16 @@ async fn metrics(State(state): State<SharedState>, headers: http::HeaderMap) -> 
         return e.into_response();
     }
     match &state.metrics {
-        Some(h) => ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed").into_response(),
+        Some(h) => (
+            [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed",
+        )
+            .into_response(),
     }
 }
 
@@ -128,9 +142,15 @@ fn metrics_handle() -> Option<PrometheusHandle> {
 
 /// Builds one runtime (providers and their shared client) from a config.
 fn runtime(config: Config, http: &reqwest::Client) -> Runtime {
-    let providers: HashMap<String, Arc<dyn Provider>> =
-        config.providers.iter().map(|p| (p.name.clone(), providers::build(p, http.clone()))).collect();
-    Runtime { config: Arc::new(config), providers }
+    let providers: HashMap<String, Arc<dyn Provider>> = config
+        .providers
+        .iter()
+        .map(|p| (p.name.clone(), providers::build(p, http.clone())))
+        .collect();
+    Runtime {
+        config: Arc::new(config),
+        providers,
+    }
 }
 
 async fn counters(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<dyn Counters>, StartError> {
@@ -151,13 +171,19 @@ async fn admin_key(config: &Config, store: &dyn Store) -> Result<AdminKey, Start
     if let Some(k) = &config.admin_key {
         return Ok(AdminKey::from_plain(k));
     }
-    let stored = store.get_setting(ADMIN_KEY_SETTING).await.map_err(|e| StartError::Store(e.to_string()))?;
+    let stored = store
+        .get_setting(ADMIN_KEY_SETTING)
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
     if let Some(hash) = stored {
         return Ok(AdminKey::from_hash(hash));
     }
     let generated = key::generate();
     let admin = AdminKey::from_plain(&generated.full);
-    store.set_setting(ADMIN_KEY_SETTING, admin.hash()).await.map_err(|e| StartError::Store(e.to_string()))?;
+    store
+        .set_setting(ADMIN_KEY_SETTING, admin.hash())
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
     // Printed once, to the terminal only (never to the log): only its hash is kept.
     println!(
         "No admin_key configured: generated one. It is shown only this once; keep it safe:\n\n    {}\n",
@@ -172,13 +198,21 @@ pub async fn build_state(
     config_path: Option<PathBuf>,
     clock: Arc<dyn Clock>,
 ) -> Result<SharedState, StartError> {
-    let store = store_mod::connect(config.store.expose()).await.map_err(|e| StartError::Store(e.to_string()))?;
+    let store = store_mod::connect(config.store.expose())
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
     let counters = counters(&config, clock.clone()).await?;
     let admin_key = admin_key(&config, store.as_ref()).await?;
     let http = providers::http_client();
     let keys = KeyCache::new(store.clone());
     let ledger = LedgerWriter::spawn(store.clone(), LedgerOptions::default());
-    let policy = PolicyEngine::new(counters.clone(), store.clone(), keys.clone(), clock.clone(), http.clone());
+    let policy = PolicyEngine::new(
+        counters.clone(),
+        store.clone(),
+        keys.clone(),
+        clock.clone(),
+        http.clone(),
+    );
     Ok(Arc::new(AppState {
         runtime: ArcSwap::from_pointee(runtime(config, &http)),
         store,
@@ -228,7 +262,10 @@ impl Gateway {
             tracing::warn!(?drain, "drain timeout: in-flight requests were cut");
         }
         self.state.tasks.close();
-        if tokio::time::timeout(drain, self.state.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(drain, self.state.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("drain timeout: some settlements did not finish");
         }
         self.state.ledger.shutdown().await;
@@ -236,20 +273,35 @@ impl Gateway {
 }
 
 /// Binds the listeners and starts serving in the background.
-pub async fn start(config: Config, config_path: Option<PathBuf>, clock: Arc<dyn Clock>) -> Result<Gateway, StartError> {
+pub async fn start(
+    config: Config,
+    config_path: Option<PathBuf>,
+    clock: Arc<dyn Clock>,
+) -> Result<Gateway, StartError> {
     let listen = config.listen;
     let admin_listen = config.admin_listen;
     let state = build_state(config, config_path, clock).await?;
-    let bind = |addr| async move { TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source }) };
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    };
     let listener = bind(listen).await?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?;
     let admin_listener = match admin_listen {
         Some(a) => Some(bind(a).await?),
         None => None,
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let shutdown = CancellationToken::new();
-    let main = serve_on(listener, app(state.clone(), admin_listener.is_none()), shutdown.clone());
+    let main = serve_on(
+        listener,
+        app(state.clone(), admin_listener.is_none()),
+        shutdown.clone(),
+    );
     let admin = admin_listener.map(|l| serve_on(l, admin_app(state.clone()), shutdown.clone()));
     let server = tokio::spawn(async move {
         match admin {
@@ -259,11 +311,18 @@ pub async fn start(config: Config, config_path: Option<PathBuf>, clock: Arc<dyn 
             None => main.await,
         }
     });
-    Ok(Gateway { addr, admin_addr, state, shutdown, server })
+    Ok(Gateway {
+        addr,
+        admin_addr,
+        state,
+        shutdown,
+        server,
+    })
 }
 
 async fn serve_on(listener: TcpListener, router: Router, shutdown: CancellationToken) {
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await });
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await });
     if let Err(e) = server.await {
         tracing::error!(error = %e, "server stopped with an error");
     }
@@ -299,7 +358,10 @@ fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Con
 /// Returns on SIGTERM or SIGINT; reloads on SIGHUP meanwhile.
 async fn wait_for_stop(state: &AppState) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         tracing::error!("cannot install signal handlers; stopping on Ctrl-C only");
         let _ = tokio::signal::ctrl_c().await;
         return;
@@ -316,4 +378,3 @@ async fn wait_for_stop(state: &AppState) {
         }
     }
 }
-

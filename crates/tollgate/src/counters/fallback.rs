@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    Actual, AdmitRequest, Admission, BudgetState, Counters, CountersError, Grant, MemoryCounters,
+    Actual, Admission, AdmitRequest, BudgetState, Counters, CountersError, Grant, MemoryCounters,
 };
 use crate::config::CountersUnavailable;
 use crate::types::{Clock, NanoUsd};
@@ -51,16 +51,29 @@ impl Counters for LocalFallback {
         }
     }
 
-    async fn settle(&self, req: &AdmitRequest, grant: &Grant, actual: Actual) -> Result<(), CountersError> {
+    async fn settle(
+        &self,
+        req: &AdmitRequest,
+        grant: &Grant,
+        actual: Actual,
+    ) -> Result<(), CountersError> {
         if self.local_grants.remove(&req.request_id).is_some() {
             return self.local.settle(req, grant, actual).await;
         }
         self.primary.settle(req, grant, actual).await
     }
 
-    async fn seed_budget(&self, key: &str, spent: NanoUsd, expires_at_ms: Option<i64>) -> Result<(), CountersError> {
+    async fn seed_budget(
+        &self,
+        key: &str,
+        spent: NanoUsd,
+        expires_at_ms: Option<i64>,
+    ) -> Result<(), CountersError> {
         let local = self.local.seed_budget(key, spent, expires_at_ms).await;
-        self.primary.seed_budget(key, spent, expires_at_ms).await.or(local)
+        self.primary
+            .seed_budget(key, spent, expires_at_ms)
+            .await
+            .or(local)
     }
 
     async fn budget(&self, key: &str) -> Result<BudgetState, CountersError> {
@@ -77,8 +90,16 @@ impl Counters for LocalFallback {
         max: u32,
         window_ms: u64,
     ) -> Result<bool, CountersError> {
-        match self.primary.record_outcome(streak_key, error_code, max, window_ms).await {
-            Err(_) => self.local.record_outcome(streak_key, error_code, max, window_ms).await,
+        match self
+            .primary
+            .record_outcome(streak_key, error_code, max, window_ms)
+            .await
+        {
+            Err(_) => {
+                self.local
+                    .record_outcome(streak_key, error_code, max, window_ms)
+                    .await
+            }
             ok => ok,
         }
     }

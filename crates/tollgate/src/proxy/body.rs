@@ -21,15 +21,21 @@ pub(super) async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Resul
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::RequestTooLarge { limit }),
-        Err(e) => Err(ApiError::invalid(format!("could not read the request body: {e}"))),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::RequestTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::invalid(format!(
+            "could not read the request body: {e}"
+        ))),
     }
 }
 
 /// Parses a JSON object; anything else is a 400 saying what was wrong.
 pub(super) fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if bytes.is_empty() {
-        return Err(ApiError::invalid("the request body is empty; send a JSON object"));
+        return Err(ApiError::invalid(
+            "the request body is empty; send a JSON object",
+        ));
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
@@ -37,7 +43,9 @@ pub(super) fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> 
             "the request body must be a JSON object, not {}",
             kind_of(&other)
         ))),
-        Err(e) => Err(ApiError::invalid(format!("the request body is not valid JSON: {e}"))),
+        Err(e) => Err(ApiError::invalid(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
     }
 }
 

@@ -13,7 +13,11 @@ use crate::state::Runtime;
 
 /// The order in which to try a model's targets.
 pub(super) fn order(model: &ModelConfig) -> Vec<&Target> {
-    let weighted = !model.targets.is_empty() && model.targets.iter().all(|t| t.weight.is_some_and(|w| w > 0));
+    let weighted = !model.targets.is_empty()
+        && model
+            .targets
+            .iter()
+            .all(|t| t.weight.is_some_and(|w| w > 0));
     if !weighted {
         return model.targets.iter().collect();
     }
@@ -50,21 +54,42 @@ pub(super) async fn send(
 ) -> Result<(String, String, UpstreamResponse), ApiError> {
     let mut last: Option<ProviderError> = None;
     for target in targets {
-        let (Some(provider), Some(pcfg)) = (rt.providers.get(&target.provider), rt.config.provider(&target.provider))
-        else {
+        let (Some(provider), Some(pcfg)) = (
+            rt.providers.get(&target.provider),
+            rt.config.provider(&target.provider),
+        ) else {
             continue;
         };
         let mut body = body.clone();
         body.insert("model".into(), Value::String(target.model.clone()));
-        let call = UpstreamCall { endpoint, body, stream, timeout: pcfg.timeout, request_id: request_id.to_owned() };
+        let call = UpstreamCall {
+            endpoint,
+            body,
+            stream,
+            timeout: pcfg.timeout,
+            request_id: request_id.to_owned(),
+        };
         match provider.send(call).await {
             Ok(resp) => return Ok((target.provider.clone(), target.model.clone(), resp)),
-            Err(ProviderError::Rejected { status, body, content_type, .. }) => {
+            Err(ProviderError::Rejected {
+                status,
+                body,
+                content_type,
+                ..
+            }) => {
                 metrics::counter!("tollgate_upstream_errors_total", "provider" => target.provider.clone(), "kind" => "rejected").increment(1);
-                return Err(ApiError::UpstreamPassthrough { status, body, content_type });
+                return Err(ApiError::UpstreamPassthrough {
+                    status,
+                    body,
+                    content_type,
+                });
             }
             Err(e) => {
-                let kind = if matches!(e, ProviderError::Timeout { .. }) { "timeout" } else { "failed" };
+                let kind = if matches!(e, ProviderError::Timeout { .. }) {
+                    "timeout"
+                } else {
+                    "failed"
+                };
                 metrics::counter!("tollgate_upstream_errors_total", "provider" => target.provider.clone(), "kind" => kind).increment(1);
                 tracing::warn!(request_id, provider = %target.provider, error = %e, "upstream failed; trying the next target if any");
                 last = Some(e);
@@ -72,8 +97,12 @@ pub(super) async fn send(
         }
     }
     Err(match last {
-        Some(e @ ProviderError::Timeout { .. }) => ApiError::UpstreamTimeout(format!("{e}; no fallback target answered")),
+        Some(e @ ProviderError::Timeout { .. }) => {
+            ApiError::UpstreamTimeout(format!("{e}; no fallback target answered"))
+        }
         Some(e) => ApiError::UpstreamError(format!("{e}; no fallback target answered")),
-        None => ApiError::UpstreamError("no provider is configured for this model's targets".into()),
+        None => {
+            ApiError::UpstreamError("no provider is configured for this model's targets".into())
+        }
     })
 }

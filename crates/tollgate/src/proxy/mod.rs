@@ -39,7 +39,14 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    pipeline::handle(state, id.0, Ingress::OpenAi(Endpoint::ChatCompletions), headers, body).await
+    pipeline::handle(
+        state,
+        id.0,
+        Ingress::OpenAi(Endpoint::ChatCompletions),
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn completions(
@@ -48,7 +55,14 @@ async fn completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    pipeline::handle(state, id.0, Ingress::OpenAi(Endpoint::Completions), headers, body).await
+    pipeline::handle(
+        state,
+        id.0,
+        Ingress::OpenAi(Endpoint::Completions),
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn embeddings(
@@ -57,7 +71,14 @@ async fn embeddings(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    pipeline::handle(state, id.0, Ingress::OpenAi(Endpoint::Embeddings), headers, body).await
+    pipeline::handle(
+        state,
+        id.0,
+        Ingress::OpenAi(Endpoint::Embeddings),
+        headers,
+        body,
+    )
+    .await
 }
 
 /// Anthropic Messages API ingress: translated to the canonical (OpenAI)

@@ -19,7 +19,10 @@ pub(super) async fn list(State(state): State<SharedState>, headers: HeaderMap) -
         Err(e) => return e.into_response(),
     };
     let rt = state.runtime.load();
-    let who = Subject { key: &auth.key, team: team.as_deref() };
+    let who = Subject {
+        key: &auth.key,
+        team: team.as_deref(),
+    };
     let data: Vec<_> = rt
         .config
         .models

@@ -67,12 +67,20 @@ pub(super) async fn handle(
         admitted: None,
     };
     match proxy(&rt, &mut books, ingress, &headers, body).await {
-        Ok(Reply::Complete { body, usage, headers }) => complete(books, ingress, body, usage, headers).await,
-        Ok(Reply::Stream { events, include_usage, headers }) => {
-            stream::respond(books, ingress, events, include_usage, headers)
-        }
+        Ok(Reply::Complete {
+            body,
+            usage,
+            headers,
+        }) => complete(books, ingress, body, usage, headers).await,
+        Ok(Reply::Stream {
+            events,
+            include_usage,
+            headers,
+        }) => stream::respond(books, ingress, events, include_usage, headers),
         Err(e) => {
-            books.close(e.status().as_u16(), Usage::default(), Some(e.code())).await;
+            books
+                .close(e.status().as_u16(), Usage::default(), Some(e.code()))
+                .await;
             e.into_response_as(format)
         }
     }
@@ -80,8 +88,16 @@ pub(super) async fn handle(
 
 /// A provider's answer, before the books are closed.
 enum Reply {
-    Complete { body: Bytes, usage: Usage, headers: Vec<(HeaderName, HeaderValue)> },
-    Stream { events: crate::providers::EventStream, include_usage: bool, headers: Vec<(HeaderName, HeaderValue)> },
+    Complete {
+        body: Bytes,
+        usage: Usage,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
+    Stream {
+        events: crate::providers::EventStream,
+        include_usage: bool,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
 }
 
 async fn proxy(
@@ -109,15 +125,26 @@ async fn proxy(
             parsed.model
         ))
     })?;
-    let who = Subject { key: &books.key, team: books.team.as_deref() };
-    books.state.policy.check_model_access(config, &who, &model.name)?;
+    let who = Subject {
+        key: &books.key,
+        team: books.team.as_deref(),
+    };
+    books
+        .state
+        .policy
+        .check_model_access(config, &who, &model.name)?;
 
     let targets = forward::order(model);
-    let first_model = targets.first().map(|t| t.model.as_str()).unwrap_or(&model.name);
+    let first_model = targets
+        .first()
+        .map(|t| t.model.as_str())
+        .unwrap_or(&model.name);
     books.input_tokens = estimate::input_tokens(endpoint, &req, model, first_model);
     let max_output = match endpoint {
         Endpoint::Embeddings => 0,
-        _ => parsed.max_tokens.map_or(model.max_output_tokens, |(_, n)| n),
+        _ => parsed
+            .max_tokens
+            .map_or(model.max_output_tokens, |(_, n)| n),
     };
     let facts = RequestFacts {
         request_id: &books.request_id,
@@ -137,13 +164,23 @@ async fn proxy(
     if parsed.stream {
         // Usage is always requested so that the stream can be billed; the
         // extra chunk is stripped again for clients that did not ask for it.
-        let opts = req.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
+        let opts = req
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(o) = opts {
             o.insert("include_usage".into(), Value::Bool(true));
         }
     }
     let upstream_started = Instant::now();
-    let sent = forward::send(rt, &targets, endpoint, &req, parsed.stream, &books.request_id).await;
+    let sent = forward::send(
+        rt,
+        &targets,
+        endpoint,
+        &req,
+        parsed.stream,
+        &books.request_id,
+    )
+    .await;
     books.upstream = upstream_started.elapsed();
     let (provider, provider_model, resp) = sent?;
     books.provider = provider;
@@ -151,11 +188,17 @@ async fn proxy(
     Ok(match resp {
         UpstreamResponse::Complete { body, usage } => {
             let usage = usage.unwrap_or_else(|| books.usage_from_body(&body));
-            Reply::Complete { body, usage, headers: reply_headers }
+            Reply::Complete {
+                body,
+                usage,
+                headers: reply_headers,
+            }
         }
-        UpstreamResponse::Stream(events) => {
-            Reply::Stream { events, include_usage: parsed.include_usage, headers: reply_headers }
-        }
+        UpstreamResponse::Stream(events) => Reply::Stream {
+            events,
+            include_usage: parsed.include_usage,
+            headers: reply_headers,
+        },
     })
 }
 
@@ -174,12 +217,21 @@ async fn complete(
         Ingress::Anthropic => match translate::openai_to_messages_response(&body, &model) {
             Ok(v) => Bytes::from(v.to_string()),
             Err(e) => {
-                return ApiError::UpstreamError(format!("the provider's answer could not be translated: {e}"))
-                    .into_response_as(ingress.error_format());
+                return ApiError::UpstreamError(format!(
+                    "the provider's answer could not be translated: {e}"
+                ))
+                .into_response_as(ingress.error_format());
             }
         },
     };
-    let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
+    let mut resp = (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
         .into_response();
     let h = resp.headers_mut();
     for (name, value) in headers {
@@ -188,7 +240,10 @@ async fn complete(
     if let Ok(v) = HeaderValue::from_str(&settled.cost.to_string()) {
         h.insert("x-tollgate-cost-usd", v);
     }
-    if let Some(v) = settled.budget_remaining.and_then(|r| HeaderValue::from_str(&r.to_string()).ok()) {
+    if let Some(v) = settled
+        .budget_remaining
+        .and_then(|r| HeaderValue::from_str(&r.to_string()).ok())
+    {
         h.insert("x-tollgate-budget-remaining-usd", v);
     }
     resp
@@ -231,10 +286,17 @@ impl Books {
     fn usage_from_body(&self, body: &[u8]) -> Usage {
         let mut text = String::new();
         if let Ok(v) = serde_json::from_slice::<Value>(body) {
-            for choice in v.get("choices").and_then(Value::as_array).into_iter().flatten() {
+            for choice in v
+                .get("choices")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let message = choice.get("message");
                 for s in [
-                    message.and_then(|m| m.get("content")).and_then(Value::as_str),
+                    message
+                        .and_then(|m| m.get("content"))
+                        .and_then(Value::as_str),
                     choice.get("text").and_then(Value::as_str),
                 ]
                 .into_iter()
@@ -242,29 +304,53 @@ impl Books {
                 {
                     text.push_str(s);
                 }
-                let calls = message.and_then(|m| m.get("tool_calls")).and_then(Value::as_array);
+                let calls = message
+                    .and_then(|m| m.get("tool_calls"))
+                    .and_then(Value::as_array);
                 for call in calls.into_iter().flatten() {
-                    if let Some(args) = call.pointer("/function/arguments").and_then(Value::as_str) {
+                    if let Some(args) = call.pointer("/function/arguments").and_then(Value::as_str)
+                    {
                         text.push_str(args);
                     }
                 }
             }
         }
-        Usage { prompt_tokens: self.input_tokens, completion_tokens: self.text_tokens(&text), cached_tokens: 0 }
+        Usage {
+            prompt_tokens: self.input_tokens,
+            completion_tokens: self.text_tokens(&text),
+            cached_tokens: 0,
+        }
     }
 
     /// Settles the reservation to `usage`, feeds the error-streak guard,
     /// writes the ledger row, the metrics and the request's log line.
     pub async fn close(mut self, status: u16, usage: Usage, error_code: Option<&str>) -> Settled {
-        let outcome = Outcome { usage: Some(usage), error_code: error_code.map(str::to_owned) };
+        let outcome = Outcome {
+            usage: Some(usage),
+            error_code: error_code.map(str::to_owned),
+        };
         let settled = match self.admitted.take() {
-            Some(admitted) => self.state.policy.settle(&self.config, admitted, &outcome).await,
-            None => Settled { cost: NanoUsd::ZERO, budget_remaining: None },
+            Some(admitted) => {
+                self.state
+                    .policy
+                    .settle(&self.config, admitted, &outcome)
+                    .await
+            }
+            None => Settled {
+                cost: NanoUsd::ZERO,
+                budget_remaining: None,
+            },
         };
         // A client hanging up is not an error the key keeps making.
         if error_code != Some("client_closed") {
-            let who = Subject { key: &self.key, team: self.team.as_deref() };
-            self.state.policy.record_outcome(&self.config, &who, error_code).await;
+            let who = Subject {
+                key: &self.key,
+                team: self.team.as_deref(),
+            };
+            self.state
+                .policy
+                .record_outcome(&self.config, &who, error_code)
+                .await;
         }
 
         let latency = self.started.elapsed();
@@ -286,7 +372,14 @@ impl Books {
         settled
     }
 
-    fn observe(&self, status: u16, usage: Usage, cost: NanoUsd, error_code: Option<&str>, latency: Duration) {
+    fn observe(
+        &self,
+        status: u16,
+        usage: Usage,
+        cost: NanoUsd,
+        error_code: Option<&str>,
+        latency: Duration,
+    ) {
         let team = self.key.team.to_string();
         let (model, provider) = (self.model.clone(), self.provider.clone());
         metrics::counter!("tollgate_requests_total", "team" => team.clone(), "model" => model.clone(),
@@ -295,7 +388,8 @@ impl Books {
         if let Some(code) = error_code {
             metrics::counter!("tollgate_rejections_total", "code" => code.to_owned()).increment(1);
         }
-        metrics::histogram!("tollgate_request_duration_seconds", "model" => model.clone()).record(latency.as_secs_f64());
+        metrics::histogram!("tollgate_request_duration_seconds", "model" => model.clone())
+            .record(latency.as_secs_f64());
         metrics::histogram!("tollgate_gateway_overhead_seconds")
             .record(latency.saturating_sub(self.upstream).as_secs_f64());
         if usage.prompt_tokens + usage.completion_tokens > 0 {

@@ -20,7 +20,9 @@ use serde_json::json;
 
 use super::pipeline::{Books, Ingress};
 use crate::error::ApiError;
-use crate::providers::{EventStream, ProviderError, SseEvent, Usage, translate::MessagesStreamTranslator};
+use crate::providers::{
+    EventStream, ProviderError, SseEvent, Usage, translate::MessagesStreamTranslator,
+};
 
 /// Ledger status of a stream whose client went away first (as nginx logs it).
 const CLIENT_CLOSED: u16 = 499;
@@ -34,7 +36,9 @@ pub(super) fn respond(
 ) -> Response {
     let encoder = match ingress {
         Ingress::OpenAi(_) => Encoder::OpenAi,
-        Ingress::Anthropic => Encoder::Anthropic(Box::new(MessagesStreamTranslator::new(&books.model))),
+        Ingress::Anthropic => {
+            Encoder::Anthropic(Box::new(MessagesStreamTranslator::new(&books.model)))
+        }
     };
     let metered = Metered {
         inner: events,
@@ -48,7 +52,10 @@ pub(super) fn respond(
     let mut resp = (
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
         Body::from_stream(metered),
@@ -155,7 +162,9 @@ impl Metered {
     /// Closes the books once, on a tracked task (the connection may be gone).
     fn finish(&mut self, status: u16, error_code: Option<&'static str>) {
         self.ended = true;
-        let Some(books) = self.books.take() else { return };
+        let Some(books) = self.books.take() else {
+            return;
+        };
         let usage = self.usage.unwrap_or_else(|| Usage {
             prompt_tokens: books.input_tokens,
             completion_tokens: books.text_tokens(&self.text),
@@ -201,7 +210,9 @@ impl Stream for Metered {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     let err = match e {
-                        ProviderError::Timeout { .. } => ApiError::UpstreamTimeout(format!("{e}; the stream was cut")),
+                        ProviderError::Timeout { .. } => {
+                            ApiError::UpstreamTimeout(format!("{e}; the stream was cut"))
+                        }
                         other => ApiError::UpstreamError(format!("{other}; the stream was cut")),
                     };
                     let out = this.encoder.error(&err);

@@ -23,7 +23,10 @@ pub(super) fn request(endpoint: Endpoint, body: &Map<String, Value>) -> Result<P
         Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
         Some(Value::String(_)) => return Err(ApiError::invalid_param("model", "`model` is empty")),
         Some(other) => {
-            return Err(ApiError::invalid_param("model", format!("`model` must be a string, not {}", kind_of(other))));
+            return Err(ApiError::invalid_param(
+                "model",
+                format!("`model` must be a string, not {}", kind_of(other)),
+            ));
         }
         None => return Err(ApiError::invalid_param("model", "`model` is required")),
     };
@@ -36,11 +39,17 @@ pub(super) fn request(endpoint: Endpoint, body: &Map<String, Value>) -> Result<P
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(other) => {
-            return Err(ApiError::invalid_param("stream", format!("`stream` must be a boolean, not {}", kind_of(other))));
+            return Err(ApiError::invalid_param(
+                "stream",
+                format!("`stream` must be a boolean, not {}", kind_of(other)),
+            ));
         }
     };
     if stream && endpoint == Endpoint::Embeddings {
-        return Err(ApiError::invalid_param("stream", "embeddings cannot be streamed"));
+        return Err(ApiError::invalid_param(
+            "stream",
+            "embeddings cannot be streamed",
+        ));
     }
     let include_usage = body
         .get("stream_options")
@@ -51,12 +60,20 @@ pub(super) fn request(endpoint: Endpoint, body: &Map<String, Value>) -> Result<P
         Some(n) => Some(("max_completion_tokens", n)),
         None => token_limit(body, "max_tokens")?.map(|n| ("max_tokens", n)),
     };
-    Ok(Parsed { model, stream, include_usage, max_tokens })
+    Ok(Parsed {
+        model,
+        stream,
+        include_usage,
+        max_tokens,
+    })
 }
 
 fn messages(body: &Map<String, Value>) -> Result<(), ApiError> {
     let Some(messages) = body.get("messages") else {
-        return Err(ApiError::invalid_param("messages", "`messages` is required"));
+        return Err(ApiError::invalid_param(
+            "messages",
+            "`messages` is required",
+        ));
     };
     let Value::Array(list) = messages else {
         return Err(ApiError::invalid_param(
@@ -65,14 +82,23 @@ fn messages(body: &Map<String, Value>) -> Result<(), ApiError> {
         ));
     };
     if list.is_empty() {
-        return Err(ApiError::invalid_param("messages", "`messages` must contain at least one message"));
+        return Err(ApiError::invalid_param(
+            "messages",
+            "`messages` must contain at least one message",
+        ));
     }
     for (i, m) in list.iter().enumerate() {
         let Value::Object(m) = m else {
-            return Err(ApiError::invalid_param("messages", format!("`messages[{i}]` must be an object")));
+            return Err(ApiError::invalid_param(
+                "messages",
+                format!("`messages[{i}]` must be an object"),
+            ));
         };
         if !m.get("role").is_some_and(Value::is_string) {
-            return Err(ApiError::invalid_param("messages", format!("`messages[{i}].role` must be a string")));
+            return Err(ApiError::invalid_param(
+                "messages",
+                format!("`messages[{i}].role` must be a string"),
+            ));
         }
     }
     Ok(())
@@ -80,7 +106,10 @@ fn messages(body: &Map<String, Value>) -> Result<(), ApiError> {
 
 fn required(body: &Map<String, Value>, field: &str) -> Result<(), ApiError> {
     match body.get(field) {
-        None | Some(Value::Null) => Err(ApiError::invalid_param(field, format!("`{field}` is required"))),
+        None | Some(Value::Null) => Err(ApiError::invalid_param(
+            field,
+            format!("`{field}` is required"),
+        )),
         Some(_) => Ok(()),
     }
 }
@@ -90,7 +119,10 @@ fn token_limit(body: &Map<String, Value>, field: &'static str) -> Result<Option<
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64() {
             Some(n) if n >= 1 => Ok(Some(n)),
-            _ => Err(ApiError::invalid_param(field, format!("`{field}` must be a positive integer, got `{v}`"))),
+            _ => Err(ApiError::invalid_param(
+                field,
+                format!("`{field}` must be a positive integer, got `{v}`"),
+            )),
         },
     }
 }
