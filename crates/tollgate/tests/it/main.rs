@@ -1,1 +1,12 @@
+//! Integration tests: the gateway and the mock provider over real HTTP on
+//! 127.0.0.1, real SQLite (and PostgreSQL/Redis where a feature uses them).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+mod errors;
+mod keys;
+mod process;
+mod sdk;
+mod streaming;
