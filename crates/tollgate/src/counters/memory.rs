@@ -335,10 +335,7 @@ impl State {
             }
             budget.limit = check.limit.0;
             budget.reserved = budget.reserved.saturating_add(granted.0);
-            budget.expires_at_ms = match (budget.expires_at_ms, check.expires_at_ms) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (_, None) | (None, _) => None,
-            };
+            budget.expires_at_ms = check.expires_at_ms;
         }
         let budgets = req
             .budgets

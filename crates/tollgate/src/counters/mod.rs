@@ -17,8 +17,10 @@ use crate::types::NanoUsd;
 mod conformance;
 mod gcra;
 mod memory;
+mod redis_counters;
 
 pub use memory::{DEFAULT_LOOP_CAPACITY, MemoryCounters, TOKENS_RATE_SUFFIX};
+pub use redis_counters::{DEFAULT_SLOT_TTL_MS, RedisCounters, SCRIPT_VERSION};
 
 /// Everything one request must pass before it is forwarded.
 #[derive(Debug, Clone, Default)]
