@@ -442,6 +442,85 @@ mod tests {
         );
     }
 
+    /// A TCP proxy in front of the real Redis that can be cut and restored,
+    /// so an outage can be tested without stopping the machine's Redis.
+    struct Proxy {
+        port: u16,
+        tasks: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    }
+
+    impl Proxy {
+        async fn start(port: u16) -> Proxy {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let tasks = Arc::new(parking_lot::Mutex::new(Vec::new()));
+            let conns = tasks.clone();
+            let accept = tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let conn = tokio::spawn(async move {
+                        if let Ok(mut upstream) =
+                            tokio::net::TcpStream::connect("127.0.0.1:6379").await
+                        {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        }
+                    });
+                    conns.lock().push(conn);
+                }
+            });
+            tasks.lock().push(accept);
+            Proxy { port, tasks }
+        }
+
+        /// Closes the listener and every connection through it.
+        fn cut(&self) {
+            for task in self.tasks.lock().drain(..) {
+                task.abort();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_is_unavailable_and_the_connection_recovers_by_itself() {
+        let proxy = Proxy::start(0).await;
+        let url = format!("redis://127.0.0.1:{}", proxy.port);
+        let c = RedisCounters::connect(&url, Arc::new(SystemClock))
+            .await
+            .unwrap()
+            .with_namespace("test:outage");
+        c.ping().await.unwrap();
+        let mut req = request("r", 0);
+        req.rates = vec![rate(&format!("rpm-{}", uuid::Uuid::now_v7()), 1_000, 1)];
+        granted(admit(&c, &req).await);
+
+        proxy.cut();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match c.admit(&req).await {
+            Err(CountersError::Unavailable(message)) => {
+                assert!(message.starts_with("redis:"), "{message}")
+            }
+            Ok(a) => panic!("admitted through a cut connection: {a:?}"),
+        }
+        assert!(c.ping().await.is_err());
+
+        let restored = Proxy::start(proxy.port).await;
+        let mut recovered = false;
+        for _ in 0..50 {
+            if c.ping().await.is_ok() {
+                recovered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            recovered,
+            "the connection manager did not reconnect within 5 s"
+        );
+        granted(admit(&c, &req).await);
+        restored.cut();
+    }
+
     #[test]
     fn passwords_are_found_in_urls() {
         assert_eq!(
