@@ -389,11 +389,16 @@ mod tests {
         // Budget counters without a period never expire; give those left by
         // earlier test runs a TTL so test keys do not pile up.
         let mut conn = c.conn.clone();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg("tg:v1:test:*")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let mut keys = Vec::new();
+        {
+            let mut scan: redis::AsyncIter<String> =
+                redis::AsyncCommands::scan_match(&mut conn, "tg:v1:test:*")
+                    .await
+                    .unwrap();
+            while let Some(key) = scan.next_item().await {
+                keys.push(key.unwrap());
+            }
+        }
         for key in keys {
             let _: i64 = redis::cmd("EXPIRE")
                 .arg(&key)
