@@ -415,7 +415,8 @@ impl State {
                 .map(|b| b.level_at(now))
                 .unwrap_or(0);
             let level = gcra::correct(level, check.amount, actual.tokens);
-            if level > 0 {
+            // A bucket with no limit never refills: keeping it would leak.
+            if level > 0 && limit > 0 {
                 self.rates.insert(
                     check.key.clone(),
                     Bucket {
