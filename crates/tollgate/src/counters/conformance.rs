@@ -151,6 +151,14 @@ pub(super) async fn budget_reserves_then_settles(c: Arc<dyn Counters>) {
         RejectReason::Budget(state(100, 115, 0))
     );
     assert_eq!(c.budget("missing").await.unwrap(), BudgetState::default());
+
+    // A free request reserves nothing and still settles.
+    let mut free = request("free", 0);
+    free.budgets = vec![budget("b", 100, 0)];
+    let g = granted(admit(&*c, &free).await);
+    assert_eq!(g.reserved, NanoUsd(0));
+    c.settle(&free, &g, Actual::default()).await.unwrap();
+    assert_eq!(c.budget("b").await.unwrap(), state(100, 115, 0));
 }
 
 pub(super) async fn budget_clamps_to_the_tightest_enforcing_budget(c: Arc<dyn Counters>) {

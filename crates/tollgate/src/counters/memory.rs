@@ -172,13 +172,6 @@ impl State {
         self.sweep(now);
         let mut would_reject = Vec::new();
         // Decide everything first; a rejection returns before any change.
-        let mut reject = |rejection: Rejection, enforce: bool| -> Option<Rejection> {
-            if enforce {
-                return Some(rejection);
-            }
-            would_reject.push(rejection);
-            None
-        };
 
         for (index, check) in req.streaks.iter().enumerate() {
             if let Some(s) = self
@@ -187,13 +180,12 @@ impl State {
                 .filter(|s| s.tripped_until_ms > now)
             {
                 let retry_after_ms = ms_until(s.tripped_until_ms, now);
-                if let Some(r) = reject(
-                    Rejection {
-                        reason: RejectReason::Streak,
-                        index,
-                        retry_after_ms,
-                    },
+                if let Some(r) = fail(
+                    &mut would_reject,
                     check.enforce,
+                    RejectReason::Streak,
+                    index,
+                    retry_after_ms,
                 ) {
                     return Admission::Rejected(r);
                 }
@@ -210,13 +202,12 @@ impl State {
             };
             if count >= check.max_identical {
                 let retry_after_ms = ms_until(end_ms, now);
-                if let Some(r) = reject(
-                    Rejection {
-                        reason: RejectReason::Loop,
-                        index,
-                        retry_after_ms,
-                    },
+                if let Some(r) = fail(
+                    &mut would_reject,
                     check.enforce,
+                    RejectReason::Loop,
+                    index,
+                    retry_after_ms,
                 ) {
                     return Admission::Rejected(r);
                 }
@@ -265,15 +256,8 @@ impl State {
                 });
             }
         }
-        let mut reject = |rejection: Rejection, enforce: bool| -> Option<Rejection> {
-            if enforce {
-                return Some(rejection);
-            }
-            would_reject.push(rejection);
-            None
-        };
-
-        // New level per rate check; `None` when a non-enforcing check failed.
+        // New level per rate check, and whether it is taken (not when a
+        // non-enforcing check failed).
         let mut rate_levels = Vec::with_capacity(req.rates.len());
         for (index, check) in req.rates.iter().enumerate() {
             let level = self
@@ -284,13 +268,12 @@ impl State {
             match gcra::take(level, check.limit_per_minute, check.amount) {
                 Ok(after) => rate_levels.push((after, true)),
                 Err(retry_after_ms) => {
-                    if let Some(r) = reject(
-                        Rejection {
-                            reason: RejectReason::Rate,
-                            index,
-                            retry_after_ms,
-                        },
+                    if let Some(r) = fail(
+                        &mut would_reject,
                         check.enforce,
+                        RejectReason::Rate,
+                        index,
+                        retry_after_ms,
                     ) {
                         return Admission::Rejected(r);
                     }
@@ -304,12 +287,8 @@ impl State {
             let held = self.parallel.get(&check.key).map_or(0, |s| s.len());
             if held as u64 >= check.max {
                 // No exact wait: a slot frees when some request finishes.
-                let rejection = Rejection {
-                    reason: RejectReason::Parallel,
-                    index,
-                    retry_after_ms: 1_000,
-                };
-                if let Some(r) = reject(rejection, check.enforce) {
+                let reason = RejectReason::Parallel;
+                if let Some(r) = fail(&mut would_reject, check.enforce, reason, index, 1_000) {
                     return Admission::Rejected(r);
                 }
                 continue;
@@ -436,7 +415,8 @@ impl State {
                 .map(|b| b.level_at(now))
                 .unwrap_or(0);
             let level = gcra::correct(level, check.amount, actual.tokens);
-            if level > 0 {
+            // A bucket with no limit never refills: keeping it would leak.
+            if level > 0 && limit > 0 {
                 self.rates.insert(
                     check.key.clone(),
                     Bucket {
@@ -505,6 +485,27 @@ impl State {
         }
         false
     }
+}
+
+/// The rejection of an enforcing check; a failing non-enforcing check is
+/// only recorded in `would_reject`.
+fn fail(
+    would_reject: &mut Vec<Rejection>,
+    enforce: bool,
+    reason: RejectReason,
+    index: usize,
+    retry_after_ms: u64,
+) -> Option<Rejection> {
+    let rejection = Rejection {
+        reason,
+        index,
+        retry_after_ms,
+    };
+    if enforce {
+        return Some(rejection);
+    }
+    would_reject.push(rejection);
+    None
 }
 
 /// The enforcing budget a rejection names, if any: the first one that cannot

@@ -370,7 +370,7 @@ mod tests {
     use crate::counters::conformance::{
         self, admit, granted, looped, parallel, rate, rejected, request, streak,
     };
-    use crate::counters::{BudgetCheck, Counters};
+    use crate::counters::{BudgetCheck, Counters, LoopCheck, ParallelCheck, StreakCheck};
     use crate::types::SystemClock;
 
     /// CI runs Redis here; these tests fail (never skip) when it is down.
@@ -389,11 +389,16 @@ mod tests {
         // Budget counters without a period never expire; give those left by
         // earlier test runs a TTL so test keys do not pile up.
         let mut conn = c.conn.clone();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg("tg:v1:test:*")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let mut keys = Vec::new();
+        {
+            let mut scan: redis::AsyncIter<String> =
+                redis::AsyncCommands::scan_match(&mut conn, "tg:v1:test:*")
+                    .await
+                    .unwrap();
+            while let Some(key) = scan.next_item().await {
+                keys.push(key.unwrap());
+            }
+        }
         for key in keys {
             let _: i64 = redis::cmd("EXPIRE")
                 .arg(&key)
@@ -519,6 +524,116 @@ mod tests {
         );
         granted(admit(&c, &req).await);
         restored.cut();
+    }
+
+    /// Lua mirrors the Rust by hand: random request sequences must get the
+    /// same decisions and budget states from both. Rates are left out (their
+    /// refill depends on each backend's clock), and retry times with them.
+    #[tokio::test]
+    async fn memory_and_redis_agree_on_random_sequences() {
+        for seed in 0..4 {
+            agree_on_random_sequence(seed).await;
+        }
+    }
+
+    async fn agree_on_random_sequence(seed: u64) {
+        use rand::{Rng, SeedableRng};
+
+        let redis = connect().await;
+        let clock = Arc::new(crate::types::ManualClock::new(chrono::Utc::now()));
+        let memory = crate::counters::MemoryCounters::new(clock);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut open: Vec<(AdmitRequest, Grant)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let strip = |a: Admission| match a {
+            Admission::Admitted(mut g) => {
+                g.rates.clear();
+                g.would_reject.iter_mut().for_each(|r| r.retry_after_ms = 0);
+                Admission::Admitted(g)
+            }
+            Admission::Rejected(r) => Admission::Rejected(Rejection {
+                retry_after_ms: 0,
+                ..r
+            }),
+        };
+        for n in 0..400 {
+            if rng.random_bool(0.3) && !open.is_empty() {
+                let (req, g) = open.swap_remove(rng.random_range(0..open.len()));
+                let actual = Actual {
+                    cost: NanoUsd(rng.random_range(0..=g.reserved.0 + 20)),
+                    tokens: 0,
+                };
+                redis.settle(&req, &g, actual).await.unwrap();
+                memory.settle(&req, &g, actual).await.unwrap();
+                continue;
+            }
+            if rng.random_bool(0.05) {
+                let key = format!("s{}", rng.random_range(0..2));
+                let code = ["e1", "e2", ""][rng.random_range(0..3)];
+                let code = (!code.is_empty()).then_some(code);
+                let a = redis.record_outcome(&key, code, 2, 600_000).await.unwrap();
+                let b = memory.record_outcome(&key, code, 2, 600_000).await.unwrap();
+                assert_eq!(a, b, "seed {seed}, record_outcome #{n}");
+                continue;
+            }
+            let mut req = request(&format!("r{n}"), rng.random_range(0..300));
+            for i in 0..rng.random_range(0..3) {
+                let limit = [500, 1_000, 3_000][i];
+                let min = req.cost.0 * rng.random_range(0..=100) / 100;
+                req.budgets.push(BudgetCheck {
+                    enforce: rng.random_bool(0.7),
+                    ..conformance::budget(&format!("b{i}"), limit, min)
+                });
+            }
+            if rng.random_bool(0.5) {
+                req.parallel.push(ParallelCheck {
+                    enforce: rng.random_bool(0.8),
+                    ..parallel("p", 4)
+                });
+            }
+            if rng.random_bool(0.3) {
+                let fp = format!("fp{}", rng.random_range(0..5));
+                req.loops.push(LoopCheck {
+                    enforce: rng.random_bool(0.8),
+                    ..looped(&fp, 3, 600_000)
+                });
+            }
+            if rng.random_bool(0.3) {
+                req.streaks.push(StreakCheck {
+                    enforce: rng.random_bool(0.8),
+                    ..streak(&format!("s{}", rng.random_range(0..2)))
+                });
+            }
+            let a = strip(redis.admit(&req).await.unwrap());
+            let b = strip(memory.admit(&req).await.unwrap());
+            assert_eq!(a, b, "seed {seed}, admit #{n}: {req:?}");
+            match a {
+                Admission::Admitted(g) => {
+                    seen.extend(
+                        g.would_reject
+                            .iter()
+                            .map(|r| std::mem::discriminant(&r.reason)),
+                    );
+                    open.push((req, g));
+                }
+                Admission::Rejected(r) => {
+                    seen.insert(std::mem::discriminant(&r.reason));
+                }
+            }
+        }
+        // The sequence must have exercised the guards, not only admitted.
+        assert!(
+            seen.len() >= 3,
+            "seed {seed} hit only {} kinds of rejection",
+            seen.len()
+        );
+        for i in 0..3 {
+            let key = format!("b{i}");
+            assert_eq!(
+                redis.budget(&key).await.unwrap(),
+                memory.budget(&key).await.unwrap()
+            );
+        }
     }
 
     #[test]

@@ -25,7 +25,8 @@ for _ = 1, nb do
   local key = KEYS[k]
   -- A counter that expired meanwhile belongs to a finished period.
   if redis.call('EXISTS', key) == 1 then
-    if redis.call('HINCRBY', key, 'reserved', '-' .. reserved) < 0 then
+    -- Redis does not parse `-0` as an integer.
+    if reserved ~= '0' and redis.call('HINCRBY', key, 'reserved', '-' .. reserved) < 0 then
       redis.call('HSET', key, 'reserved', 0)
     end
     redis.call('HINCRBY', key, 'spent', actual_cost)
