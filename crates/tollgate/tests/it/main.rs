@@ -5,8 +5,11 @@
 
 mod common;
 
+mod budget;
 mod errors;
+mod hooks;
 mod keys;
+mod limits;
 mod process;
 mod sdk;
 mod streaming;
