@@ -43,6 +43,9 @@ struct RawEntry {
     output: f64,
     cached_input: Option<f64>,
     max_output_tokens: u64,
+    /// For people reading the file (tiered prices and the like).
+    #[serde(default, rename = "note")]
+    _note: Option<String>,
 }
 
 struct Entry {
@@ -141,7 +144,20 @@ mod tests {
     #[test]
     fn embedded_table_parses() {
         let table = parse_table(TABLE_JSON).unwrap();
-        assert!(table.entries.len() >= 2, "{} entries", table.entries.len());
+        for (name, _) in &table.names {
+            let entry = builtin_price(name).unwrap();
+            // Completions are never cheaper than prompts, and a cache read
+            // never costs more than a fresh prompt token.
+            assert!(
+                entry.price.output_per_mtok >= entry.price.input_per_mtok
+                    || entry.max_output_tokens == 0,
+                "{name}"
+            );
+            if let Some(cached) = entry.price.cached_input_per_mtok {
+                assert!(cached <= entry.price.input_per_mtok, "{name}");
+            }
+        }
+        assert!(table.entries.len() > 30, "{} entries", table.entries.len());
         assert!(!table.source.is_empty());
         assert!(!table.as_of.is_empty());
         for (name, provider) in &table.names {
@@ -164,7 +180,21 @@ mod tests {
             builtin_price("claude-3-5-haiku-20241022")
         );
         assert!(builtin_price("no-such-model").is_none());
-        assert!(builtin_models("openai").any(|m| m == "gpt-4o-mini"));
+        assert!(builtin_models("openai").any(|m| m == "gpt-4o"));
+        assert!(builtin_models("google").any(|m| m == "gemini-2.5-pro"));
+        // A dated snapshot priced differently from its alias keeps its own price.
+        let first_4o = builtin_price("gpt-4o-2024-05-13").unwrap();
+        assert_eq!(
+            first_4o.price.input_per_mtok,
+            NanoUsd::from_usd(5.0).unwrap()
+        );
+        assert_eq!(
+            builtin_price("gpt-4o").unwrap().price.input_per_mtok,
+            NanoUsd::from_usd(2.5).unwrap()
+        );
+        let sonnet = builtin_price("claude-sonnet-4-0").unwrap();
+        assert_eq!(Some(sonnet), builtin_price("claude-sonnet-4-20250514"));
+        assert_eq!(sonnet.price.cached_input_per_mtok, NanoUsd::from_usd(0.30));
         assert!(builtin_models("anthropic").all(|m| m.starts_with("claude")));
     }
 
