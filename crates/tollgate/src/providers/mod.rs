@@ -83,7 +83,12 @@ pub enum ProviderError {
     Failed { provider: String, message: String },
     /// The provider's own 4xx: passed to the client with its status, never retried.
     #[error("provider `{provider}` rejected the request with {status}")]
-    Rejected { provider: String, status: StatusCode, body: Bytes, content_type: Option<HeaderValue> },
+    Rejected {
+        provider: String,
+        status: StatusCode,
+        body: Bytes,
+        content_type: Option<HeaderValue>,
+    },
 }
 
 #[async_trait]

@@ -149,7 +149,11 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first.
     async fn requests(&self, query: &RequestsQuery) -> Result<Vec<LedgerRow>, StoreError>;
     /// Total cost in the ledger for a scope since `since`.
-    async fn spend_since(&self, scope: &SpendScope, since: DateTime<Utc>) -> Result<NanoUsd, StoreError>;
+    async fn spend_since(
+        &self,
+        scope: &SpendScope,
+        since: DateTime<Utc>,
+    ) -> Result<NanoUsd, StoreError>;
 
     async fn get_setting(&self, name: &str) -> Result<Option<String>, StoreError>;
     async fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError>;
