@@ -13,6 +13,15 @@ use async_trait::async_trait;
 
 use crate::types::NanoUsd;
 
+#[cfg(test)]
+mod conformance;
+mod gcra;
+mod memory;
+mod redis_counters;
+
+pub use memory::{DEFAULT_LOOP_CAPACITY, MemoryCounters, TOKENS_RATE_SUFFIX};
+pub use redis_counters::{DEFAULT_SLOT_TTL_MS, RedisCounters, SCRIPT_VERSION};
+
 /// Everything one request must pass before it is forwarded.
 #[derive(Debug, Clone, Default)]
 pub struct AdmitRequest {
