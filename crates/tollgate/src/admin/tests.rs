@@ -1085,3 +1085,53 @@ async fn cli_commands_drive_a_running_admin_api() {
         "{unreachable}"
     );
 }
+
+#[tokio::test]
+async fn openapi_schemas_list_exactly_the_fields_the_handlers_return() {
+    let h = harness();
+    let doc: Value = serde_json::from_str(super::OPENAPI_JSON).unwrap();
+    let fields = |v: &Value| {
+        let mut f: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        f.sort();
+        f
+    };
+    let schema = |name: &str| {
+        let mut f: Vec<String> = doc["components"]["schemas"][name]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        f.sort();
+        f
+    };
+    let (_, team) = h
+        .admin(Method::POST, "/admin/teams", Some(json!({"id": "ml"})))
+        .await;
+    assert_eq!(fields(&team), schema("Team"));
+    let new = h.create_key(json!({"team": "ml"})).await;
+    assert_eq!(fields(&new), schema("NewKey"));
+    let (_, key) = h
+        .admin(
+            Method::GET,
+            &format!("/admin/keys/{}", new["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(fields(&key), schema("Key"));
+    let (_, err) = h.admin(Method::GET, "/admin/keys/nope", None).await;
+    assert_eq!(
+        fields(&err["error"]),
+        fields(&doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"])
+    );
+    h.store
+        .ledger
+        .lock()
+        .push(ledger_row("ml", "m", h.clock.now(), 0.1));
+    let (_, spend) = h.admin(Method::GET, "/admin/spend", None).await;
+    assert_eq!(fields(&spend["data"][0]), schema("SpendRow"));
+    let (_, requests) = h.admin(Method::GET, "/admin/requests", None).await;
+    assert_eq!(fields(&requests["data"][0]), schema("RequestRow"));
+    let (_, ready) = h.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(fields(&ready), schema("Readiness"));
+}
