@@ -10,21 +10,35 @@ use serde_json::json;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    InvalidRequest { message: String, param: Option<String> },
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
     #[error("{0}")]
     InvalidApiKey(String),
     #[error("{message}")]
-    BudgetExceeded { message: String, retry_after_secs: u64 },
+    BudgetExceeded {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     ModelNotAllowed(String),
     #[error("{0}")]
     ModelNotFound(String),
-    #[error("request body is larger than the {limit} bytes this gateway accepts (`max_body_bytes`)")]
+    #[error(
+        "request body is larger than the {limit} bytes this gateway accepts (`max_body_bytes`)"
+    )]
     RequestTooLarge { limit: usize },
     #[error("{message}")]
-    RateLimitExceeded { message: String, retry_after_secs: u64 },
+    RateLimitExceeded {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{message}")]
-    LoopDetected { message: String, retry_after_secs: u64 },
+    LoopDetected {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     UpstreamError(String),
     #[error("{0}")]
@@ -33,7 +47,11 @@ pub enum ApiError {
     UpstreamTimeout(String),
     /// A provider's own 4xx, passed through with its status and body.
     #[error("provider answered {status}")]
-    UpstreamPassthrough { status: StatusCode, body: Bytes, content_type: Option<HeaderValue> },
+    UpstreamPassthrough {
+        status: StatusCode,
+        body: Bytes,
+        content_type: Option<HeaderValue>,
+    },
     /// Admin API: a named thing does not exist (`team_not_found`, `key_not_found`).
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
@@ -58,11 +76,17 @@ pub enum ErrorFormat {
 
 impl ApiError {
     pub fn invalid(message: impl Into<String>) -> Self {
-        ApiError::InvalidRequest { message: message.into(), param: None }
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: None,
+        }
     }
 
     pub fn invalid_param(param: &str, message: impl Into<String>) -> Self {
-        ApiError::InvalidRequest { message: message.into(), param: Some(param.to_owned()) }
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: Some(param.to_owned()),
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -73,7 +97,9 @@ impl ApiError {
             ApiError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::ModelNotFound(_) | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RateLimitExceeded { .. } | ApiError::LoopDetected { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimitExceeded { .. } | ApiError::LoopDetected { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::UpstreamError(_) => StatusCode::BAD_GATEWAY,
             ApiError::CountersUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -117,7 +143,9 @@ impl ApiError {
             ApiError::InvalidApiKey(_) | ApiError::AdminUnauthorized(_) => "authentication_error",
             ApiError::BudgetExceeded { .. } => "insufficient_quota",
             ApiError::ModelNotAllowed(_) => "permission_error",
-            ApiError::RateLimitExceeded { .. } | ApiError::LoopDetected { .. } => "rate_limit_error",
+            ApiError::RateLimitExceeded { .. } | ApiError::LoopDetected { .. } => {
+                "rate_limit_error"
+            }
             ApiError::UpstreamError(_)
             | ApiError::UpstreamTimeout(_)
             | ApiError::UpstreamPassthrough { .. }
@@ -136,7 +164,9 @@ impl ApiError {
             ApiError::InvalidApiKey(_) | ApiError::AdminUnauthorized(_) => "authentication_error",
             ApiError::BudgetExceeded { .. } | ApiError::ModelNotAllowed(_) => "permission_error",
             ApiError::ModelNotFound(_) => "not_found_error",
-            ApiError::RateLimitExceeded { .. } | ApiError::LoopDetected { .. } => "rate_limit_error",
+            ApiError::RateLimitExceeded { .. } | ApiError::LoopDetected { .. } => {
+                "rate_limit_error"
+            }
             ApiError::CountersUnavailable(_) => "overloaded_error",
             ApiError::UpstreamTimeout(_)
             | ApiError::UpstreamError(_)
@@ -147,9 +177,15 @@ impl ApiError {
 
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            ApiError::BudgetExceeded { retry_after_secs, .. }
-            | ApiError::RateLimitExceeded { retry_after_secs, .. }
-            | ApiError::LoopDetected { retry_after_secs, .. } => Some(*retry_after_secs),
+            ApiError::BudgetExceeded {
+                retry_after_secs, ..
+            }
+            | ApiError::RateLimitExceeded {
+                retry_after_secs, ..
+            }
+            | ApiError::LoopDetected {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             _ => None,
         }
     }
@@ -166,7 +202,9 @@ impl ApiError {
         let status = self.status();
         let retry_after = self.retry_after_secs();
         let body = match self {
-            ApiError::UpstreamPassthrough { body, content_type, .. } => {
+            ApiError::UpstreamPassthrough {
+                body, content_type, ..
+            } => {
                 let mut resp = (status, body).into_response();
                 if let Some(ct) = content_type {
                     resp.headers_mut().insert(header::CONTENT_TYPE, ct);
@@ -190,7 +228,8 @@ impl ApiError {
         };
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(secs) = retry_after {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -211,15 +250,52 @@ mod tests {
         let cases: Vec<(ApiError, u16, &str)> = vec![
             (ApiError::invalid("x"), 400, "invalid_request"),
             (ApiError::InvalidApiKey("x".into()), 401, "invalid_api_key"),
-            (ApiError::BudgetExceeded { message: "x".into(), retry_after_secs: 1 }, 402, "budget_exceeded"),
-            (ApiError::ModelNotAllowed("x".into()), 403, "model_not_allowed"),
+            (
+                ApiError::BudgetExceeded {
+                    message: "x".into(),
+                    retry_after_secs: 1,
+                },
+                402,
+                "budget_exceeded",
+            ),
+            (
+                ApiError::ModelNotAllowed("x".into()),
+                403,
+                "model_not_allowed",
+            ),
             (ApiError::ModelNotFound("x".into()), 404, "model_not_found"),
-            (ApiError::RequestTooLarge { limit: 1 }, 413, "request_too_large"),
-            (ApiError::RateLimitExceeded { message: "x".into(), retry_after_secs: 1 }, 429, "rate_limit_exceeded"),
-            (ApiError::LoopDetected { message: "x".into(), retry_after_secs: 1 }, 429, "loop_detected"),
+            (
+                ApiError::RequestTooLarge { limit: 1 },
+                413,
+                "request_too_large",
+            ),
+            (
+                ApiError::RateLimitExceeded {
+                    message: "x".into(),
+                    retry_after_secs: 1,
+                },
+                429,
+                "rate_limit_exceeded",
+            ),
+            (
+                ApiError::LoopDetected {
+                    message: "x".into(),
+                    retry_after_secs: 1,
+                },
+                429,
+                "loop_detected",
+            ),
             (ApiError::UpstreamError("x".into()), 502, "upstream_error"),
-            (ApiError::CountersUnavailable("x".into()), 503, "counters_unavailable"),
-            (ApiError::UpstreamTimeout("x".into()), 504, "upstream_timeout"),
+            (
+                ApiError::CountersUnavailable("x".into()),
+                503,
+                "counters_unavailable",
+            ),
+            (
+                ApiError::UpstreamTimeout("x".into()),
+                504,
+                "upstream_timeout",
+            ),
         ];
         for (err, status, code) in cases {
             assert_eq!(err.status().as_u16(), status, "{code}");

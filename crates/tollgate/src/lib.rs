@@ -7,6 +7,7 @@
 //! [`store`] keeps keys and the ledger.
 
 pub mod admin;
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -17,4 +18,5 @@ pub mod providers;
 pub mod proxy;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod types;

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 /// Money as integer nano-USD (1 USD = 10^9). Budgets are never computed in
 /// floating point: `f64` appears only when reading a config value or
 /// printing one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct NanoUsd(pub u64);
 
@@ -20,7 +22,7 @@ impl NanoUsd {
     /// Converts a USD amount from a config file or API call. `None` for
     /// negative, non-finite or absurdly large values.
     pub fn from_usd(usd: f64) -> Option<NanoUsd> {
-        if !usd.is_finite() || usd < 0.0 || usd > 1e9 {
+        if !usd.is_finite() || !(0.0..=1e9).contains(&usd) {
             return None;
         }
         Some(NanoUsd((usd * Self::PER_USD as f64).round() as u64))
@@ -74,7 +76,12 @@ impl Price {
     }
 
     /// Cost with `cached_tokens` of the input billed at the cached price.
-    pub fn cost_with_cache(&self, input_tokens: u64, cached_tokens: u64, output_tokens: u64) -> NanoUsd {
+    pub fn cost_with_cache(
+        &self,
+        input_tokens: u64,
+        cached_tokens: u64,
+        output_tokens: u64,
+    ) -> NanoUsd {
         let cached = cached_tokens.min(input_tokens);
         let Some(cached_price) = self.cached_input_per_mtok else {
             return self.cost(input_tokens, output_tokens);
@@ -210,14 +217,17 @@ impl Period {
     /// 8601 has it). `Total` starts at the epoch.
     pub fn start(self, now: DateTime<Utc>) -> DateTime<Utc> {
         let day = now.date_naive();
-        let midnight = |d: chrono::NaiveDate| Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN));
+        let midnight =
+            |d: chrono::NaiveDate| Utc.from_utc_datetime(&d.and_time(chrono::NaiveTime::MIN));
         match self {
             Period::Hourly => {
                 let secs = now.timestamp() - now.timestamp().rem_euclid(3600);
                 Utc.timestamp_opt(secs, 0).single().unwrap_or(now)
             }
             Period::Daily => midnight(day),
-            Period::Weekly => midnight(day - Duration::days(i64::from(day.weekday().num_days_from_monday()))),
+            Period::Weekly => {
+                midnight(day - Duration::days(i64::from(day.weekday().num_days_from_monday())))
+            }
             Period::Monthly => midnight(day.with_day(1).unwrap_or(day)),
             Period::Total => DateTime::<Utc>::UNIX_EPOCH,
         }
@@ -310,11 +320,23 @@ mod tests {
     #[test]
     fn periods_follow_utc_calendar() {
         let t = Utc.with_ymd_and_hms(2026, 11, 27, 16, 58, 24).unwrap();
-        assert_eq!(Period::Hourly.start(t), Utc.with_ymd_and_hms(2026, 11, 27, 16, 0, 0).unwrap());
-        assert_eq!(Period::Daily.end(t), Some(Utc.with_ymd_and_hms(2026, 11, 28, 0, 0, 0).unwrap()));
+        assert_eq!(
+            Period::Hourly.start(t),
+            Utc.with_ymd_and_hms(2026, 11, 27, 16, 0, 0).unwrap()
+        );
+        assert_eq!(
+            Period::Daily.end(t),
+            Some(Utc.with_ymd_and_hms(2026, 11, 28, 0, 0, 0).unwrap())
+        );
         // 2026-11-27 is a Friday; the week started Monday the 23rd.
-        assert_eq!(Period::Weekly.start(t), Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap());
-        assert_eq!(Period::Monthly.end(t), Some(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()));
+        assert_eq!(
+            Period::Weekly.start(t),
+            Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap()
+        );
+        assert_eq!(
+            Period::Monthly.end(t),
+            Some(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap())
+        );
         assert_eq!(Period::Total.end(t), None);
     }
 }

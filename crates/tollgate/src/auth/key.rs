@@ -38,7 +38,12 @@ pub fn generate_for(id: KeyId) -> NewKey {
     rand::rng().fill_bytes(&mut secret);
     let secret = URL_SAFE_NO_PAD.encode(secret);
     let full = format!("{KEY_PREFIX}{id}-{secret}");
-    NewKey { prefix: display_prefix(&id), secret_hash: hash_secret(&secret), full: Secret::new(full), id }
+    NewKey {
+        prefix: display_prefix(&id),
+        secret_hash: hash_secret(&secret),
+        full: Secret::new(full),
+        id,
+    }
 }
 
 /// What listings show instead of the key.
@@ -100,7 +105,14 @@ mod tests {
 
     #[test]
     fn foreign_keys_do_not_parse() {
-        for k in ["", "sk-proj-abc", "sk-tg-", "sk-tg-xyz-abc", "sk-tg-0123456789ab-", "sk-tg-0123456789ab"] {
+        for k in [
+            "",
+            "sk-proj-abc",
+            "sk-tg-",
+            "sk-tg-xyz-abc",
+            "sk-tg-0123456789ab-",
+            "sk-tg-0123456789ab",
+        ] {
             assert!(parse(k).is_none(), "{k}");
         }
     }

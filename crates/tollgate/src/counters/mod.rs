@@ -13,6 +13,17 @@ use async_trait::async_trait;
 
 use crate::types::NanoUsd;
 
+#[cfg(test)]
+mod conformance;
+mod fallback;
+mod gcra;
+mod memory;
+mod redis_counters;
+
+pub use fallback::with_fail_mode;
+pub use memory::{DEFAULT_LOOP_CAPACITY, MemoryCounters, TOKENS_RATE_SUFFIX};
+pub use redis_counters::{DEFAULT_SLOT_TTL_MS, RedisCounters, SCRIPT_VERSION};
+
 /// Everything one request must pass before it is forwarded.
 #[derive(Debug, Clone, Default)]
 pub struct AdmitRequest {
@@ -111,7 +122,9 @@ pub struct BudgetState {
 
 impl BudgetState {
     pub fn remaining(&self) -> NanoUsd {
-        self.limit.saturating_sub(self.spent).saturating_sub(self.reserved)
+        self.limit
+            .saturating_sub(self.spent)
+            .saturating_sub(self.reserved)
     }
 }
 
@@ -166,11 +179,21 @@ pub trait Counters: Send + Sync + 'static {
     /// corrects each tokens rate limit from the reserved to the actual
     /// tokens, and frees the request's parallel slots. Called exactly once
     /// per admitted request, on every path (success, error, client gone).
-    async fn settle(&self, req: &AdmitRequest, grant: &Grant, actual: Actual) -> Result<(), CountersError>;
+    async fn settle(
+        &self,
+        req: &AdmitRequest,
+        grant: &Grant,
+        actual: Actual,
+    ) -> Result<(), CountersError>;
 
     /// Sets a budget counter's spend if the counter does not exist yet: how
     /// spend from the ledger is restored after a restart.
-    async fn seed_budget(&self, key: &str, spent: NanoUsd, expires_at_ms: Option<i64>) -> Result<(), CountersError>;
+    async fn seed_budget(
+        &self,
+        key: &str,
+        spent: NanoUsd,
+        expires_at_ms: Option<i64>,
+    ) -> Result<(), CountersError>;
 
     /// Spend and reservations of a budget counter (zero if it does not exist).
     async fn budget(&self, key: &str) -> Result<BudgetState, CountersError>;

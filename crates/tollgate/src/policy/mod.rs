@@ -1,5 +1,1291 @@
-//! Policies: budgets, rate limits, loop guards, model access.
-//! (Placeholder in the skeleton; the policy branch replaces this file.)
+//! The policy engine: turns the config, the caller and facts about a request
+//! into one atomic [`Counters::admit`] (budgets, rate limits, parallelism,
+//! loop guards), settles it to the actual usage, checks model access, counts
+//! what shadow policies would have refused, fires alert webhooks and reports
+//! budgets for `/admin/budgets`. It never sees HTTP requests.
 
-/// Placeholder; replaced by the policy branch.
-pub struct PolicyEngine;
+mod alerts;
+pub mod estimate;
+mod messages;
+mod resolve;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use http::{HeaderName, HeaderValue};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use alerts::AlertEvent;
+
+use crate::auth::KeyCache;
+use crate::config::{
+    Config, CostAction, CostLimit, LoopGuard, ModelConfig, OnInsufficient, OnTrip, PolicyKind,
+    PolicyMode,
+};
+use crate::counters::{
+    Actual, Admission, AdmitRequest, BudgetCheck, Counters, CountersError, Grant, LoopCheck,
+    ParallelCheck, RateCheck, RejectReason, Rejection, StreakCheck,
+};
+use crate::error::ApiError;
+use crate::providers::Usage;
+use crate::store::{KeyRecord, SpendScope, Store, TeamRecord};
+use crate::types::{Clock, KeyId, NanoUsd, Price, TeamId};
+use resolve::{Applied, Scope};
+
+/// The caller of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub key: &'a KeyRecord,
+    /// The API-created team record, if the key's team is one; config teams
+    /// come from `config.team(key.team)`.
+    pub team: Option<&'a TeamRecord>,
+}
+
+/// What the policy layer needs to know about a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub request_id: &'a str,
+    pub model: &'a ModelConfig,
+    /// From [`estimate::input_tokens`].
+    pub input_tokens: u64,
+    /// The request's `max_tokens`/`max_completion_tokens`, else the model's
+    /// `max_output_tokens`.
+    pub max_output_tokens: u64,
+    /// The raw request body, for the loop-guard fingerprint.
+    pub body: &'a [u8],
+}
+
+/// An admitted request: what it reserved, until [`PolicyEngine::settle`].
+#[derive(Debug)]
+pub struct Admitted {
+    /// `Some(n)`: an `on_insufficient: clamp` budget lowered the output; the
+    /// handler rewrites `max_tokens` to `n`.
+    pub clamp_max_tokens: Option<u64>,
+    /// `x-ratelimit-*` and `x-tollgate-budget-remaining-usd`.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    price: Price,
+    /// `None` when no counter-backed policy applies.
+    plan: Option<Box<Plan>>,
+}
+
+impl Admitted {
+    /// An admission that reserved nothing (no counter-backed policy).
+    pub fn unlimited(price: Price) -> Self {
+        Admitted {
+            clamp_max_tokens: None,
+            headers: Vec::new(),
+            price,
+            plan: None,
+        }
+    }
+
+    /// What was reserved on every budget.
+    pub fn reserved(&self) -> NanoUsd {
+        self.plan
+            .as_ref()
+            .map_or(NanoUsd::ZERO, |p| p.grant.reserved)
+    }
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// What the provider reported, or what the handler counted for a stream
+    /// cut short ([`estimate::text_tokens`]); `None` when nothing was generated.
+    pub usage: Option<Usage>,
+    pub error_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// For `x-tollgate-cost-usd` and the ledger.
+    pub cost: NanoUsd,
+    /// Least remaining over the cost-limits in force, after this request.
+    pub budget_remaining: Option<NanoUsd>,
+}
+
+/// One row of `GET /admin/budgets`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BudgetReport {
+    /// `team` or `key`.
+    pub scope: &'static str,
+    pub id: String,
+    pub team: String,
+    pub policy: String,
+    /// `enforce` or `shadow`.
+    pub mode: &'static str,
+    /// `reject` or `alert`.
+    pub action: &'static str,
+    pub period: &'static str,
+    pub limit_usd: f64,
+    pub spent_usd: f64,
+    pub reserved_usd: f64,
+    pub remaining_usd: f64,
+    /// RFC 3339; `null` for `total` budgets.
+    pub resets_at: Option<String>,
+    /// Requests this policy would have rejected (shadow mode) since start.
+    pub would_reject: u64,
+}
+
+/// Which policy, counting whom.
+#[derive(Debug, Clone)]
+struct Named {
+    policy: String,
+    scope: Scope,
+    scope_id: String,
+    mode: PolicyMode,
+}
+
+impl Named {
+    fn from_applied(a: &Applied<'_>) -> Self {
+        Named {
+            policy: a.name.to_owned(),
+            scope: a.scope,
+            scope_id: a.scope_id.to_owned(),
+            mode: a.mode,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "`{}` ({} `{}`)",
+            self.policy,
+            self.scope.as_str(),
+            self.scope_id
+        )
+    }
+}
+
+#[derive(Debug)]
+struct BudgetMeta {
+    named: Named,
+    limit: CostLimit,
+    start: DateTime<Utc>,
+    end: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Requests,
+    Tokens,
+}
+
+#[derive(Debug)]
+struct RateMeta {
+    named: Named,
+    unit: Unit,
+}
+
+#[derive(Debug)]
+struct LoopMeta {
+    named: Named,
+    guard: LoopGuard,
+}
+
+/// The checks of one request and, index for index, the policies behind them.
+#[derive(Debug)]
+struct Plan {
+    req: AdmitRequest,
+    grant: Grant,
+    team: String,
+    key: String,
+    budgets: Vec<BudgetMeta>,
+    rates: Vec<RateMeta>,
+    parallel: Vec<Named>,
+    loops: Vec<LoopMeta>,
+    streaks: Vec<LoopMeta>,
+}
+
+impl Plan {
+    fn is_empty(&self) -> bool {
+        let r = &self.req;
+        r.budgets.is_empty()
+            && r.rates.is_empty()
+            && r.parallel.is_empty()
+            && r.loops.is_empty()
+            && r.streaks.is_empty()
+    }
+
+    fn named(&self, reason: &RejectReason, index: usize) -> Option<&Named> {
+        match reason {
+            RejectReason::Budget(_) => self.budgets.get(index).map(|m| &m.named),
+            RejectReason::Rate => self.rates.get(index).map(|m| &m.named),
+            RejectReason::Parallel => self.parallel.get(index),
+            RejectReason::Loop => self.loops.get(index).map(|m| &m.named),
+            RejectReason::Streak => self.streaks.get(index).map(|m| &m.named),
+        }
+    }
+}
+
+/// Error codes the gateway's own policies answer with: they do not feed the
+/// error-streak guard, or a client looping on a 402 would be turned into a
+/// 429 that SDKs retry, and a throttled client would never clear.
+const OWN_CODES: [&str; 4] = [
+    "budget_exceeded",
+    "rate_limit_exceeded",
+    "loop_detected",
+    "counters_unavailable",
+];
+/// Bound on remembered shadow counts (policy × scope); beyond it only the
+/// metric counts.
+const WOULD_REJECT_CAPACITY: usize = 100_000;
+const COUNTERS_DOWN: &str = "shared counters (Redis) are unreachable; requests for budgeted or rate-limited keys are \
+                             refused until they return";
+
+pub struct PolicyEngine {
+    counters: Arc<dyn Counters>,
+    store: Arc<dyn Store>,
+    keys: KeyCache,
+    clock: Arc<dyn Clock>,
+    /// Budget counters already restored from the ledger in this process.
+    /// `try_get_with` runs one restore per counter however many requests
+    /// arrive at once.
+    seeded: moka::future::Cache<String, ()>,
+    /// Shadow rejections by (policy, scope, scope id).
+    would_reject: parking_lot::Mutex<HashMap<(String, Scope, String), u64>>,
+    /// Loop-guard counters that tripped, with when the trip ends: one alert
+    /// and one suspension per trip, not one per refused request.
+    loop_trips: moka::sync::Cache<String, i64>,
+    alerts: alerts::Alerter,
+}
+
+impl PolicyEngine {
+    pub fn new(
+        counters: Arc<dyn Counters>,
+        store: Arc<dyn Store>,
+        keys: KeyCache,
+        clock: Arc<dyn Clock>,
+        http: reqwest::Client,
+    ) -> Self {
+        let alerts = alerts::Alerter::new(counters.clone(), http, clock.clone());
+        PolicyEngine {
+            counters,
+            store,
+            keys,
+            clock,
+            seeded: moka::future::Cache::builder().max_capacity(100_000).build(),
+            would_reject: parking_lot::Mutex::new(HashMap::new()),
+            loop_trips: moka::sync::Cache::builder().max_capacity(10_000).build(),
+            alerts,
+        }
+    }
+
+    /// 403 `model_not_allowed` unless every model-access glob set in force
+    /// (team config `models`, API team `models`, key `models`, and
+    /// `model-access` policies on team/key/defaults) allows `model`.
+    pub fn check_model_access(
+        &self,
+        config: &Config,
+        who: &Subject<'_>,
+        model: &str,
+    ) -> Result<(), ApiError> {
+        let applied = resolve::applied(config, who.key, who.team)
+            .map_err(|m| ApiError::Internal(m.message()))?;
+        for rule in access_rules(config, who, &applied) {
+            if rule.allows(model) {
+                continue;
+            }
+            let message = format!(
+                "model `{model}` is not allowed for key `{}` (team `{}`): {} allows only {}",
+                who.key.id,
+                who.key.team,
+                rule.source,
+                rule.globs
+                    .iter()
+                    .map(|g| format!("`{g}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if rule.mode == PolicyMode::Shadow {
+                if let Some((scope, id)) = rule.scope {
+                    self.count_would_reject(rule.name, scope, id, "model_not_allowed", &message);
+                }
+                continue;
+            }
+            if let Some(name) = rule.name {
+                metrics::counter!("tollgate_policy_rejections_total", "policy" => name.to_owned(), "code" => "model_not_allowed")
+                    .increment(1);
+            }
+            return Err(ApiError::ModelNotAllowed(message));
+        }
+        Ok(())
+    }
+
+    /// Whether `model` passes model access, for `/v1/models`.
+    pub fn model_allowed(&self, config: &Config, who: &Subject<'_>, model: &str) -> bool {
+        let Ok(applied) = resolve::applied(config, who.key, who.team) else {
+            return false;
+        };
+        access_rules(config, who, &applied)
+            .iter()
+            .all(|r| r.mode == PolicyMode::Shadow || r.allows(model))
+    }
+
+    /// Budgets, rate limits, parallelism, loop guard, error streak: one
+    /// `Counters::admit`. Errors: 402 `budget_exceeded`, 429
+    /// `rate_limit_exceeded` / `loop_detected`, 503 `counters_unavailable`.
+    pub async fn admit(
+        &self,
+        config: &Config,
+        who: &Subject<'_>,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Admitted, ApiError> {
+        let price = facts.model.price;
+        let applied = resolve::applied(config, who.key, who.team)
+            .map_err(|m| ApiError::Internal(m.message()))?;
+        let now = self.clock.now();
+        let mut plan = build_plan(who, facts, &applied, now);
+        if plan.is_empty() {
+            return Ok(Admitted::unlimited(price));
+        }
+        for i in 0..plan.budgets.len() {
+            self.ensure_seeded(&plan.req.budgets[i], &plan.budgets[i])
+                .await?;
+        }
+        let grant = match self.counters.admit(&plan.req).await {
+            Ok(Admission::Admitted(grant)) => grant,
+            Ok(Admission::Rejected(rejection)) => {
+                return Err(self
+                    .reject(config, who, facts, &plan, &rejection, now)
+                    .await);
+            }
+            Err(e) => return Err(counters_down(&e)),
+        };
+        for r in &grant.would_reject {
+            self.shadow_rejection(&plan, facts, r, now);
+        }
+        plan.grant = grant;
+        let cost = plan.req.cost;
+        let clamp_max_tokens = (plan.grant.reserved < cost).then(|| {
+            price
+                .affordable_output_tokens(plan.grant.reserved, facts.input_tokens)
+                .clamp(1, facts.max_output_tokens.max(1))
+        });
+        // Alert-action budgets never block, so their thresholds are checked
+        // on the reservation, as early as possible.
+        for (meta, state) in plan.budgets.iter().zip(&plan.grant.budgets) {
+            if meta.limit.action == CostAction::Alert {
+                self.maybe_alert(
+                    config,
+                    &plan,
+                    meta,
+                    state.spent.saturating_add(state.reserved),
+                );
+            }
+        }
+        let headers = success_headers(&plan);
+        Ok(Admitted {
+            clamp_max_tokens,
+            headers,
+            price,
+            plan: Some(Box::new(plan)),
+        })
+    }
+
+    /// Settles to the actual usage; never fails (logs counter errors); fires
+    /// alerts off the request path.
+    pub async fn settle(&self, config: &Config, admitted: Admitted, outcome: &Outcome) -> Settled {
+        let (cost, tokens) = match outcome.usage {
+            Some(u) => (
+                admitted.price.cost_with_cache(
+                    u.prompt_tokens,
+                    u.cached_tokens,
+                    u.completion_tokens,
+                ),
+                u.prompt_tokens.saturating_add(u.completion_tokens),
+            ),
+            None => (NanoUsd::ZERO, 0),
+        };
+        let Some(plan) = admitted.plan else {
+            return Settled {
+                cost,
+                budget_remaining: None,
+            };
+        };
+        if let Err(e) = self
+            .counters
+            .settle(&plan.req, &plan.grant, Actual { cost, tokens })
+            .await
+        {
+            tracing::error!(error = %e, request_id = %plan.req.request_id, cost = %cost,
+                "cannot settle a reservation; it stays reserved until the counter expires");
+        }
+        let mut remaining: Option<NanoUsd> = None;
+        for (meta, state) in plan.budgets.iter().zip(&plan.grant.budgets) {
+            if meta.named.mode == PolicyMode::Shadow {
+                continue;
+            }
+            // Spend as the counter now holds it: our reservation replaced by
+            // the actual cost, other requests' reservations still in.
+            let others = state.reserved.saturating_sub(plan.grant.reserved);
+            let used = state.spent.saturating_add(others).saturating_add(cost);
+            let left = meta.limit.limit.saturating_sub(used);
+            remaining = Some(remaining.map_or(left, |r| r.min(left)));
+            self.maybe_alert(config, &plan, meta, used);
+        }
+        Settled {
+            cost,
+            budget_remaining: remaining,
+        }
+    }
+
+    /// Records a request's final error code (or success) for the
+    /// error-streak loop guard.
+    pub async fn record_outcome(
+        &self,
+        config: &Config,
+        who: &Subject<'_>,
+        error_code: Option<&str>,
+    ) {
+        if error_code.is_some_and(|c| OWN_CODES.contains(&c)) {
+            return;
+        }
+        let Ok(applied) = resolve::applied(config, who.key, who.team) else {
+            return;
+        };
+        for a in &applied {
+            let PolicyKind::LoopGuard(guard) = &*a.kind else {
+                continue;
+            };
+            let key = streak_key(who.key.id.as_str(), a.name);
+            let window_ms = guard.window.as_millis() as u64;
+            match self
+                .counters
+                .record_outcome(&key, error_code, guard.max_identical, window_ms)
+                .await
+            {
+                Ok(true) => {
+                    let until = self.clock.now() + Duration::milliseconds(window_ms as i64);
+                    tracing::warn!(key_id = %who.key.id, policy = a.name, code = ?error_code,
+                        "loop guard: the same error repeated; the key is throttled");
+                    let meta = LoopMeta {
+                        named: Named::from_applied(a),
+                        guard: *guard,
+                    };
+                    self.loop_tripped(
+                        config,
+                        who.key.team.as_str(),
+                        who.key.id.as_str(),
+                        &key,
+                        &meta,
+                        until,
+                    )
+                    .await;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, key_id = %who.key.id, "cannot record an outcome for the loop guard")
+                }
+            }
+        }
+    }
+
+    /// For `GET /admin/budgets?team=`: every cost-limit in force for that
+    /// team and its keys (or all teams and keys).
+    pub async fn budgets(
+        &self,
+        config: &Config,
+        team: Option<&TeamId>,
+    ) -> Result<Vec<BudgetReport>, ApiError> {
+        let store_err = |e: crate::store::StoreError| {
+            ApiError::Internal(format!("cannot read teams and keys: {e}"))
+        };
+        let api_teams: Vec<TeamRecord> = match team {
+            Some(t) => self
+                .store
+                .get_team(t)
+                .await
+                .map_err(store_err)?
+                .into_iter()
+                .collect(),
+            None => self.store.list_teams().await.map_err(store_err)?,
+        };
+        let mut team_ids: Vec<String> = match team {
+            Some(t) => vec![t.0.clone()],
+            None => config.teams.iter().map(|t| t.id.clone()).collect(),
+        };
+        team_ids.extend(api_teams.iter().map(|t| t.id.0.clone()));
+        team_ids.dedup();
+        if let Some(t) = team
+            && config.team(t.as_str()).is_none()
+            && api_teams.is_empty()
+        {
+            return Err(ApiError::NotFound {
+                code: "team_not_found",
+                message: format!("no team `{t}`: see `GET /admin/teams`"),
+            });
+        }
+        let keys = self.store.list_keys(team).await.map_err(store_err)?;
+        let now = self.clock.now();
+        let mut rows = Vec::new();
+        for id in &team_ids {
+            let api_team = api_teams.iter().find(|t| t.id.as_str() == id);
+            let mut applied = Vec::new();
+            if let Err(m) = resolve::team_policies(config, id, api_team, &mut applied) {
+                tracing::warn!(team = %id, "{}", m.message());
+            }
+            self.report(&applied, id, now, &mut rows).await?;
+        }
+        for key in &keys {
+            let mut applied = Vec::new();
+            if let Err(m) = resolve::key_policies(config, key, &mut applied) {
+                tracing::warn!(key_id = %key.id, "{}", m.message());
+            }
+            let mut seen = std::collections::HashSet::new();
+            applied.retain(|a| seen.insert(a.name));
+            self.report(&applied, key.team.as_str(), now, &mut rows)
+                .await?;
+        }
+        Ok(rows)
+    }
+
+    async fn report(
+        &self,
+        applied: &[Applied<'_>],
+        team: &str,
+        now: DateTime<Utc>,
+        rows: &mut Vec<BudgetReport>,
+    ) -> Result<(), ApiError> {
+        for a in applied {
+            let PolicyKind::CostLimit(limit) = &*a.kind else {
+                continue;
+            };
+            let (check, meta) = budget_check(a, limit, now, NanoUsd::ZERO, NanoUsd::ZERO);
+            self.ensure_seeded(&check, &meta).await?;
+            let state = self
+                .counters
+                .budget(&check.key)
+                .await
+                .map_err(|e| counters_down(&e))?;
+            let would_reject = self
+                .would_reject
+                .lock()
+                .get(&(a.name.to_owned(), a.scope, a.scope_id.to_owned()))
+                .copied()
+                .unwrap_or(0);
+            rows.push(BudgetReport {
+                scope: a.scope.as_str(),
+                id: a.scope_id.to_owned(),
+                team: team.to_owned(),
+                policy: a.name.to_owned(),
+                mode: match a.mode {
+                    PolicyMode::Enforce => "enforce",
+                    PolicyMode::Shadow => "shadow",
+                },
+                action: match limit.action {
+                    CostAction::Reject => "reject",
+                    CostAction::Alert => "alert",
+                },
+                period: limit.period.as_str(),
+                limit_usd: limit.limit.as_usd(),
+                spent_usd: state.spent.as_usd(),
+                reserved_usd: state.reserved.as_usd(),
+                remaining_usd: limit
+                    .limit
+                    .saturating_sub(state.spent)
+                    .saturating_sub(state.reserved)
+                    .as_usd(),
+                resets_at: meta.end.map(messages::rfc3339),
+                would_reject,
+            });
+        }
+        Ok(())
+    }
+
+    /// Restores a budget counter from the ledger before its first use in
+    /// this process and period, so a restart never forgets spend.
+    async fn ensure_seeded(&self, check: &BudgetCheck, meta: &BudgetMeta) -> Result<(), ApiError> {
+        if self.seeded.contains_key(&check.key) {
+            return Ok(());
+        }
+        let scope = match meta.named.scope {
+            Scope::Team => SpendScope::Team(TeamId(meta.named.scope_id.clone())),
+            Scope::Key => SpendScope::Key(KeyId(meta.named.scope_id.clone())),
+        };
+        let restore = async {
+            let spent = self.store.spend_since(&scope, meta.start).await.map_err(|e| {
+                ApiError::CountersUnavailable(format!(
+                    "cannot restore the spend of budget {} from the ledger: {e}; requests for this budget are \
+                     refused until the store answers",
+                    meta.named.describe()
+                ))
+            })?;
+            self.counters
+                .seed_budget(&check.key, spent, check.expires_at_ms)
+                .await
+                .map_err(|e| counters_down(&e))
+        };
+        self.seeded
+            .try_get_with(check.key.clone(), restore)
+            .await
+            .map_err(|e| match &*e {
+                ApiError::CountersUnavailable(m) => ApiError::CountersUnavailable(m.clone()),
+                other => ApiError::Internal(other.to_string()),
+            })
+    }
+
+    async fn reject(
+        &self,
+        config: &Config,
+        who: &Subject<'_>,
+        facts: &RequestFacts<'_>,
+        plan: &Plan,
+        rejection: &Rejection,
+        now: DateTime<Utc>,
+    ) -> ApiError {
+        let err = rejection_error(plan, facts, rejection, now);
+        if let Some(named) = plan.named(&rejection.reason, rejection.index) {
+            metrics::counter!("tollgate_policy_rejections_total", "policy" => named.policy.clone(), "code" => err.code())
+                .increment(1);
+            tracing::info!(key_id = %who.key.id, policy = %named.policy, code = err.code(), "policy rejected a request");
+        }
+        match rejection.reason {
+            RejectReason::Budget(state) => {
+                if let (Some(meta), Some(target)) =
+                    (plan.budgets.get(rejection.index), alert_target(config))
+                    && !self
+                        .alerts
+                        .blocked_fired(&budget_counter_key(plan, rejection.index))
+                {
+                    self.alerts.send(alerts::Job::Blocked {
+                        target,
+                        budget: alert_subject(plan, meta, rejection.index),
+                        spent: state.spent.saturating_add(state.reserved),
+                        ts: now,
+                    });
+                }
+            }
+            RejectReason::Loop | RejectReason::Streak => {
+                let (meta, check_key) = if rejection.reason == RejectReason::Loop {
+                    (
+                        plan.loops.get(rejection.index),
+                        plan.req.loops.get(rejection.index).map(|c| c.key.as_str()),
+                    )
+                } else {
+                    (
+                        plan.streaks.get(rejection.index),
+                        plan.req
+                            .streaks
+                            .get(rejection.index)
+                            .map(|c| c.key.as_str()),
+                    )
+                };
+                if let (Some(meta), Some(key)) = (meta, check_key) {
+                    let until = now + Duration::milliseconds(rejection.retry_after_ms as i64);
+                    self.loop_tripped(
+                        config,
+                        who.key.team.as_str(),
+                        who.key.id.as_str(),
+                        key,
+                        meta,
+                        until,
+                    )
+                    .await;
+                }
+            }
+            RejectReason::Rate | RejectReason::Parallel => {}
+        }
+        err
+    }
+
+    /// Once per trip of a loop-guard counter: the alert, and the suspension
+    /// for `on_trip: suspend`.
+    async fn loop_tripped(
+        &self,
+        config: &Config,
+        team: &str,
+        key_id: &str,
+        counter_key: &str,
+        meta: &LoopMeta,
+        until: DateTime<Utc>,
+    ) {
+        let now = self.clock.now();
+        let fresh = match self.loop_trips.get(counter_key) {
+            Some(until_ms) if now.timestamp_millis() < until_ms => false,
+            _ => {
+                self.loop_trips
+                    .insert(counter_key.to_owned(), until.timestamp_millis());
+                true
+            }
+        };
+        if !fresh {
+            return;
+        }
+        if let Some(a) = &config.alerts {
+            self.alerts.send(alerts::Job::Loop {
+                url: a.webhook_url.clone(),
+                team: team.to_owned(),
+                key: key_id.to_owned(),
+                policy: meta.named.policy.clone(),
+                until,
+                ts: now,
+            });
+        }
+        if meta.guard.on_trip == OnTrip::Suspend && meta.named.mode == PolicyMode::Enforce {
+            self.suspend(key_id, &meta.named.policy, now).await;
+        }
+    }
+
+    async fn suspend(&self, key_id: &str, policy: &str, now: DateTime<Utc>) {
+        let id = KeyId(key_id.to_owned());
+        let result = match self.store.get_key(&id).await {
+            Ok(Some(mut rec)) if rec.suspended_at.is_none() => {
+                rec.suspended_at = Some(now);
+                self.store.update_key(&rec).await.map(|_| ())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.keys.invalidate(&id);
+        match result {
+            Ok(()) => tracing::warn!(
+                key_id,
+                policy,
+                "loop guard suspended the key; an admin must restore it"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, key_id, policy, "loop guard could not suspend the key")
+            }
+        }
+    }
+
+    fn shadow_rejection(
+        &self,
+        plan: &Plan,
+        facts: &RequestFacts<'_>,
+        r: &Rejection,
+        now: DateTime<Utc>,
+    ) {
+        let Some(named) = plan.named(&r.reason, r.index) else {
+            return;
+        };
+        // Non-enforcing `action: alert` budgets are not shadows: their
+        // overrun is reported by the threshold alerts.
+        if named.mode != PolicyMode::Shadow {
+            return;
+        }
+        let err = rejection_error(plan, facts, r, now);
+        self.count_would_reject(
+            Some(&named.policy),
+            named.scope,
+            &named.scope_id,
+            err.code(),
+            &err.to_string(),
+        );
+    }
+
+    fn count_would_reject(
+        &self,
+        policy: Option<&str>,
+        scope: Scope,
+        id: &str,
+        code: &'static str,
+        message: &str,
+    ) {
+        let Some(policy) = policy else {
+            return;
+        };
+        metrics::counter!("tollgate_policy_would_reject_total", "policy" => policy.to_owned(), "code" => code)
+            .increment(1);
+        tracing::info!(
+            policy,
+            code,
+            scope = scope.as_str(),
+            id,
+            message,
+            "shadow policy would have rejected"
+        );
+        let mut counts = self.would_reject.lock();
+        let k = (policy.to_owned(), scope, id.to_owned());
+        if let Some(n) = counts.get_mut(&k) {
+            *n += 1;
+        } else if counts.len() < WOULD_REJECT_CAPACITY {
+            counts.insert(k, 1);
+        }
+    }
+
+    /// Queues a threshold check when `used` may have crossed a threshold
+    /// that has not fired yet.
+    fn maybe_alert(&self, config: &Config, plan: &Plan, meta: &BudgetMeta, used: NanoUsd) {
+        if meta.named.mode == PolicyMode::Shadow {
+            return;
+        }
+        let Some(target) = alert_target(config) else {
+            return;
+        };
+        let Some(index) = plan.budgets.iter().position(|m| std::ptr::eq(m, meta)) else {
+            return;
+        };
+        let subject = alert_subject(plan, meta, index);
+        if !self.alerts.all_fired(&target, &subject, used) {
+            self.alerts.send(alerts::Job::Check {
+                target,
+                budget: subject,
+            });
+        }
+    }
+}
+
+fn alert_target(config: &Config) -> Option<alerts::Target> {
+    let a = config.alerts.as_ref()?;
+    Some(alerts::Target {
+        webhook_url: a.webhook_url.clone(),
+        thresholds: a.thresholds.clone(),
+    })
+}
+
+fn budget_counter_key(plan: &Plan, index: usize) -> String {
+    plan.req
+        .budgets
+        .get(index)
+        .map(|c| c.key.clone())
+        .unwrap_or_default()
+}
+
+fn alert_subject(plan: &Plan, meta: &BudgetMeta, index: usize) -> alerts::BudgetSubject {
+    alerts::BudgetSubject {
+        counter_key: budget_counter_key(plan, index),
+        team: plan.team.clone(),
+        key: (meta.named.scope == Scope::Key).then(|| plan.key.clone()),
+        policy: meta.named.policy.clone(),
+        limit: meta.limit.limit,
+        period: meta.limit.period,
+        resets_at: meta.end,
+        count_reserved: meta.limit.action == CostAction::Alert,
+    }
+}
+
+fn counters_down(e: &CountersError) -> ApiError {
+    tracing::error!(error = %e, "counters unreachable; refusing a limited request");
+    ApiError::CountersUnavailable(COUNTERS_DOWN.to_owned())
+}
+
+fn streak_key(key_id: &str, policy: &str) -> String {
+    format!("s:{key_id}:{policy}")
+}
+
+/// 128 bits of SHA-256 of the exact body: collisions are out of reach and
+/// the body is already in memory.
+fn fingerprint(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    hex::encode(&digest[..16])
+}
+
+fn budget_check(
+    a: &Applied<'_>,
+    limit: &CostLimit,
+    now: DateTime<Utc>,
+    cost: NanoUsd,
+    clamp_min: NanoUsd,
+) -> (BudgetCheck, BudgetMeta) {
+    let start = limit.period.start(now);
+    let end = limit.period.end(now);
+    let check = BudgetCheck {
+        key: format!(
+            "b:{}:{}:{}:{}",
+            a.scope.as_str(),
+            a.scope_id,
+            a.name,
+            start.timestamp()
+        ),
+        limit: limit.limit,
+        min: match limit.on_insufficient {
+            OnInsufficient::Reject => cost,
+            OnInsufficient::Clamp => clamp_min.min(cost),
+        },
+        enforce: a.mode == PolicyMode::Enforce && limit.action == CostAction::Reject,
+        // A day of slack past the period's end: settlements of requests that
+        // started in the period still find their counter.
+        expires_at_ms: end.map(|e| (e + Duration::days(1)).timestamp_millis()),
+    };
+    (
+        check,
+        BudgetMeta {
+            named: Named::from_applied(a),
+            limit: *limit,
+            start,
+            end,
+        },
+    )
+}
+
+fn build_plan(
+    who: &Subject<'_>,
+    facts: &RequestFacts<'_>,
+    applied: &[Applied<'_>],
+    now: DateTime<Utc>,
+) -> Plan {
+    let price = facts.model.price;
+    let cost = price.cost(facts.input_tokens, facts.max_output_tokens);
+    let clamp_min = price.cost(facts.input_tokens, 1);
+    let tokens = facts.input_tokens.saturating_add(facts.max_output_tokens);
+    let key_id = who.key.id.as_str();
+    let mut plan = Plan {
+        req: AdmitRequest {
+            request_id: facts.request_id.to_owned(),
+            cost,
+            ..AdmitRequest::default()
+        },
+        grant: Grant::default(),
+        team: who.key.team.0.clone(),
+        key: key_id.to_owned(),
+        budgets: Vec::new(),
+        rates: Vec::new(),
+        parallel: Vec::new(),
+        loops: Vec::new(),
+        streaks: Vec::new(),
+    };
+    let mut fp: Option<String> = None;
+    for a in applied {
+        let enforce = a.mode == PolicyMode::Enforce;
+        let base = format!("{}:{}:{}", a.scope.as_str(), a.scope_id, a.name);
+        match &*a.kind {
+            PolicyKind::CostLimit(limit) => {
+                let (check, meta) = budget_check(a, limit, now, cost, clamp_min);
+                plan.req.budgets.push(check);
+                plan.budgets.push(meta);
+            }
+            PolicyKind::RateLimit(r) => {
+                let limits = [
+                    (r.requests_per_minute, Unit::Requests, "rpm", 1),
+                    (r.tokens_per_minute, Unit::Tokens, "tpm", tokens),
+                ];
+                for (limit, unit, suffix, amount) in limits {
+                    let Some(limit) = limit else {
+                        continue;
+                    };
+                    plan.req.rates.push(RateCheck {
+                        key: format!("r:{base}:{suffix}"),
+                        limit_per_minute: limit,
+                        amount,
+                        enforce,
+                    });
+                    plan.rates.push(RateMeta {
+                        named: Named::from_applied(a),
+                        unit,
+                    });
+                }
+                if let Some(max) = r.max_parallel {
+                    plan.req.parallel.push(ParallelCheck {
+                        key: format!("p:{base}"),
+                        max,
+                        enforce,
+                    });
+                    plan.parallel.push(Named::from_applied(a));
+                }
+            }
+            PolicyKind::LoopGuard(guard) => {
+                // Loops are per key even when the guard is attached to a team:
+                // one looping script must not throttle its teammates.
+                let fp = fp.get_or_insert_with(|| fingerprint(facts.body));
+                let window_ms = guard.window.as_millis() as u64;
+                plan.req.loops.push(LoopCheck {
+                    key: format!("l:{key_id}:{}:{fp}", a.name),
+                    max_identical: guard.max_identical,
+                    window_ms,
+                    enforce,
+                });
+                plan.loops.push(LoopMeta {
+                    named: Named::from_applied(a),
+                    guard: *guard,
+                });
+                plan.req.streaks.push(StreakCheck {
+                    key: streak_key(key_id, a.name),
+                    enforce,
+                });
+                plan.streaks.push(LoopMeta {
+                    named: Named::from_applied(a),
+                    guard: *guard,
+                });
+            }
+            PolicyKind::ModelAccess(_) => {}
+        }
+    }
+    plan
+}
+
+fn header(name: &'static str, value: String) -> Option<(HeaderName, HeaderValue)> {
+    HeaderValue::from_str(&value)
+        .ok()
+        .map(|v| (HeaderName::from_static(name), v))
+}
+
+/// `x-ratelimit-*` from the tightest enforcing limit of each unit, and the
+/// least budget remaining over the non-shadow cost-limits.
+fn success_headers(plan: &Plan) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::new();
+    for (unit, names) in [
+        (
+            Unit::Requests,
+            [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ],
+        ),
+        (
+            Unit::Tokens,
+            [
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ],
+        ),
+    ] {
+        let tightest = plan
+            .rates
+            .iter()
+            .zip(&plan.req.rates)
+            .zip(&plan.grant.rates)
+            .filter(|((m, c), _)| m.unit == unit && c.enforce)
+            .map(|(_, s)| s)
+            .min_by_key(|s| (s.remaining, std::cmp::Reverse(s.reset_ms)));
+        if let Some(s) = tightest {
+            headers.extend(header(names[0], s.limit.to_string()));
+            headers.extend(header(names[1], s.remaining.to_string()));
+            headers.extend(header(names[2], messages::openai_duration(s.reset_ms)));
+        }
+    }
+    let remaining = plan
+        .budgets
+        .iter()
+        .zip(&plan.grant.budgets)
+        .filter(|(m, _)| m.named.mode != PolicyMode::Shadow)
+        .map(|(_, s)| s.remaining())
+        .min();
+    if let Some(r) = remaining {
+        headers.extend(header("x-tollgate-budget-remaining-usd", r.to_string()));
+    }
+    headers
+}
+
+fn rejection_error(
+    plan: &Plan,
+    facts: &RequestFacts<'_>,
+    r: &Rejection,
+    now: DateTime<Utc>,
+) -> ApiError {
+    let missing = || {
+        ApiError::Internal(format!(
+            "counters rejected check {} of an unknown kind",
+            r.index
+        ))
+    };
+    match r.reason {
+        RejectReason::Budget(state) => {
+            let Some(meta) = plan.budgets.get(r.index) else {
+                return missing();
+            };
+            budget_error(meta, state, facts, plan.req.cost, now)
+        }
+        RejectReason::Rate => {
+            let (Some(meta), Some(check)) = (plan.rates.get(r.index), plan.req.rates.get(r.index))
+            else {
+                return missing();
+            };
+            let secs = messages::retry_secs(r.retry_after_ms);
+            let who = meta.named.describe();
+            let message = match meta.unit {
+                Unit::Requests => format!(
+                    "rate limit {who}: {} requests per minute exceeded; retry in {secs}s",
+                    check.limit_per_minute
+                ),
+                Unit::Tokens if check.amount > check.limit_per_minute => format!(
+                    "rate limit {who} allows {} tokens per minute, but this request needs up to {} ({} input + {} \
+                     output tokens from `max_tokens`): it can never fit; lower `max_tokens` or shorten the input",
+                    check.limit_per_minute,
+                    check.amount,
+                    facts.input_tokens,
+                    facts.max_output_tokens
+                ),
+                Unit::Tokens => format!(
+                    "rate limit {who}: {} tokens per minute exceeded (this request reserves {} tokens: input plus \
+                     `max_tokens`); retry in {secs}s",
+                    check.limit_per_minute, check.amount
+                ),
+            };
+            ApiError::RateLimitExceeded {
+                message,
+                retry_after_secs: secs,
+            }
+        }
+        RejectReason::Parallel => {
+            let (Some(named), Some(check)) =
+                (plan.parallel.get(r.index), plan.req.parallel.get(r.index))
+            else {
+                return missing();
+            };
+            let secs = messages::retry_secs(r.retry_after_ms);
+            ApiError::RateLimitExceeded {
+                message: format!(
+                    "rate limit {}: {} requests already in flight (`max_parallel`); retry when one finishes",
+                    named.describe(),
+                    check.max
+                ),
+                retry_after_secs: secs,
+            }
+        }
+        RejectReason::Loop | RejectReason::Streak => {
+            let meta = if r.reason == RejectReason::Loop {
+                plan.loops.get(r.index)
+            } else {
+                plan.streaks.get(r.index)
+            };
+            let Some(meta) = meta else {
+                return missing();
+            };
+            let secs = messages::retry_secs(r.retry_after_ms);
+            let until = messages::rfc3339(now + Duration::milliseconds(r.retry_after_ms as i64));
+            let window = meta.guard.window.as_secs();
+            let what = if r.reason == RejectReason::Loop {
+                format!(
+                    "more than {} identical request bodies from key `{}` within {window}s; this exact request is \
+                     refused until {until} (retry in {secs}s). If a client is retrying a failing request, fix the \
+                     request instead of retrying it",
+                    meta.guard.max_identical, plan.key
+                )
+            } else {
+                format!(
+                    "key `{}` got the same error more than {} times in a row within {window}s; its requests are \
+                     refused until {until} (retry in {secs}s). Fix the request that keeps failing",
+                    plan.key, meta.guard.max_identical
+                )
+            };
+            let suspended = if meta.guard.on_trip == OnTrip::Suspend
+                && meta.named.mode == PolicyMode::Enforce
+            {
+                ". The key is suspended (`on_trip: suspend`) until an admin restores it"
+            } else {
+                ""
+            };
+            ApiError::LoopDetected {
+                message: format!("loop guard `{}`: {what}{suspended}", meta.named.policy),
+                retry_after_secs: secs,
+            }
+        }
+    }
+}
+
+fn budget_error(
+    meta: &BudgetMeta,
+    state: crate::counters::BudgetState,
+    facts: &RequestFacts<'_>,
+    cost: NanoUsd,
+    now: DateTime<Utc>,
+) -> ApiError {
+    let price = facts.model.price;
+    let remaining = state.remaining();
+    let input_cost = price.cost(facts.input_tokens, 0);
+    let fit = price
+        .affordable_output_tokens(remaining, facts.input_tokens)
+        .min(facts.max_output_tokens);
+    let hint = if input_cost < remaining && fit >= 1 {
+        format!(" Lowering `max_tokens` to {fit} would fit the ${remaining} left.")
+    } else {
+        format!(" Only ${remaining} is left, not enough for the input alone (${input_cost}).")
+    };
+    let (reset, retry_after_secs) = match meta.end {
+        Some(end) => {
+            let ms = (end - now).num_milliseconds().max(0) as u64;
+            let secs = messages::retry_secs(ms);
+            (format!(" The budget resets at {} (in {secs}s).", messages::rfc3339(end)), secs)
+        }
+        None => (
+            " This `total` budget does not reset; an admin must raise its `limit_usd` or the key's budget.".to_owned(),
+            messages::NEVER_SECS,
+        ),
+    };
+    let message = format!(
+        "budget {} is exhausted: {} limit ${}, spent ${} (${} settled + ${} reserved by requests in flight); this \
+         request could cost up to ${cost} ({} input + {} output tokens of `{}`).{hint}{reset}",
+        meta.named.describe(),
+        meta.limit.period.as_str(),
+        meta.limit.limit,
+        state.spent.saturating_add(state.reserved),
+        state.spent,
+        state.reserved,
+        facts.input_tokens,
+        facts.max_output_tokens,
+        facts.model.name,
+    );
+    ApiError::BudgetExceeded {
+        message,
+        retry_after_secs,
+    }
+}
+
+/// A glob set in force for model access.
+struct AccessRule<'a> {
+    /// For messages: which setting restricts.
+    source: String,
+    globs: &'a [String],
+    mode: PolicyMode,
+    /// The policy's name and scope, for shadow counts and metrics.
+    name: Option<&'a str>,
+    scope: Option<(Scope, &'a str)>,
+}
+
+impl AccessRule<'_> {
+    fn allows(&self, model: &str) -> bool {
+        self.globs
+            .iter()
+            .any(|g| wildmatch::WildMatch::new(g).matches(model))
+    }
+}
+
+fn access_rules<'a>(
+    config: &'a Config,
+    who: &Subject<'a>,
+    applied: &'a [Applied<'a>],
+) -> Vec<AccessRule<'a>> {
+    let mut rules = Vec::new();
+    let team = who.key.team.as_str();
+    if let Some(globs) = config.team(team).and_then(|t| t.models.as_deref()) {
+        rules.push(AccessRule {
+            source: format!("team `{team}` (`models` in the config)"),
+            globs,
+            mode: PolicyMode::Enforce,
+            name: None,
+            scope: None,
+        });
+    }
+    if let Some(globs) = who.team.and_then(|t| t.models.as_deref()) {
+        rules.push(AccessRule {
+            source: format!("team `{team}` (`models`)"),
+            globs,
+            mode: PolicyMode::Enforce,
+            name: None,
+            scope: None,
+        });
+    }
+    if let Some(globs) = who.key.models.as_deref() {
+        rules.push(AccessRule {
+            source: format!("key `{}` (`models`)", who.key.id),
+            globs,
+            mode: PolicyMode::Enforce,
+            name: None,
+            scope: None,
+        });
+    }
+    for a in applied {
+        if let PolicyKind::ModelAccess(m) = &*a.kind {
+            let globs: &'a [String] = &m.allow;
+            rules.push(AccessRule {
+                source: format!("policy `{}`", a.name),
+                globs,
+                mode: a.mode,
+                name: Some(a.name),
+                scope: Some((a.scope, a.scope_id)),
+            });
+        }
+    }
+    rules
+}
+
+impl alerts::Alerter {
+    fn blocked_fired(&self, counter_key: &str) -> bool {
+        self.fired_contains(&format!("{counter_key}#blocked"))
+    }
+}

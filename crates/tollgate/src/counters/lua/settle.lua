@@ -1,0 +1,61 @@
+-- tollgate counters, script version 1: settle. Moves a grant's reservation
+-- to the actual cost on every budget, corrects tokens rate limits to the
+-- actual tokens and frees the request's parallel slots. Mirrors
+-- `MemoryCounters::settle` (memory.rs) and gcra.rs.
+--
+-- KEYS: budget keys, tokens-rate keys, parallel keys.
+-- ARGV: reserved, actual_cost, actual_tokens, request_id, #budgets,
+--       #rates, #parallel, then per rate: limit_per_minute, reserved amount.
+
+local WINDOW = 60000
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function int(x)
+  return string.format('%d', x)
+end
+
+local reserved, actual_cost = ARGV[1], ARGV[2]
+local actual_tokens = tonumber(ARGV[3])
+local request_id = ARGV[4]
+local nb, nr, np = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local k, a = 1, 8
+
+for _ = 1, nb do
+  local key = KEYS[k]
+  -- A counter that expired meanwhile belongs to a finished period.
+  if redis.call('EXISTS', key) == 1 then
+    -- Redis does not parse `-0` as an integer.
+    if reserved ~= '0' and redis.call('HINCRBY', key, 'reserved', '-' .. reserved) < 0 then
+      redis.call('HSET', key, 'reserved', 0)
+    end
+    redis.call('HINCRBY', key, 'spent', actual_cost)
+  end
+  k = k + 1
+end
+
+for _ = 1, nr do
+  local key, limit, amount = KEYS[k], tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local h = redis.call('HMGET', key, 'level', 'last', 'limit')
+  local level, last, old_limit = tonumber(h[1]) or 0, tonumber(h[2]) or now, tonumber(h[3]) or 0
+  level = math.max(0, level - math.max(0, now - last) * old_limit)
+  -- Never below zero: a refund cannot create credit beyond capacity.
+  if actual_tokens >= amount then
+    level = level + (actual_tokens - amount) * WINDOW
+  else
+    level = math.max(0, level - (amount - actual_tokens) * WINDOW)
+  end
+  if level > 0 and limit > 0 then
+    redis.call('HSET', key, 'level', int(level), 'last', int(now), 'limit', int(limit))
+    redis.call('PEXPIRE', key, int(math.ceil(level / limit) + 1000))
+  else
+    redis.call('DEL', key)
+  end
+  k, a = k + 1, a + 2
+end
+
+for _ = 1, np do
+  redis.call('ZREM', KEYS[k], request_id)
+  k = k + 1
+end
+return 1
