@@ -1,30 +1,6 @@
 //! The `tollgate` binary: parses the command line and dispatches. Nothing
 //! else lives here; the commands are in [`tollgate::cli`] and the server in
-//! `tollgate::app`.
-
-// LEAD-MERGE: stand-ins for `tollgate::app::serve` (app) and
-// `tollgate::config::check_file` (config branch). Delete this block on merge
-// and replace `lead_merge::serve` / `lead_merge::check_file` below with
-// `tollgate::app::serve` / `tollgate::config::check_file`.
-mod lead_merge {
-    use std::path::Path;
-
-    use tollgate::cli::ServeOptions;
-
-    pub async fn serve(_opts: ServeOptions) -> anyhow::Result<()> {
-        anyhow::bail!(
-            "`tollgate serve` is not wired into this build yet (`tollgate::app::serve` lands with the app)"
-        )
-    }
-
-    pub fn check_file(path: &Path) -> Result<(), String> {
-        Err(format!(
-            "{}:1: `config check` is not wired into this build yet",
-            path.display()
-        ))
-    }
-}
-// LEAD-MERGE: end of block.
+//! [`tollgate::app`].
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -45,7 +21,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
-        return Ok(match lead_merge::check_file(file) {
+        return Ok(match tollgate::config::check_file(file) {
             Ok(_) => {
                 println!("ok");
                 ExitCode::SUCCESS
@@ -60,7 +36,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(lead_merge::serve(args.into()))?,
+        Command::Serve(args) => runtime.block_on(tollgate::app::serve(args.into()))?,
         command => {
             let mut stdout = std::io::stdout().lock();
             runtime.block_on(tollgate::cli::run_client(

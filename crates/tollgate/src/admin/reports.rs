@@ -1,35 +1,6 @@
 //! Read-only reports over the ledger and the counters (`/admin/spend`,
 //! `/admin/requests`, `/admin/budgets`) and `POST /admin/reload`.
 
-// LEAD-MERGE: stand-ins for `crate::app::reload` (app) and
-// `PolicyEngine::budgets` (policy branch), which land on other branches.
-// Delete this whole block on merge and add `use crate::app;` in its place;
-// the handlers below already call the real signatures. (If `app::reload` is
-// `async`, add `.await` in `reload` below.)
-mod app {
-    use crate::state::AppState;
-
-    pub(crate) fn reload(_state: &AppState) -> Result<(), String> {
-        Err(
-            "reload is not wired into this build yet (`crate::app::reload` lands with the app)"
-                .into(),
-        )
-    }
-}
-impl crate::policy::PolicyEngine {
-    pub(crate) async fn budgets(
-        &self,
-        _config: &crate::config::Config,
-        _team: Option<&crate::types::TeamId>,
-    ) -> Result<Vec<serde_json::Value>, crate::error::ApiError> {
-        Err(crate::error::ApiError::Internal(
-            "budget reports are not wired into this build yet (the policy engine lands separately)"
-                .into(),
-        ))
-    }
-}
-// LEAD-MERGE: end of block.
-
 use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -37,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::common::{find_team, store_error, team_not_found};
 use super::extract::{Admin, AdminQuery};
 use super::keys::key_id;
+use crate::app;
 use crate::error::ApiError;
 use crate::store::{GroupBy, LedgerRow, RequestsQuery, SpendQuery, SpendRow};
 use crate::types::TeamId;

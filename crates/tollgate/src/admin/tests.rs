@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -12,7 +11,6 @@ use axum::body::Body;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -21,151 +19,18 @@ use crate::config::*;
 use crate::counters::*;
 use crate::state::{AppState, Runtime, SharedState};
 use crate::store::*;
+use crate::store::{LedgerOptions, LedgerWriter};
 use crate::types::{Clock, KeyId, ManualClock, NanoUsd, Period, Secret, TeamId};
 
 const ADMIN: &str = "test-admin-key";
 
-/// The store contract in memory, enough for the admin API.
-#[derive(Default)]
-struct MemStore {
-    teams: Mutex<Vec<TeamRecord>>,
-    keys: Mutex<Vec<KeyRecord>>,
-    ledger: Mutex<Vec<LedgerRow>>,
-    down: AtomicBool,
-}
+/// Counters whose backend is away, for `/readyz`.
+struct DownCounters;
 
 #[async_trait]
-impl Store for MemStore {
-    async fn create_team(&self, team: &TeamRecord) -> Result<(), StoreError> {
-        let mut teams = self.teams.lock();
-        if teams.iter().any(|t| t.id == team.id) {
-            return Err(StoreError::Conflict(format!("team `{}`", team.id)));
-        }
-        teams.push(team.clone());
-        Ok(())
-    }
-    async fn get_team(&self, id: &TeamId) -> Result<Option<TeamRecord>, StoreError> {
-        Ok(self.teams.lock().iter().find(|t| &t.id == id).cloned())
-    }
-    async fn list_teams(&self) -> Result<Vec<TeamRecord>, StoreError> {
-        Ok(self.teams.lock().clone())
-    }
-    async fn update_team(&self, team: &TeamRecord) -> Result<bool, StoreError> {
-        let mut teams = self.teams.lock();
-        Ok(teams
-            .iter_mut()
-            .find(|t| t.id == team.id)
-            .map(|t| *t = team.clone())
-            .is_some())
-    }
-    async fn delete_team(&self, id: &TeamId) -> Result<bool, StoreError> {
-        let mut teams = self.teams.lock();
-        let before = teams.len();
-        teams.retain(|t| &t.id != id);
-        Ok(teams.len() < before)
-    }
-    async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
-        self.keys.lock().push(key.clone());
-        Ok(())
-    }
-    async fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        Ok(self.keys.lock().iter().find(|k| &k.id == id).cloned())
-    }
-    async fn list_keys(&self, team: Option<&TeamId>) -> Result<Vec<KeyRecord>, StoreError> {
-        let keys = self.keys.lock();
-        Ok(keys
-            .iter()
-            .rev()
-            .filter(|k| team.is_none_or(|t| &k.team == t))
-            .cloned()
-            .collect())
-    }
-    async fn update_key(&self, key: &KeyRecord) -> Result<bool, StoreError> {
-        let mut keys = self.keys.lock();
-        Ok(keys
-            .iter_mut()
-            .find(|k| k.id == key.id)
-            .map(|k| *k = key.clone())
-            .is_some())
-    }
-    async fn insert_ledger(&self, rows: &[LedgerRow]) -> Result<(), StoreError> {
-        self.ledger.lock().extend_from_slice(rows);
-        Ok(())
-    }
-    async fn spend(&self, q: &SpendQuery) -> Result<Vec<SpendRow>, StoreError> {
-        let mut groups: HashMap<String, SpendRow> = HashMap::new();
-        for r in self.ledger.lock().iter() {
-            let keep = q.team.as_ref().is_none_or(|t| &r.team == t)
-                && q.key.as_ref().is_none_or(|k| &r.key_id == k)
-                && q.from.is_none_or(|f| r.ts >= f)
-                && q.to.is_none_or(|t| r.ts < t);
-            if !keep {
-                continue;
-            }
-            let group = match q.group_by {
-                None => "total".to_owned(),
-                Some(GroupBy::Team) => r.team.0.clone(),
-                Some(GroupBy::Key) => r.key_id.0.clone(),
-                Some(GroupBy::Model) => r.model.clone(),
-                Some(GroupBy::Day) => r.ts.format("%Y-%m-%d").to_string(),
-            };
-            let row = groups.entry(group.clone()).or_insert(SpendRow {
-                group,
-                requests: 0,
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                cost: NanoUsd::ZERO,
-            });
-            row.requests += 1;
-            row.prompt_tokens += r.prompt_tokens;
-            row.completion_tokens += r.completion_tokens;
-            row.cost = row.cost.saturating_add(r.cost);
-        }
-        let mut rows: Vec<SpendRow> = groups.into_values().collect();
-        rows.sort_by(|a, b| a.group.cmp(&b.group));
-        Ok(rows)
-    }
-    async fn requests(&self, q: &RequestsQuery) -> Result<Vec<LedgerRow>, StoreError> {
-        let ledger = self.ledger.lock();
-        Ok(ledger
-            .iter()
-            .rev()
-            .filter(|r| {
-                q.team.as_ref().is_none_or(|t| &r.team == t)
-                    && q.key.as_ref().is_none_or(|k| &r.key_id == k)
-            })
-            .take(q.limit as usize)
-            .cloned()
-            .collect())
-    }
-    async fn spend_since(
-        &self,
-        _scope: &SpendScope,
-        _since: DateTime<Utc>,
-    ) -> Result<NanoUsd, StoreError> {
-        Ok(NanoUsd::ZERO)
-    }
-    async fn get_setting(&self, _name: &str) -> Result<Option<String>, StoreError> {
-        Ok(None)
-    }
-    async fn set_setting(&self, _name: &str, _value: &str) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::Backend("connection refused".into()));
-        }
-        Ok(())
-    }
-}
-
-/// Counters that only answer `ping`; the admin API uses nothing else.
-struct PingCounters;
-
-#[async_trait]
-impl Counters for PingCounters {
+impl Counters for DownCounters {
     async fn admit(&self, _req: &AdmitRequest) -> Result<Admission, CountersError> {
-        Ok(Admission::Admitted(Grant::default()))
+        Err(CountersError::Unavailable("connection refused".into()))
     }
     async fn settle(
         &self,
@@ -173,7 +38,7 @@ impl Counters for PingCounters {
         _grant: &Grant,
         _actual: Actual,
     ) -> Result<(), CountersError> {
-        Ok(())
+        Err(CountersError::Unavailable("connection refused".into()))
     }
     async fn seed_budget(
         &self,
@@ -181,10 +46,10 @@ impl Counters for PingCounters {
         _spent: NanoUsd,
         _exp: Option<i64>,
     ) -> Result<(), CountersError> {
-        Ok(())
+        Err(CountersError::Unavailable("connection refused".into()))
     }
     async fn budget(&self, _key: &str) -> Result<BudgetState, CountersError> {
-        Ok(BudgetState::default())
+        Err(CountersError::Unavailable("connection refused".into()))
     }
     async fn record_outcome(
         &self,
@@ -193,10 +58,10 @@ impl Counters for PingCounters {
         _m: u32,
         _w: u64,
     ) -> Result<bool, CountersError> {
-        Ok(false)
+        Err(CountersError::Unavailable("connection refused".into()))
     }
     async fn ping(&self) -> Result<(), CountersError> {
-        Ok(())
+        Err(CountersError::Unavailable("connection refused".into()))
     }
 }
 
@@ -235,38 +100,48 @@ fn test_config() -> Config {
 
 struct Harness {
     state: SharedState,
-    store: Arc<MemStore>,
     clock: Arc<ManualClock>,
 }
 
-fn harness() -> Harness {
-    let store = Arc::new(MemStore::default());
+async fn harness() -> Harness {
+    harness_with(None).await
+}
+
+/// The state `app::build_state` builds, on an in-memory SQLite store and a
+/// manual clock; `counters` replaces the in-memory counters.
+async fn harness_with(counters: Option<Arc<dyn Counters>>) -> Harness {
+    let store = crate::store::connect("sqlite::memory:").await.unwrap();
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap(),
     ));
-    let config = test_config();
+    let counters = counters.unwrap_or_else(|| Arc::new(MemoryCounters::new(clock.clone())));
+    let keys = KeyCache::new(store.clone());
+    let http = reqwest::Client::new();
+    let policy = crate::policy::PolicyEngine::new(
+        counters.clone(),
+        store.clone(),
+        keys.clone(),
+        clock.clone(),
+        http.clone(),
+    );
     let state = Arc::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime {
-            config: Arc::new(config),
+            config: Arc::new(test_config()),
             providers: HashMap::new(),
         }),
         store: store.clone(),
-        counters: Arc::new(PingCounters),
-        keys: KeyCache::new(store.clone()),
-        // LEAD-MERGE: the skeleton's placeholders; build the real ledger
-        // handle and policy engine here once their branches are merged.
-        ledger: crate::store::ledger::LedgerHandle,
-        policy: crate::policy::PolicyEngine,
+        counters,
+        keys,
+        ledger: LedgerWriter::spawn(store, LedgerOptions::default()),
+        policy,
         admin_key: AdminKey::from_plain(&Secret::new(ADMIN.to_owned())),
         clock: clock.clone(),
         config_path: None,
-        http: reqwest::Client::new(),
+        http,
+        tasks: tokio_util::task::TaskTracker::new(),
+        metrics: None,
     });
-    Harness {
-        state,
-        store,
-        clock,
-    }
+    Harness { state, clock }
 }
 
 impl Harness {
@@ -304,6 +179,14 @@ impl Harness {
         self.call(method, uri, Some(ADMIN), body.as_deref()).await
     }
 
+    async fn keys(&self) -> Vec<KeyRecord> {
+        self.state.store.list_keys(None).await.unwrap()
+    }
+
+    async fn ledger(&self, rows: &[LedgerRow]) {
+        self.state.store.insert_ledger(rows).await.unwrap();
+    }
+
     async fn create_key(&self, body: Value) -> Value {
         let (status, key) = self.admin(Method::POST, "/admin/keys", Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "{key}");
@@ -327,7 +210,7 @@ fn key_headers(key: &str) -> http::HeaderMap {
 
 #[tokio::test]
 async fn admin_routes_need_the_admin_key() {
-    let h = harness();
+    let h = harness().await;
     let key = h.create_key(json!({"team": "search"})).await;
     let virtual_key = key["key"].as_str().unwrap();
     for route in super::routes().iter().filter(|r| !r.open) {
@@ -347,28 +230,34 @@ async fn admin_routes_need_the_admin_key() {
 
 #[tokio::test]
 async fn health_is_open_and_readiness_names_the_failing_dependency() {
-    let h = harness();
+    let h = harness().await;
     let (status, body) = h.call(Method::GET, "/healthz", None, None).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
     let (status, body) = h.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["status"], "ready");
-    h.store.down.store(true, Ordering::SeqCst);
+    assert_eq!(
+        body,
+        json!({"status": "ready", "store": "ok", "counters": "ok"})
+    );
+    let h = harness_with(Some(Arc::new(DownCounters))).await;
     let (status, body) = h.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(
-        body["store"]["error"]
+        body["counters"]["error"]
             .as_str()
             .unwrap()
             .contains("connection refused"),
         "{body}"
     );
-    assert_eq!(body["counters"], "ok");
+    assert_eq!(
+        (&body["status"], &body["store"]),
+        (&json!("unavailable"), &json!("ok"))
+    );
 }
 
 #[tokio::test]
 async fn teams_create_list_conflict_and_read_only() {
-    let h = harness();
+    let h = harness().await;
     let body = json!({"id": "ml", "policies": ["daily-budget-cap"], "budget_usd": 20.5, "period": "weekly"});
     let (status, team) = h
         .admin(Method::POST, "/admin/teams", Some(body.clone()))
@@ -419,7 +308,7 @@ async fn teams_create_list_conflict_and_read_only() {
 
 #[tokio::test]
 async fn team_bodies_are_validated_with_the_field_named() {
-    let h = harness();
+    let h = harness().await;
     let cases = [
         (
             json!({"id": "a", "policies": ["nope"]}),
@@ -474,14 +363,14 @@ async fn team_bodies_are_validated_with_the_field_named() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(message(&err).contains("not valid JSON"), "{err}");
     assert!(
-        h.store.teams.lock().is_empty(),
+        h.state.store.list_teams().await.unwrap().is_empty(),
         "nothing invalid was stored"
     );
 }
 
 #[tokio::test]
 async fn team_patch_and_delete() {
-    let h = harness();
+    let h = harness().await;
     h.admin(Method::POST, "/admin/teams", Some(json!({"id": "ml"})))
         .await;
     let (status, err) = h
@@ -551,7 +440,7 @@ async fn team_patch_and_delete() {
 
 #[tokio::test]
 async fn key_create_needs_an_existing_team_and_shows_the_key_once() {
-    let h = harness();
+    let h = harness().await;
     let (status, err) = h
         .admin(Method::POST, "/admin/keys", Some(json!({"team": "serach"})))
         .await;
@@ -560,7 +449,7 @@ async fn key_create_needs_an_existing_team_and_shows_the_key_once() {
         (StatusCode::NOT_FOUND, "team_not_found")
     );
     assert!(message(&err).contains("`serach`"));
-    assert!(h.store.keys.lock().is_empty());
+    assert!(h.keys().await.is_empty());
 
     let body = json!({
         "team": "search", "name": "indexer", "models": ["gpt-4o-mini"], "policies": ["daily-budget-cap"],
@@ -586,7 +475,7 @@ async fn key_create_needs_an_existing_team_and_shows_the_key_once() {
     );
     assert_eq!(key["status"], "active");
 
-    let hash = h.store.keys.lock()[0].secret_hash.clone();
+    let hash = h.keys().await[0].secret_hash.clone();
     let secret = full.rsplit('-').next().unwrap();
     for uri in [
         format!("/admin/keys/{id}"),
@@ -616,7 +505,7 @@ async fn key_create_needs_an_existing_team_and_shows_the_key_once() {
 
 #[tokio::test]
 async fn key_bodies_are_validated() {
-    let h = harness();
+    let h = harness().await;
     let cases = [
         (json!({"team": "search", "policies": ["nope"]}), "policies"),
         (json!({"team": "search", "budget_usd": 1}), "period"),
@@ -652,12 +541,12 @@ async fn key_bodies_are_validated() {
             assert_eq!(err["error"]["param"], param, "{body}: {err}");
         }
     }
-    assert!(h.store.keys.lock().is_empty());
+    assert!(h.keys().await.is_empty());
 }
 
 #[tokio::test]
 async fn revoke_rejects_the_next_request() {
-    let h = harness();
+    let h = harness().await;
     let key = h.create_key(json!({"team": "search"})).await;
     let (full, id) = (key["key"].as_str().unwrap(), key["id"].as_str().unwrap());
     let now = h.clock.now();
@@ -696,7 +585,7 @@ async fn revoke_rejects_the_next_request() {
 
 #[tokio::test]
 async fn rotate_keeps_the_old_secret_for_the_grace_period_only() {
-    let h = harness();
+    let h = harness().await;
     let key = h.create_key(json!({"team": "search"})).await;
     let (old, id) = (key["key"].as_str().unwrap(), key["id"].as_str().unwrap());
     let now = h.clock.now();
@@ -778,12 +667,14 @@ async fn rotate_keeps_the_old_secret_for_the_grace_period_only() {
 
 #[tokio::test]
 async fn restore_lifts_a_suspension_and_status_tracks_expiry() {
-    let h = harness();
+    let h = harness().await;
     let key = h
         .create_key(json!({"team": "search", "expires_at": "2026-11-27T12:30:00Z"}))
         .await;
     let (full, id) = (key["key"].as_str().unwrap(), key["id"].as_str().unwrap());
-    h.store.keys.lock()[0].suspended_at = Some(h.clock.now());
+    let mut rec = h.keys().await.remove(0);
+    rec.suspended_at = Some(h.clock.now());
+    h.state.store.update_key(&rec).await.unwrap();
     let (_, view) = h
         .admin(Method::GET, &format!("/admin/keys/{id}"), None)
         .await;
@@ -832,13 +723,14 @@ fn ledger_row(team: &str, model: &str, ts: DateTime<Utc>, cost_usd: f64) -> Ledg
 
 #[tokio::test]
 async fn spend_groups_and_validates_its_parameters() {
-    let h = harness();
+    let h = harness().await;
     let day = |d: u32| Utc.with_ymd_and_hms(2026, 11, d, 10, 0, 0).unwrap();
-    h.store.ledger.lock().extend([
+    h.ledger(&[
         ledger_row("search", "gpt-4o-mini", day(25), 0.5),
         ledger_row("search", "gpt-4o", day(26), 1.25),
         ledger_row("ml", "gpt-4o", day(27), 2.0),
-    ]);
+    ])
+    .await;
     let (status, body) = h
         .admin(Method::GET, "/admin/spend?group_by=team", None)
         .await;
@@ -893,12 +785,12 @@ async fn spend_groups_and_validates_its_parameters() {
 
 #[tokio::test]
 async fn requests_lists_newest_first_within_the_limit() {
-    let h = harness();
+    let h = harness().await;
     let start = Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).unwrap();
-    h.store
-        .ledger
-        .lock()
-        .extend((0..5).map(|i| ledger_row("search", "gpt-4o", start + Duration::minutes(i), 0.1)));
+    let rows: Vec<LedgerRow> = (0..5)
+        .map(|i| ledger_row("search", "gpt-4o", start + Duration::minutes(i), 0.1))
+        .collect();
+    h.ledger(&rows).await;
     let (status, body) = h
         .admin(Method::GET, "/admin/requests?team=search&limit=2", None)
         .await;
@@ -943,7 +835,7 @@ async fn requests_lists_newest_first_within_the_limit() {
 
 #[tokio::test]
 async fn openapi_describes_every_route_and_nothing_else() {
-    let h = harness();
+    let h = harness().await;
     let (status, doc) = h.admin(Method::GET, "/admin/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
@@ -976,7 +868,7 @@ async fn openapi_describes_every_route_and_nothing_else() {
 
 #[tokio::test]
 async fn cli_commands_drive_a_running_admin_api() {
-    let h = harness();
+    let h = harness().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let app = super::router().with_state(h.state.clone());
@@ -1033,7 +925,7 @@ async fn cli_commands_drive_a_running_admin_api() {
         "the key alone on the first line: {out}"
     );
     assert!(out.contains("a,b"), "{out}");
-    let rec = h.store.keys.lock()[0].clone();
+    let rec = h.keys().await.remove(0);
     assert_eq!(rec.models, Some(vec!["a".to_owned(), "b".to_owned()]));
     let lifetime = rec.expires_at.unwrap() - Utc::now();
     assert!(
@@ -1058,10 +950,8 @@ async fn cli_commands_drive_a_running_admin_api() {
     assert!(err.to_string().contains("no team `nope`"), "{err}");
     assert!(matches!(err, crate::cli::CliError::Api { status: 404, .. }));
 
-    h.store
-        .ledger
-        .lock()
-        .push(ledger_row("ml", "gpt-4o", Utc::now(), 0.25));
+    h.ledger(&[ledger_row("ml", "gpt-4o", Utc::now(), 0.25)])
+        .await;
     let out = run(&["spend", "--by", "team", "--since", "1d"])
         .await
         .unwrap();
@@ -1088,7 +978,7 @@ async fn cli_commands_drive_a_running_admin_api() {
 
 #[tokio::test]
 async fn openapi_schemas_list_exactly_the_fields_the_handlers_return() {
-    let h = harness();
+    let h = harness().await;
     let doc: Value = serde_json::from_str(super::OPENAPI_JSON).unwrap();
     let fields = |v: &Value| {
         let mut f: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
@@ -1124,10 +1014,7 @@ async fn openapi_schemas_list_exactly_the_fields_the_handlers_return() {
         fields(&err["error"]),
         fields(&doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"])
     );
-    h.store
-        .ledger
-        .lock()
-        .push(ledger_row("ml", "m", h.clock.now(), 0.1));
+    h.ledger(&[ledger_row("ml", "m", h.clock.now(), 0.1)]).await;
     let (_, spend) = h.admin(Method::GET, "/admin/spend", None).await;
     assert_eq!(fields(&spend["data"][0]), schema("SpendRow"));
     let (_, requests) = h.admin(Method::GET, "/admin/requests", None).await;
