@@ -66,6 +66,9 @@ pub(crate) fn redact_url(url: &str) -> String {
 
 /// An absolute `http(s)://host…` URL, or why not.
 fn check_http_url(url: &str) -> Result<(), &'static str> {
+    if !url.contains("://") {
+        return Err("not an absolute URL (it needs `http://` or `https://`)");
+    }
     let uri: http::Uri = url.parse().map_err(|_| "not a valid URL")?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
