@@ -9,6 +9,7 @@ mod defaults;
 mod env;
 mod error;
 mod model;
+mod node;
 mod prices;
 mod raw;
 mod validate;

@@ -196,7 +196,8 @@ pub(crate) struct RawAlerts {
 
 /// Parses the YAML text. A syntax or shape error (unknown key, wrong type)
 /// stops serde at the first one, so this returns a single problem: its line
-/// and a message without the value's text (it may be a secret).
+/// and a message naming the key path, without the value's text (it may be a
+/// secret).
 pub(crate) fn parse(text: &str) -> Result<RawConfig, (Option<usize>, String)> {
     if is_blank(text) {
         return Ok(RawConfig::default());
@@ -206,17 +207,57 @@ pub(crate) fn parse(text: &str) -> Result<RawConfig, (Option<usize>, String)> {
     serde_saphyr::from_str_with_options::<Option<RawConfig>>(text, options)
         .map(Option::unwrap_or_default)
         .map_err(|err| {
-            let line = err
-                .location()
-                .map(|loc| loc.line())
-                .filter(|&line| line > 0)
-                .and_then(|line| usize::try_from(line).ok());
+            let location = err.location().filter(|loc| loc.line() > 0);
             let message = serde_saphyr::MessageFormatter::format_message(
                 &serde_saphyr::DefaultMessageFormatter,
                 err.without_snippet(),
             );
-            (line, message.escape_debug().to_string())
+            let message = plain_message(&message.escape_debug().to_string());
+            let path = location
+                .zip(super::node::parse(text))
+                .map(|(loc, root)| super::node::path_at(&root, (loc.line(), loc.column())))
+                .unwrap_or_default();
+            let message = match (path.as_str(), message.strip_prefix("unknown key ")) {
+                // The error sits on the unknown key; name the mapping it is in.
+                (path, Some(rest)) => match path.rsplit_once('.') {
+                    Some((parent, _)) => format!("{parent}: unknown key {rest}"),
+                    None if path.contains('[') => {
+                        let parent = &path[..path.rfind('[').unwrap_or(0)];
+                        format!("{parent}: unknown key {rest}")
+                    }
+                    None => format!("unknown top-level key {rest}"),
+                },
+                ("", _) => message,
+                (path, _) => format!("{path}: {message}"),
+            };
+            let line = location.and_then(|loc| usize::try_from(loc.line()).ok());
+            (line, message)
         })
+}
+
+/// Rewords serde-saphyr's messages for someone editing a config file.
+fn plain_message(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        return format!(
+            "unknown key {}",
+            rest.replacen(", expected one of", "; expected one of", 1)
+        );
+    }
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(rest);
+        return format!("`{key}` is set twice");
+    }
+    match message {
+        "expected sequence start" => "expected a list (`- item` lines or `[a, b]`)".to_owned(),
+        "expected mapping start" => {
+            "expected a mapping (`key: value` lines or `{ key: value }`)".to_owned()
+        }
+        "expected string scalar" => "expected a single value, not a list or mapping".to_owned(),
+        other => other.to_owned(),
+    }
 }
 
 /// A file of only comments and blank lines is an empty config, not an error.

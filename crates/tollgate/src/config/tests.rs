@@ -381,6 +381,10 @@ fn addresses_urls_store_and_counters_are_checked() {
         "1: admin_listen: `localhost:9000` is not an IP address and port like `127.0.0.1:4000`",
     );
     assert_problem(
+        "listen: 127.0.0.1:4000\nadmin_listen: 127.0.0.1:4000\n",
+        "2: admin_listen: `127.0.0.1:4000` is also `listen`; leave `admin_listen` out to serve the admin API on the main listener",
+    );
+    assert_problem(
         "store: mysql://root:hunter2@db/x\n",
         "1: store: `mysql://root:*****@db/x` is neither a `sqlite:` nor a `postgres://` URL (e.g. `sqlite://tollgate.db`, `postgres://user@host/db`)",
     );
@@ -908,6 +912,61 @@ mod never_panics {
                     prop_assert!(!errors.to_string().contains("sk-live-0123456789"));
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn yaml_error_messages_name_the_key_path() {
+    assert_eq!(
+        problems("listen: 127.0.0.1:4000\nproviders: 5\n"),
+        ["2: providers: expected a list (`- item` lines or `[a, b]`)"]
+    );
+    assert_eq!(
+        problems("providers:\n  - name: a\n    knd: openai\n"),
+        [
+            "3: providers[0]: unknown key `knd`; expected one of name, kind, base_url, api_key, timeout_s, api_version"
+        ]
+    );
+    assert_eq!(
+        problems("policies:\n  - name: a\n    config: { limit_usd: 1, limt: 2 }\n"),
+        [
+            "3: policies[0].config: unknown key `limt`; expected one of limit_usd, period, action, on_insufficient, requests_per_minute, tokens_per_minute, max_parallel, max_identical, window_seconds, on_trip, allow"
+        ]
+    );
+    assert_eq!(
+        problems("lsiten: 127.0.0.1:4000\n"),
+        [
+            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, providers, models, policies, teams, defaults, alerts"
+        ]
+    );
+    assert_eq!(
+        problems("listen: 1\nlisten: 2\n"),
+        ["2: `listen` is set twice"]
+    );
+    assert_eq!(
+        problems("teams:\n  - id: a\n    policies: x\n"),
+        ["3: teams[0].policies: expected a list (`- item` lines or `[a, b]`)"]
+    );
+}
+
+#[test]
+fn plain_numbers_and_booleans_read_as_strings_where_text_is_expected() {
+    let text =
+        "providers:\n  - { name: 2024, kind: openai, api_key: 123456789 }\nteams:\n  - id: 42\n";
+    match load_str(text, "t.yaml", &no_env) {
+        Ok(config) => {
+            assert_eq!(config.providers[0].name, "2024");
+            assert_eq!(
+                config.providers[0].api_key.as_ref().unwrap().expose(),
+                "123456789"
+            );
+            assert_eq!(config.teams[0].id, "42");
+        }
+        Err(errors) => {
+            // If the YAML reader insists on strings, the key must still not leak.
+            assert!(!errors.to_string().contains("123456789"), "{errors}");
+            panic!("numbers should be accepted as names: {errors}");
         }
     }
 }

@@ -347,10 +347,17 @@ impl<'e> Validator<'e> {
             Some(text) => self.address(text, "listen"),
             None => DEFAULT_LISTEN.parse().ok(),
         };
-        let admin_listen = raw
-            .admin_listen
-            .as_ref()
-            .map(|t| self.address(t, "admin_listen"));
+        let admin_listen = raw.admin_listen.as_ref().map(|t| {
+            let addr = self.address(t, "admin_listen")?;
+            if Some(addr) == listen {
+                self.error(
+                    line_of(t),
+                    format!("admin_listen: `{addr}` is also `listen`; leave `admin_listen` out to serve the admin API on the main listener"),
+                );
+                return None;
+            }
+            Some(addr)
+        });
         let admin_key = raw.admin_key.as_ref().map(|t| self.text(t, "admin_key"));
         let store = match &raw.store {
             Some(text) => self.store(text),
