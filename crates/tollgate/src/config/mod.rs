@@ -77,24 +77,27 @@ pub fn resolve_path(cli: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) ->
     local.is_file().then(|| local.to_owned())
 }
 
-/// A YAML syntax error may quote the text around it; if that text is an
-/// `api_key` line, the key must not reach the terminal or a log.
+/// A YAML syntax or type error may quote the text it tripped on; if that
+/// text is an `api_key` value, the key must not reach a terminal or a log.
+/// Finds every `api_key:` value as written (block or flow style) and masks
+/// it in `message`.
 fn scrub_secrets(text: &str, mut message: String) -> String {
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else {
+    let mut rest = text;
+    while let Some(at) = rest.find("api_key") {
+        rest = &rest[at + "api_key".len()..];
+        let Some(value) = rest
+            .trim_start_matches([' ', '\t', '"', '\''])
+            .strip_prefix(':')
+        else {
             continue;
         };
-        if !key.trim().trim_start_matches("- ").eq("api_key") {
-            continue;
-        }
-        let value = value
-            .split(" #")
-            .next()
-            .unwrap_or("")
-            .trim()
-            .trim_matches(['"', '\'']);
-        if value.len() >= 4 && message.contains(value) {
-            message = message.replace(value, "*****");
+        let value = value.trim_start_matches([' ', '\t', '"', '\'', '[', '{']);
+        let end = value
+            .find(['\n', '\r', ',', '}', ']', '"', '\'', ' ', '#'])
+            .unwrap_or(value.len());
+        let secret = &value[..end];
+        if secret.len() >= 4 && message.contains(secret) {
+            message = message.replace(secret, "*****");
         }
     }
     message

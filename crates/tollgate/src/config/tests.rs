@@ -970,3 +970,33 @@ fn plain_numbers_and_booleans_read_as_strings_where_text_is_expected() {
         }
     }
 }
+
+#[test]
+fn scrubbing_masks_api_key_values_in_any_style() {
+    let text = "providers:\n  - { name: a, api_key: 'sk-flow-1234', kind: x }\n  - name: b\n    \"api_key\": sk-block-5678 # comment\n";
+    let message = "near sk-flow-1234 and sk-block-5678".to_owned();
+    assert_eq!(scrub_secrets(text, message), "near ***** and *****");
+}
+
+#[test]
+fn interpolated_names_can_be_referenced() {
+    let text = "providers:
+  - { name: '${UPSTREAM}', kind: mock }
+models:
+  - name: m
+    targets: [{ provider: local }]
+    price: { input_per_mtok: 1, output_per_mtok: 1 }
+policies:
+  - { name: '${TEAM}-rate', type: rate-limit, config: { max_parallel: 2 } }
+teams:
+  - { id: '${TEAM}', policies: [search-rate] }
+";
+    let env = |name: &str| match name {
+        "UPSTREAM" => Some("local".to_owned()),
+        "TEAM" => Some("search".to_owned()),
+        _ => None,
+    };
+    let config = load_str(text, "t.yaml", &env).unwrap();
+    assert_eq!(config.team("search").unwrap().policies, ["search-rate"]);
+    assert_eq!(config.models[0].targets[0].provider, "local");
+}

@@ -110,6 +110,12 @@ impl<'e> Validator<'e> {
         }
     }
 
+    /// A name as other entries will refer to it. Interpolation problems are
+    /// reported where the name is defined, not at every reference.
+    fn quiet_text(&self, text: &Text) -> String {
+        interpolate(&text.value, self.env).unwrap_or_else(|_| text.value.clone())
+    }
+
     fn required<'a, T>(
         &mut self,
         value: &'a Option<T>,
@@ -395,7 +401,7 @@ impl<'e> Validator<'e> {
             .providers
             .iter()
             .flatten()
-            .filter_map(|p| p.value.name.as_ref().map(|n| n.value.clone()))
+            .filter_map(|p| p.value.name.as_ref().map(|n| self.quiet_text(n)))
             .collect();
         let models = self.models(raw.models.as_deref().unwrap_or_default(), &provider_names);
         let policies = self.policies(raw.policies.as_deref().unwrap_or_default());
@@ -403,7 +409,7 @@ impl<'e> Validator<'e> {
             .policies
             .iter()
             .flatten()
-            .filter_map(|p| p.value.name.as_ref().map(|n| n.value.clone()))
+            .filter_map(|p| p.value.name.as_ref().map(|n| self.quiet_text(n)))
             .collect();
         let teams = self.teams(raw.teams.as_deref().unwrap_or_default(), &policy_names);
         let defaults = match &raw.defaults {
