@@ -1000,3 +1000,12 @@ teams:
     assert_eq!(config.team("search").unwrap().policies, ["search-rate"]);
     assert_eq!(config.models[0].targets[0].provider, "local");
 }
+
+#[test]
+fn values_with_newlines_stay_on_one_line() {
+    let found = problems("listen: \"a\\nb\"\n");
+    assert_eq!(
+        found,
+        ["1: listen: `a\\nb` is not an IP address and port like `127.0.0.1:4000`"]
+    );
+}

@@ -95,6 +95,18 @@ impl<'e> Validator<'e> {
     }
 
     fn error(&mut self, line: Option<usize>, message: String) {
+        // One problem per output line, even when a quoted value holds a newline.
+        let message = if message.contains(char::is_control) {
+            message
+                .chars()
+                .map(|c| match c.is_control() {
+                    true => c.escape_default().to_string(),
+                    false => c.to_string(),
+                })
+                .collect::<String>()
+        } else {
+            message
+        };
         self.problems.push(Problem { line, message });
     }
 
