@@ -43,12 +43,15 @@ pub fn load_str(
     origin: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let raw = raw::parse(text).map_err(|(line, message)| ConfigErrors {
+    let raw = raw::parse(text).map_err(|problems| ConfigErrors {
         origin: origin.to_owned(),
-        problems: vec![Problem {
-            line,
-            message: scrub_secrets(text, message),
-        }],
+        problems: problems
+            .into_iter()
+            .map(|(line, message)| Problem {
+                line,
+                message: scrub_secrets(text, message),
+            })
+            .collect(),
     })?;
     validate::Validator::new(env)
         .finish(&raw)

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use super::raw::Scalar;
+use super::raw::{Scalar, keys};
 
 #[derive(Debug)]
 pub(crate) enum Node {
@@ -129,6 +129,104 @@ pub(crate) fn path_at(root: &Spanned<Node>, pos: Pos) -> String {
                 node = item;
             }
             Node::Leaf => return path,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Shape {
+    Top,
+    Provider,
+    Model,
+    Target,
+    Price,
+    Policy,
+    PolicyConfig,
+    Team,
+    Defaults,
+    Alerts,
+}
+
+impl Shape {
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            Shape::Top => keys::TOP,
+            Shape::Provider => keys::PROVIDER,
+            Shape::Model => keys::MODEL,
+            Shape::Target => keys::TARGET,
+            Shape::Price => keys::PRICE,
+            Shape::Policy => keys::POLICY,
+            Shape::PolicyConfig => keys::POLICY_CONFIG,
+            Shape::Team => keys::TEAM,
+            Shape::Defaults => keys::DEFAULTS,
+            Shape::Alerts => keys::ALERTS,
+        }
+    }
+
+    /// What the value under `key` is: a mapping of some shape, or a list of them.
+    fn child(self, key: &str) -> Option<(Shape, bool)> {
+        Some(match (self, key) {
+            (Shape::Top, "providers") => (Shape::Provider, true),
+            (Shape::Top, "models") => (Shape::Model, true),
+            (Shape::Top, "policies") => (Shape::Policy, true),
+            (Shape::Top, "teams") => (Shape::Team, true),
+            (Shape::Top, "defaults") => (Shape::Defaults, false),
+            (Shape::Top, "alerts") => (Shape::Alerts, false),
+            (Shape::Model, "targets") => (Shape::Target, true),
+            (Shape::Model, "price") => (Shape::Price, false),
+            (Shape::Policy, "config") => (Shape::PolicyConfig, false),
+            _ => return None,
+        })
+    }
+}
+
+fn line_of<T>(spanned: &Spanned<T>) -> Option<usize> {
+    usize::try_from(spanned.referenced.line())
+        .ok()
+        .filter(|&line| line > 0)
+}
+
+/// Every key the config schema does not know, as `(line, message)` in file
+/// order, e.g. ``providers[0]: unknown key `knd`; expected one of …``.
+pub(crate) fn unknown_keys(root: &Spanned<Node>) -> Vec<(Option<usize>, String)> {
+    let mut found = Vec::new();
+    walk(root, Shape::Top, "", &mut found);
+    found.sort_by_key(|(line, _)| *line);
+    found
+}
+
+fn walk(node: &Spanned<Node>, shape: Shape, path: &str, found: &mut Vec<(Option<usize>, String)>) {
+    let Node::Map(entries) = &node.value else {
+        return;
+    };
+    for (key, value) in entries {
+        let name = key.value.to_string();
+        if !shape.keys().contains(&name.as_str()) {
+            let message = match path {
+                "" => format!(
+                    "unknown top-level key `{name}`; expected one of {}",
+                    shape.keys().join(", ")
+                ),
+                _ => format!(
+                    "{path}: unknown key `{name}`; expected one of {}",
+                    shape.keys().join(", ")
+                ),
+            };
+            found.push((line_of(key), message));
+            continue;
+        }
+        let child_path = match path {
+            "" => name.clone(),
+            _ => format!("{path}.{name}"),
+        };
+        match (shape.child(&name), &value.value) {
+            (Some((child, true)), Node::Seq(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, child, &format!("{child_path}[{i}]"), found);
+                }
+            }
+            (Some((child, false)), Node::Map(_)) => walk(value, child, &child_path, found),
+            _ => {}
         }
     }
 }

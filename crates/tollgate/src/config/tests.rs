@@ -1009,3 +1009,45 @@ fn values_with_newlines_stay_on_one_line() {
         ["1: listen: `a\\nb` is not an IP address and port like `127.0.0.1:4000`"]
     );
 }
+
+#[test]
+fn every_unknown_key_is_reported_at_once() {
+    let text = "lsiten: 127.0.0.1:4000
+providers:
+  - { name: a, kind: mock, timeout: 5 }
+models:
+  - name: m
+    targets: [{ provider: a, modle: x }]
+    price: { input: 1, output_per_mtok: 1 }
+policies:
+  - name: p
+    type: cost-limit
+    config: { limit_usd: 1, period: daily, actoin: alert }
+teams:
+  - id: t
+    budget_usd: 5
+defaults: { polices: [p] }
+alerts: { webhook: 'http://x' }
+";
+    assert_eq!(
+        problems(text),
+        [
+            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, providers, models, policies, teams, defaults, alerts",
+            "3: providers[0]: unknown key `timeout`; expected one of name, kind, base_url, api_key, timeout_s, api_version",
+            "6: models[0].targets[0]: unknown key `modle`; expected one of provider, model, weight",
+            "7: models[0].price: unknown key `input`; expected one of input_per_mtok, output_per_mtok, cached_input_per_mtok",
+            "11: policies[0].config: unknown key `actoin`; expected one of limit_usd, period, action, on_insufficient, requests_per_minute, tokens_per_minute, max_parallel, max_identical, window_seconds, on_trip, allow",
+            "14: teams[0]: unknown key `budget_usd`; expected one of id, policies, models",
+            "15: defaults: unknown key `polices`; expected one of policies",
+            "16: alerts: unknown key `webhook`; expected one of webhook_url, thresholds",
+        ]
+    );
+    // A shape error next to an unknown key: both are reported.
+    assert_eq!(
+        problems("providers: 5\nlisten_addr: x\n"),
+        [
+            "1: providers: expected a list (`- item` lines or `[a, b]`)",
+            "2: unknown top-level key `listen_addr`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, providers, models, policies, teams, defaults, alerts",
+        ]
+    );
+}
