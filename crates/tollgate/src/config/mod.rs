@@ -2,8 +2,10 @@
 //! frozen into [`Config`]. No sockets here.
 //!
 //! `raw` mirrors the file (serde, unknown keys denied, every value with its
-//! line), `validate` checks it into the `model` types, `prices` is the
-//! built-in price table, `defaults` the embedded default config.
+//! line), `node` explains what serde rejected, `env` interpolates `${VAR}`,
+//! `validate` checks everything into the `model` types and collects every
+//! problem, `prices` is the built-in price table (`prices.json`), `defaults`
+//! the embedded default config.
 
 mod defaults;
 mod env;

@@ -1,6 +1,7 @@
 //! A schema-free, position-marked reading of the YAML document, used only
-//! to name the key path (`policies[2].config`) of an error serde reported
-//! by line and column. Serde itself knows where it failed but not the path.
+//! after serde has rejected it: to name the key path (`policies[2].config`)
+//! of the error serde reported by line and column, and to list every
+//! unknown key rather than serde's first.
 
 use std::fmt;
 
