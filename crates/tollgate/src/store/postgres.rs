@@ -379,12 +379,14 @@ impl Store for PostgresStore {
     }
 
     async fn spend(&self, query: &SpendQuery) -> Result<Vec<SpendRow>, StoreError> {
-        let group = match query.group_by {
-            None => "'total'",
-            Some(GroupBy::Team) => "team",
-            Some(GroupBy::Key) => "key_id",
-            Some(GroupBy::Model) => "model",
-            Some(GroupBy::Day) => "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        // (shown, grouped by): days group the stored `day` column (see
+        // migration 0002) and are formatted once per group, not per row.
+        let (group, group_by) = match query.group_by {
+            None => ("'total'", None),
+            Some(GroupBy::Team) => ("team", Some("team")),
+            Some(GroupBy::Key) => ("key_id", Some("key_id")),
+            Some(GroupBy::Model) => ("model", Some("model")),
+            Some(GroupBy::Day) => ("to_char(day, 'YYYY-MM-DD')", Some("day")),
         };
         let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
             "SELECT {group} AS grp, COUNT(*) AS requests, \
@@ -404,8 +406,8 @@ impl Store for PostgresStore {
         if let Some(to) = query.to {
             qb.push(" AND ts < ").push_bind(to);
         }
-        if query.group_by.is_some() {
-            qb.push(" GROUP BY 1 ORDER BY 1");
+        if let Some(group_by) = group_by {
+            qb.push(format!(" GROUP BY {group_by} ORDER BY {group_by}"));
         }
         let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
         rows.iter()

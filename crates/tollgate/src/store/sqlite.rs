@@ -385,12 +385,17 @@ impl Store for SqliteStore {
     }
 
     async fn spend(&self, query: &SpendQuery) -> Result<Vec<SpendRow>, StoreError> {
-        let group = match query.group_by {
-            None => "'total'",
-            Some(GroupBy::Team) => "team",
-            Some(GroupBy::Key) => "key_id",
-            Some(GroupBy::Model) => "model",
-            Some(GroupBy::Day) => "strftime('%Y-%m-%d', ts / 1000, 'unixepoch')",
+        // (shown, grouped by): days are grouped by their number and
+        // formatted once per group, not once per row.
+        let (group, group_by) = match query.group_by {
+            None => ("'total'", None),
+            Some(GroupBy::Team) => ("team", Some("team")),
+            Some(GroupBy::Key) => ("key_id", Some("key_id")),
+            Some(GroupBy::Model) => ("model", Some("model")),
+            Some(GroupBy::Day) => (
+                "strftime('%Y-%m-%d', (ts / 86400000) * 86400, 'unixepoch')",
+                Some("ts / 86400000"),
+            ),
         };
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
             "SELECT {group} AS grp, COUNT(*) AS requests, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, \
@@ -409,8 +414,8 @@ impl Store for SqliteStore {
         if let Some(to) = query.to {
             qb.push(" AND ts < ").push_bind(ms(to));
         }
-        if query.group_by.is_some() {
-            qb.push(" GROUP BY grp ORDER BY grp");
+        if let Some(group_by) = group_by {
+            qb.push(format!(" GROUP BY {group_by} ORDER BY {group_by}"));
         }
         let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
         let mut out = Vec::with_capacity(rows.len());
