@@ -790,6 +790,20 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    with_pg_schema(|url| async move {
+        let store = connect(&url).await.unwrap();
+        test(store).await;
+    })
+    .await;
+}
+
+/// Runs `test` with the URL of a fresh schema, dropped afterwards even when
+/// the test fails.
+async fn with_pg_schema<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let base = pg_base_url();
     let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
         panic!(
@@ -804,12 +818,7 @@ where
         .unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    let outcome = AssertUnwindSafe(async {
-        let store = connect(&url).await.unwrap();
-        test(store).await;
-    })
-    .catch_unwind()
-    .await;
+    let outcome = AssertUnwindSafe(test(url)).catch_unwind().await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
         .execute(&admin)
         .await
@@ -938,4 +947,139 @@ async fn postgres_connect_failure_does_not_print_the_password() {
     let msg = err.to_string();
     assert!(msg.contains("tg:*****@127.0.0.1:1"), "{msg}");
     assert!(!msg.contains("hunter2"), "{msg}");
+}
+
+/// A TCP proxy in front of PostgreSQL that a test can cut (every open
+/// connection reset, new ones refused) and restore: a real outage as the
+/// store's pool sees it, without touching the shared server.
+struct CutProxy {
+    addr: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    conns: Arc<parking_lot::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    async fn start(target: String) -> CutProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let (up, conns) = (up.clone(), conns.clone());
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        continue; // dropped: the client sees the connection closed
+                    }
+                    let target = target.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    conns.lock().push(task.abort_handle());
+                }
+            }
+        });
+        CutProxy {
+            addr,
+            up,
+            conns,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for conn in self.conns.lock().drain(..) {
+            conn.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// `url` with its host and port replaced by `addr`.
+fn via(url: &str, addr: std::net::SocketAddr) -> String {
+    let rest_start = url.find("://").unwrap() + 3;
+    let rest = &url[rest_start..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let host_start = rest[..authority_end].rfind('@').map_or(0, |at| at + 1);
+    format!(
+        "{}{}{}{}",
+        &url[..rest_start],
+        &rest[..host_start],
+        addr,
+        &rest[authority_end..]
+    )
+}
+
+#[test]
+fn via_swaps_only_host_and_port() {
+    let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    assert_eq!(
+        via("postgres://u@h:5432/db?x=1", addr),
+        "postgres://u@127.0.0.1:9/db?x=1"
+    );
+    assert_eq!(via("postgres://h/db", addr), "postgres://127.0.0.1:9/db");
+}
+
+#[tokio::test]
+async fn postgres_outage_and_return_loses_no_ledger_row() {
+    with_pg_schema(|url| async move {
+        let direct = connect(&url).await.unwrap();
+        let pg: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        let proxy = CutProxy::start(format!("{}:{}", pg.get_host(), pg.get_port())).await;
+        let store = connect(&via(&url, proxy.addr)).await.unwrap();
+        let handle = LedgerWriter::spawn(
+            store.clone(),
+            opts(50, Duration::from_millis(20), 1_000_000),
+        );
+
+        for row in numbered(100, "before") {
+            handle.record(row);
+        }
+        tokio::time::timeout(Duration::from_secs(15), handle.flush())
+            .await
+            .unwrap();
+        assert_eq!(ledger_count(direct.as_ref()).await, 100);
+
+        proxy.cut();
+        for row in numbered(200, "during") {
+            handle.record(row);
+        }
+        let flushing = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.flush().await }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(store.ping().await.is_err(), "the proxy should be cut");
+        assert!(
+            !flushing.is_finished(),
+            "flush() returned while PostgreSQL was unreachable"
+        );
+        assert_eq!(handle.buffered(), 200);
+        assert_eq!(ledger_count(direct.as_ref()).await, 100);
+
+        proxy.restore();
+        tokio::time::timeout(Duration::from_secs(30), flushing)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(handle.buffered(), 0);
+        assert_eq!(store_total(direct.as_ref()).await, (300, NanoUsd(300 * 7)));
+        store.ping().await.unwrap();
+        handle.shutdown().await;
+    })
+    .await;
 }
