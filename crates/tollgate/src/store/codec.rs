@@ -22,6 +22,17 @@ pub(crate) fn requests_limit(limit: u32) -> u32 {
     }
 }
 
+/// Ledger text as both engines can store it: PostgreSQL refuses NUL in
+/// `text`, and a model name is chosen by the client, so a NUL there must not
+/// make a billed row unwritable. It becomes U+FFFD on both engines alike.
+pub(crate) fn ledger_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// `u64` to a signed column; `field` names the value in the message.
 pub(crate) fn to_i64(value: u64, field: &str) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| {

@@ -15,9 +15,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::codec::{
-    SQLITE_ROWS_PER_STATEMENT, from_json, json_text, money, opt_from_json, opt_json_text,
-    opt_money, opt_nano, opt_to_i64, opt_to_u64, period_from, period_text, redact_url,
-    requests_limit, status_from, to_i64, to_u64,
+    SQLITE_ROWS_PER_STATEMENT, from_json, json_text, ledger_text, money, opt_from_json,
+    opt_json_text, opt_money, opt_nano, opt_to_i64, opt_to_u64, period_from, period_text,
+    redact_url, requests_limit, status_from, to_i64, to_u64,
 };
 use super::{
     GroupBy, KeyRecord, LedgerRow, RequestsQuery, SpendQuery, SpendRow, SpendScope, Store,
@@ -367,17 +367,17 @@ impl Store for SqliteStore {
                 QueryBuilder::new(format!("INSERT INTO ledger ({LEDGER_COLUMNS}) "));
             qb.push_values(chunk, |mut b, v| {
                 b.push_bind(ms(v.row.ts))
-                    .push_bind(v.row.request_id.as_str())
-                    .push_bind(v.row.key_id.as_str())
-                    .push_bind(v.row.team.as_str())
-                    .push_bind(v.row.model.as_str())
-                    .push_bind(v.row.provider.as_str())
+                    .push_bind(ledger_text(&v.row.request_id))
+                    .push_bind(ledger_text(v.row.key_id.as_str()))
+                    .push_bind(ledger_text(v.row.team.as_str()))
+                    .push_bind(ledger_text(&v.row.model))
+                    .push_bind(ledger_text(&v.row.provider))
                     .push_bind(i64::from(v.row.status))
                     .push_bind(v.prompt_tokens)
                     .push_bind(v.completion_tokens)
                     .push_bind(v.cost)
                     .push_bind(v.latency_ms)
-                    .push_bind(v.row.error_code.as_deref());
+                    .push_bind(v.row.error_code.as_deref().map(ledger_text));
             });
             // A retry after an ambiguous failure must not bill twice.
             qb.push(" ON CONFLICT (request_id) DO NOTHING");

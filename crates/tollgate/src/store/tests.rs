@@ -257,6 +257,32 @@ async fn ledger_insert_is_idempotent(store: Arc<dyn Store>) {
         vec![spend_row("total", 4, 100, 10, 1000)]
     );
 
+    // A NUL in client-chosen text (PostgreSQL refuses it in `text`) does not
+    // make the row unwritable.
+    let mut nul = ledger_row(
+        "nul\0id",
+        "a",
+        "k1",
+        "gpt\0x",
+        "2026-01-05T00:00:00Z",
+        5,
+        1,
+        1,
+    );
+    nul.error_code = Some("bad\0code".into());
+    store.insert_ledger(&[nul]).await.unwrap();
+    let latest = store
+        .requests(&RequestsQuery {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(latest[0].model, "gpt\u{FFFD}x");
+    assert_eq!(latest[0].request_id, "nul\u{FFFD}id");
+    assert_eq!(latest[0].error_code.as_deref(), Some("bad\u{FFFD}code"));
+    assert_eq!(ledger_count(store.as_ref()).await, 5);
+
     // A large batch: more rows than one SQLite statement carries.
     let many: Vec<LedgerRow> = (0..2500)
         .map(|i| {
@@ -560,6 +586,9 @@ impl Store for Flaky {
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError::Backend("simulated outage".into()));
         }
+        if rows.iter().any(|r| r.request_id.starts_with("poison")) {
+            return Err(StoreError::Backend("simulated unwritable row".into()));
+        }
         self.inner.insert_ledger(rows).await?;
         if self
             .ambiguous
@@ -590,6 +619,9 @@ impl Store for Flaky {
         self.inner.set_setting(name, value).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("simulated outage".into()));
+        }
         self.inner.ping().await
     }
 }
@@ -767,6 +799,42 @@ async fn writer_retry_after_ambiguous_failure_is_not_double_billed(store: Arc<dy
     handle.shutdown().await;
 }
 
+async fn writer_sets_aside_a_row_the_store_refuses(store: Arc<dyn Store>) {
+    let flaky = Flaky::new(store);
+    let handle = LedgerWriter::spawn(
+        flaky.clone(),
+        opts(100, Duration::from_millis(20), 1_000_000),
+    );
+    for row in numbered(10, "good-a") {
+        handle.record(row);
+    }
+    handle.record(ledger_row(
+        "poison-1",
+        "w",
+        "kw",
+        "m",
+        "2026-04-01T00:00:00Z",
+        1_000,
+        1,
+        1,
+    ));
+    for row in numbered(10, "good-b") {
+        handle.record(row);
+    }
+    tokio::time::timeout(Duration::from_secs(15), handle.flush())
+        .await
+        .unwrap();
+    assert_eq!(handle.buffered(), 0);
+    assert_eq!(handle.rejected(), 1);
+    assert_eq!(store_total(flaky.as_ref()).await, (20, NanoUsd(20 * 7)));
+    // The writer goes on as before.
+    for row in numbered(5, "good-c") {
+        handle.record(row);
+    }
+    handle.shutdown().await;
+    assert_eq!(ledger_count(flaky.as_ref()).await, 25);
+}
+
 async fn store_total(store: &dyn Store) -> (u64, NanoUsd) {
     let rows = store.spend(&SpendQuery::default()).await.unwrap();
     (rows[0].requests, rows[0].cost)
@@ -863,6 +931,7 @@ suite!(
     writer_shutdown_flushes,
     writer_survives_store_outage,
     writer_retry_after_ambiguous_failure_is_not_double_billed,
+    writer_sets_aside_a_row_the_store_refuses,
 );
 
 // ------------------------------------------------------- engine-specific
