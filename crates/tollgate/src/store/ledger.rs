@@ -28,11 +28,15 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use super::{LedgerRow, Store};
+use super::{LedgerRow, Store, StoreError};
 
 /// First retry delay after a failed batch; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A write or ping that has not answered by then counts as failed: a
+/// half-open connection must not stall the writer forever. Retrying a write
+/// that did land is harmless (unique `request_id`).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Failures of one batch, with the store answering `ping` each time, before
 /// the batch is taken apart to find the row the store refuses.
 const REFUSALS_BEFORE_ISOLATING: u32 = 3;
@@ -241,7 +245,7 @@ async fn write_until_durable(store: &dyn Store, batch: &[LedgerRow], shared: &Sh
     let mut failures: u32 = 0;
     let mut refusals: u32 = 0;
     loop {
-        let err = match store.insert_ledger(pending).await {
+        let err = match insert(store, pending).await {
             Ok(()) => {
                 if failures > 0 {
                     tracing::info!(
@@ -255,7 +259,7 @@ async fn write_until_durable(store: &dyn Store, batch: &[LedgerRow], shared: &Sh
             Err(e) => e,
         };
         failures += 1;
-        if store.ping().await.is_ok() {
+        if ping(store).await.is_ok() {
             refusals += 1;
             if refusals >= REFUSALS_BEFORE_ISOLATING {
                 match write_one_by_one(store, pending, shared).await {
@@ -288,13 +292,13 @@ async fn write_one_by_one(store: &dyn Store, rows: &[LedgerRow], shared: &Shared
     for (i, row) in rows.iter().enumerate() {
         let mut last_err = None;
         for _ in 0..REFUSALS_BEFORE_ISOLATING {
-            match store.insert_ledger(std::slice::from_ref(row)).await {
+            match insert(store, std::slice::from_ref(row)).await {
                 Ok(()) => {
                     last_err = None;
                     break;
                 }
                 Err(e) => {
-                    if store.ping().await.is_err() {
+                    if ping(store).await.is_err() {
                         return Some(i);
                     }
                     last_err = Some(e);
@@ -313,4 +317,24 @@ async fn write_one_by_one(store: &dyn Store, rows: &[LedgerRow], shared: &Shared
         }
     }
     None
+}
+
+async fn insert(store: &dyn Store, rows: &[LedgerRow]) -> Result<(), StoreError> {
+    match tokio::time::timeout(CALL_TIMEOUT, store.insert_ledger(rows)).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Backend(format!(
+            "no answer within {} s",
+            CALL_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+async fn ping(store: &dyn Store) -> Result<(), StoreError> {
+    match tokio::time::timeout(CALL_TIMEOUT, store.ping()).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Backend(format!(
+            "no answer within {} s",
+            CALL_TIMEOUT.as_secs()
+        ))),
+    }
 }
