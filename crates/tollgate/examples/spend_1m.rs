@@ -9,6 +9,13 @@
 //!
 //! On PostgreSQL it works in a schema of its own and drops it at the end.
 //! Rows: 30 days, 20 teams, 200 keys, 8 models.
+//!
+//! Measured on the 2-core reference machine (debug build, PostgreSQL 15,
+//! other jobs running), best of three: every query under 0.3 s, e.g.
+//! group_by=team over all 1M rows 160-200 ms, group_by=model over a 7-day
+//! range 60-95 ms, group_by=day 250 ms; insert 1M rows in batches of 10,000
+//! 19-40 s. SQLite: group_by team/key/day 0.2-0.7 s, group_by=model over
+//! all 1M rows 1.2-1.5 s (a sort: SQLite has no hash aggregation).
 
 use std::time::Instant;
 

@@ -1152,3 +1152,49 @@ async fn postgres_outage_and_return_loses_no_ledger_row() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_file_takes_concurrent_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("busy.db").display());
+    let store = connect(&url).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                store
+                    .create_key(&key(&format!("w{w}-k{i}"), "a", "2026-01-01T00:00:00Z"))
+                    .await
+                    .unwrap();
+                let rows: Vec<LedgerRow> = (0..20)
+                    .map(|j| {
+                        ledger_row(
+                            &format!("w{w}-{i}-{j}"),
+                            "a",
+                            "k",
+                            "m",
+                            "2026-01-01T00:00:00Z",
+                            1,
+                            1,
+                            1,
+                        )
+                    })
+                    .collect();
+                store.insert_ledger(&rows).await.unwrap();
+                store
+                    .spend(&SpendQuery {
+                        group_by: Some(GroupBy::Key),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(store.list_keys(None).await.unwrap().len(), 100);
+    assert_eq!(ledger_count(store.as_ref()).await, 4 * 25 * 20);
+}
