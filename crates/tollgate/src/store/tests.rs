@@ -706,6 +706,28 @@ async fn writer_flushes_on_interval_and_full_batch(store: Arc<dyn Store>) {
     handle.shutdown().await;
 }
 
+/// SPEC §6: a SIGKILL loses at most the last second of ledger rows, so with
+/// the default options a recorded row is durable well within a second
+/// without anyone calling flush().
+async fn writer_default_options_make_rows_durable_within_a_second(store: Arc<dyn Store>) {
+    let handle = LedgerWriter::spawn(store.clone(), LedgerOptions::default());
+    assert_eq!(
+        LedgerOptions::default().flush_interval,
+        Duration::from_millis(200)
+    );
+    let started = std::time::Instant::now();
+    for row in numbered(5, "bound") {
+        handle.record(row);
+    }
+    assert_eq!(wait_for_rows(store.as_ref(), 5).await, 5);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "rows took {took:?} to become durable"
+    );
+    handle.shutdown().await;
+}
+
 async fn writer_shutdown_flushes(store: Arc<dyn Store>) {
     let flaky = Flaky::new(store);
     let handle = LedgerWriter::spawn(
@@ -929,6 +951,7 @@ suite!(
     writer_batches_rows,
     writer_flushes_on_interval_and_full_batch,
     writer_shutdown_flushes,
+    writer_default_options_make_rows_durable_within_a_second,
     writer_survives_store_outage,
     writer_retry_after_ambiguous_failure_is_not_double_billed,
     writer_sets_aside_a_row_the_store_refuses,
