@@ -887,6 +887,36 @@ where
     .await;
 }
 
+/// A pool on the test database, which is created when the server lacks it
+/// (a fresh machine has the server but maybe not database `test`).
+async fn pg_admin_pool(base: &str) -> sqlx::PgPool {
+    let fail = |e: sqlx::Error| -> ! {
+        panic!(
+            "the PostgreSQL store tests need a server at `{}` (override with TOLLGATE_TEST_PG_URL): {e}",
+            redact_url(base)
+        )
+    };
+    match sqlx::PgPool::connect(base).await {
+        Ok(pool) => pool,
+        Err(e) if e.to_string().contains("does not exist") => {
+            let options: sqlx::postgres::PgConnectOptions = base.parse().unwrap();
+            let db = options.get_database().unwrap_or("test").to_owned();
+            let maintenance = sqlx::PgPool::connect_with(options.database("postgres"))
+                .await
+                .unwrap_or_else(|e| fail(e));
+            // Tests run in parallel: another one may create it first.
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
+                .execute(&maintenance)
+                .await;
+            maintenance.close().await;
+            sqlx::PgPool::connect(base)
+                .await
+                .unwrap_or_else(|e| fail(e))
+        }
+        Err(e) => fail(e),
+    }
+}
+
 /// Runs `test` with the URL of a fresh schema, dropped afterwards even when
 /// the test fails.
 async fn with_pg_schema<F, Fut>(test: F)
@@ -895,12 +925,7 @@ where
     Fut: Future<Output = ()>,
 {
     let base = pg_base_url();
-    let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
-        panic!(
-            "the PostgreSQL store tests need a server at `{}` (override with TOLLGATE_TEST_PG_URL): {e}",
-            redact_url(&base)
-        )
-    });
+    let admin = pg_admin_pool(&base).await;
     let schema = format!("tg_test_{}", uuid::Uuid::now_v7().simple());
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&admin)
