@@ -1246,3 +1246,21 @@ async fn sqlite_file_takes_concurrent_writers() {
     assert_eq!(store.list_keys(None).await.unwrap().len(), 100);
     assert_eq!(ledger_count(store.as_ref()).await, 4 * 25 * 20);
 }
+
+/// Replicas starting at once against one database: migrations run once,
+/// neither start fails, and both see the same data.
+#[tokio::test]
+async fn postgres_replicas_migrate_concurrently() {
+    with_pg_schema(|url| async move {
+        let (a, b, c) = tokio::join!(connect(&url), connect(&url), connect(&url));
+        let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+        a.create_team(&team("shared")).await.unwrap();
+        assert_eq!(
+            b.get_team(&TeamId::from("shared")).await.unwrap(),
+            Some(team("shared"))
+        );
+        let err = c.create_team(&team("shared")).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    })
+    .await;
+}
