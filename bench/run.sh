@@ -88,6 +88,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 now_ns() { date +%s%N; }
+# Ticks every CPU of the machine spent busy (user, nice, system, irq, softirq, steal).
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
 
 # ---- the mock provider ----------------------------------------------------------------------
 "$BIN/mock-provider" --listen 127.0.0.1:0 --chunks "$CHUNKS" --api-key "$UPSTREAM_KEY" >"$OUT/mock.log" 2>&1 &
@@ -112,12 +114,13 @@ run_load() {
     c64) args=(-c "$C_HIGH" -d "$DUR_C64"); outer=$((120 + DUR_C64)) ;;
     stream) args=(--stream -c "$C_STREAM" -d "$DUR_STREAM"); outer=$((120 + DUR_STREAM)) ;;
   esac
-  local t0 g0 m0 t1 g1 m1 raw="$OUT/$name-$scenario.raw.json"
-  t0=$(now_ns); g0=$(cpu_ticks "$target_pid"); m0=$(cpu_ticks "$MOCK_PID")
+  local t0 g0 m0 a0 t1 g1 m1 a1 raw="$OUT/$name-$scenario.raw.json"
+  t0=$(now_ns); g0=$(cpu_ticks "$target_pid"); m0=$(cpu_ticks "$MOCK_PID"); a0=$(machine_ticks)
   timeout "$outer" "$BIN/tollgate-bench" --url "$url/chat/completions" -H "$auth" \
     --warmup "$WARMUP" --timeout-s 30 --json "${args[@]}" >"$raw"
-  t1=$(now_ns); g1=$(cpu_ticks "$target_pid"); m1=$(cpu_ticks "$MOCK_PID")
+  t1=$(now_ns); g1=$(cpu_ticks "$target_pid"); m1=$(cpu_ticks "$MOCK_PID"); a1=$(machine_ticks)
   jq --argjson wall_ns $((t1 - t0)) --argjson tgt $((g1 - g0)) --argjson mock $((m1 - m0)) \
+     --argjson all $((a1 - a0)) --argjson same "$([[ $target_pid == "$MOCK_PID" ]] && echo true || echo false)" \
      --argjson hz "$CLK_TCK" --argjson warmup "$WARMUP" \
      --arg name "$name" --arg scenario "$scenario" '
     . as $r
@@ -125,10 +128,15 @@ run_load() {
     | $r + {name: $name, scenario: $scenario,
             target_cpu_pct: (($tgt / $hz) / ($wall_ns / 1e9) * 1000 | round / 10),
             target_cpu_us_per_req: (if $sent > 0 then ($tgt / $hz * 1e6 / $sent | round) else null end),
-            mock_cpu_pct: (($mock / $hz) / ($wall_ns / 1e9) * 1000 | round / 10)}' \
+            mock_cpu_pct: (($mock / $hz) / ($wall_ns / 1e9) * 1000 | round / 10),
+            machine_busy_pct: (($all / $hz) / ($wall_ns / 1e9) * 1000 | round / 10)}
+    # CPU of everything else on the machine (other work, the kernel): a large
+    # value means the run shared the cores and its numbers are suspect.
+    | . + {other_cpu_pct: ([0, .machine_busy_pct - .target_cpu_pct - (if $same then 0 else .mock_cpu_pct end)
+                             - ((.bench_cpu_ms // 0) / ($wall_ns / 1e6) * 100)] | max | round)}' \
     "$raw" >"$OUT/$name-$scenario.json"
   rm -f "$raw"
-  jq -r '"  \(.name) \(.scenario): \(.ok) ok, \(.error_count) errors, \(.rps) req/s, p50 \(.latency_us.p50) µs, p99 \(.latency_us.p99) µs, target cpu \(.target_cpu_pct)%"' \
+  jq -r '"  \(.name) \(.scenario): \(.ok) ok, \(.error_count) errors, \(.rps) req/s, p50 \(.latency_us.p50) µs, p99 \(.latency_us.p99) µs, target cpu \(.target_cpu_pct)%, other cpu \(.other_cpu_pct)%"' \
     "$OUT/$name-$scenario.json" >&2
 }
 
@@ -244,15 +252,16 @@ c1, c64, st = runs["direct"]["c1"], runs["direct"]["c64"], runs["direct"]["strea
 print(f"Run {os.path.basename(out)}: c1 = {c1['ok'] + c1['error_count']} requests at concurrency 1; "
       f"c64 = {c64['duration_s']} s at concurrency {c64['concurrency']}; "
       f"stream = {st['duration_s']} s at concurrency {st['concurrency']}.\n")
-print("| target | c1 p50 µs | c1 p99 µs | c64 req/s | c64 p50 ms | c64 p99 ms | stream/s | stream p50 ms | stream p99 ms | CPU % (c64) | CPU µs/req (c64) | peak RSS MiB | errors |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| target | c1 p50 µs | c1 p99 µs | c64 req/s | c64 p50 ms | c64 p99 ms | stream/s | stream p50 ms | stream p99 ms | CPU % (c64) | CPU µs/req (c64) | peak RSS MiB | other CPU % (max) | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for n in names:
     r = runs[n]
     label = "direct (mock)" if n == "direct" else f"gateway: {n}"
     print(f"| {label} | {us(lat(r['c1'], 'p50'))} | {us(lat(r['c1'], 'p99'))} | {r['c64']['rps']:.0f} | "
           f"{msf(lat(r['c64'], 'p50'))} | {msf(lat(r['c64'], 'p99'))} | {r['stream']['rps']:.0f} | "
           f"{msf(lat(r['stream'], 'p50'))} | {msf(lat(r['stream'], 'p99'))} | {r['c64']['target_cpu_pct']} | "
-          f"{us(r['c64']['target_cpu_us_per_req'])} | {rss.get(n, 0) / 1024:.1f} | {errs(n)} |")
+          f"{us(r['c64']['target_cpu_us_per_req'])} | {rss.get(n, 0) / 1024:.1f} | "
+          f"{max(x.get('other_cpu_pct', 0) for x in r.values())} | {errs(n)} |")
 gws = [n for n in names if n != "direct"]
 if gws:
     d = runs["direct"]
