@@ -102,13 +102,7 @@ pub(crate) async fn handle(
         && credential(&parts.headers) != Some(&**expected)
     {
         let message = "mock provider: the API key is missing or is not the expected provider key";
-        return Ok(error(
-            route,
-            StatusCode::UNAUTHORIZED,
-            message,
-            "authentication_error",
-            "invalid_api_key",
-        ));
+        return Ok(error(route, StatusCode::UNAUTHORIZED, message));
     }
 
     match &settings.failure {
@@ -135,13 +129,7 @@ pub(crate) async fn handle(
         FailureMode::FailFirst(_) => {
             if shared.take_fail_first() {
                 let message = "mock provider: injected failure (`FailFirst`)";
-                return Ok(error(
-                    route,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    message,
-                    "server_error",
-                    "api_error",
-                ));
+                return Ok(error(route, StatusCode::INTERNAL_SERVER_ERROR, message));
             }
         }
         FailureMode::StreamCut { .. } => {}
@@ -163,25 +151,13 @@ fn answer(
     if route == Route::NotFound {
         let message = "mock provider: no such endpoint; it serves `POST /v1/chat/completions`, `/v1/completions`, \
                        `/v1/embeddings`, `/v1/messages`, `GET /v1/models` and Azure's `/openai/deployments/{d}/...`";
-        return error(
-            route,
-            StatusCode::NOT_FOUND,
-            message,
-            "not_found_error",
-            "not_found",
-        );
+        return error(route, StatusCode::NOT_FOUND, message);
     }
     let request = match wire::parse_request(body) {
         Ok(request) => request,
         Err(message) => {
             let message = format!("mock provider: {message}");
-            return error(
-                route,
-                StatusCode::BAD_REQUEST,
-                &message,
-                "invalid_request_error",
-                "invalid_request_error",
-            );
+            return error(route, StatusCode::BAD_REQUEST, &message);
         }
     };
     let model = match (&request.model, route) {
@@ -189,24 +165,12 @@ fn answer(
         (None, Route::Azure(deployment, _)) => deployment,
         (None, _) => {
             let message = "mock provider: you must provide a model parameter (`model`)";
-            return error(
-                route,
-                StatusCode::BAD_REQUEST,
-                message,
-                "invalid_request_error",
-                "invalid_request_error",
-            );
+            return error(route, StatusCode::BAD_REQUEST, message);
         }
     };
     if route == Route::Messages && request.max_tokens.is_none() {
         let message = "max_tokens: Field required (Anthropic requires `max_tokens`)";
-        return error(
-            route,
-            StatusCode::BAD_REQUEST,
-            message,
-            "invalid_request_error",
-            "invalid_request_error",
-        );
+        return error(route, StatusCode::BAD_REQUEST, message);
     }
     let id = shared.next_id();
     let created = SystemTime::now()
@@ -320,18 +284,25 @@ fn json(status: StatusCode, body: Bytes, in_flight: Option<InFlight>) -> Respons
     response
 }
 
-/// An error in the route's own format: Anthropic's on `/v1/messages`, OpenAI's elsewhere.
-fn error(
-    route: Route,
-    status: StatusCode,
-    message: &str,
-    anthropic_type: &str,
-    openai_type: &str,
-) -> Response<MockBody> {
+/// An error in the route's own format (Anthropic's on `/v1/messages`,
+/// OpenAI's elsewhere), typed the way each API types that status.
+fn error(route: Route, status: StatusCode, message: &str) -> Response<MockBody> {
     let body = if route.is_anthropic() {
-        wire::anthropic_error_body(message, anthropic_type)
+        let error_type = match status.as_u16() {
+            400 => "invalid_request_error",
+            401 => "authentication_error",
+            404 => "not_found_error",
+            _ => "api_error",
+        };
+        wire::anthropic_error_body(message, error_type)
     } else {
-        wire::openai_error_body(message, openai_type)
+        let (error_type, code) = match status.as_u16() {
+            401 => ("invalid_request_error", Some("invalid_api_key")),
+            404 => ("invalid_request_error", Some("unknown_url")),
+            400..=499 => ("invalid_request_error", None),
+            _ => ("server_error", None),
+        };
+        wire::openai_error_body(message, error_type, code)
     };
     json(status, body, None)
 }

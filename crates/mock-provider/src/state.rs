@@ -44,7 +44,7 @@ impl FailureMode {
     pub fn openai_error(status: u16, error_type: &str, message: &str) -> FailureMode {
         FailureMode::Status(
             status,
-            String::from_utf8_lossy(&crate::wire::openai_error_body(message, error_type))
+            String::from_utf8_lossy(&crate::wire::openai_error_body(message, error_type, None))
                 .into_owned(),
         )
     }

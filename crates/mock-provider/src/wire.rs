@@ -270,13 +270,18 @@ pub(crate) fn push_json_str(buf: &mut BytesMut, s: &str) {
     buf.put_u8(b'"');
 }
 
-pub(crate) fn openai_error_body(message: &str, error_type: &str) -> Bytes {
-    let mut buf = BytesMut::with_capacity(96 + message.len());
+pub(crate) fn openai_error_body(message: &str, error_type: &str, code: Option<&str>) -> Bytes {
+    let mut buf = BytesMut::with_capacity(112 + message.len());
     buf.put_slice(b"{\"error\":{\"message\":");
     push_json_str(&mut buf, message);
     buf.put_slice(b",\"type\":");
     push_json_str(&mut buf, error_type);
-    buf.put_slice(b",\"param\":null,\"code\":null}}");
+    buf.put_slice(b",\"param\":null,\"code\":");
+    match code {
+        Some(code) => push_json_str(&mut buf, code),
+        None => buf.put_slice(b"null"),
+    }
+    buf.put_slice(b"}}");
     buf.freeze()
 }
 

@@ -404,6 +404,8 @@ async fn records_credentials_and_enforces_expected_key() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
+    let body: Value = wrong.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_api_key");
     let missing = client().post(&url).json(&chat(false)).send().await.unwrap();
     assert_eq!(missing.status(), 401);
     for header in ["api-key", "x-api-key"] {

@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# tollgate load benchmark: the mock provider directly, then through the gateway, in ONE run,
+# so every ratio compares numbers taken on the same machine at the same moment.
+#
+# Usage: bench/run.sh [--direct-only] [--scenarios LIST] [--no-build] [--quick]
+#   --direct-only      only the mock provider (no gateway needed; tests the load generator)
+#   --scenarios LIST   gateway scenarios, comma-separated (default: plain,policy):
+#                        plain         key on a team without policies: the bare proxy path
+#                        policy        budget + rate limit + loop guard + model access on the key
+#                                      and its team, counters: memory
+#                        policy-redis  the same with counters: redis://127.0.0.1:6379
+#   --no-build         use the binaries already built
+#   --quick            short loads: checks the script, not the numbers
+# Environment knobs:
+#   N_C1=2000 DUR_C64=10 C_HIGH=64 DUR_STREAM=10 C_STREAM=16 WARMUP=300 CHUNKS=16
+#   BENCH_PROFILE=release   (dev = debug binaries: only to test the script, numbers meaningless)
+#   REDIS_URL=redis://127.0.0.1:6379   BENCH_SCENARIOS (as --scenarios)
+#   TOLLGATE_ADMIN_KEY      admin key of the gateway it starts (default: random)
+# Output: a markdown table on stdout; raw JSON, configs and logs in bench/results/RUN_ID/.
+# It starts the mock and the gateway itself on free 127.0.0.1 ports and stops exactly those
+# processes (by PID) on exit. Every load is bounded by a count or a duration and a timeout.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+usage() { awk 'NR>1 && /^#/ {sub(/^# ?/, ""); print; next} NR>1 {exit}' "$0"; exit 2; }
+
+DIRECT_ONLY=0; BUILD=1; QUICK=0
+SCENARIOS="${BENCH_SCENARIOS:-plain,policy}"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --direct-only) DIRECT_ONLY=1; shift ;;
+    --scenarios) SCENARIOS="$2"; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    --quick) QUICK=1; shift ;;
+    -h|--help) usage ;;
+    *) echo "run.sh: unknown option \`$1\`" >&2; usage ;;
+  esac
+done
+for s in ${SCENARIOS//,/ }; do
+  case "$s" in plain|policy|policy-redis) ;; *) echo "run.sh: unknown scenario \`$s\` (plain, policy, policy-redis)" >&2; exit 2 ;; esac
+done
+
+if [[ $QUICK == 1 ]]; then
+  N_C1="${N_C1:-200}"; DUR_C64="${DUR_C64:-1}"; DUR_STREAM="${DUR_STREAM:-1}"; WARMUP="${WARMUP:-20}"
+fi
+N_C1="${N_C1:-2000}"; DUR_C64="${DUR_C64:-10}"; C_HIGH="${C_HIGH:-64}"
+DUR_STREAM="${DUR_STREAM:-10}"; C_STREAM="${C_STREAM:-16}"; WARMUP="${WARMUP:-300}"; CHUNKS="${CHUNKS:-16}"
+PROFILE="${BENCH_PROFILE:-release}"
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+ADMIN_KEY="${TOLLGATE_ADMIN_KEY:-bench-admin-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
+UPSTREAM_KEY="sk-bench-upstream-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+CLK_TCK="$(getconf CLK_TCK)"
+
+RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="$ROOT/bench/results/$RUN_ID"
+mkdir -p "$OUT"
+log() { echo "[bench] $*" >&2; }
+
+# ---- processes we start, stopped by PID on any exit ----------------------------------------
+declare -a PIDS=()
+stop_pid() {
+  local pid="$1"
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- build ------------------------------------------------------------------------------------
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+if [[ $PROFILE == release ]]; then BIN="$TARGET_DIR/release"; PROFILE_FLAG=(--release); else BIN="$TARGET_DIR/debug"; PROFILE_FLAG=(); fi
+PACKAGES=(-p mock-provider -p tollgate-bench)
+[[ $DIRECT_ONLY == 1 ]] || PACKAGES+=(-p tollgate)
+if [[ $BUILD == 1 ]]; then
+  log "building (${PROFILE}): ${PACKAGES[*]}"
+  (cd "$ROOT" && cargo build "${PROFILE_FLAG[@]}" "${PACKAGES[@]}" >&2)
+fi
+for b in mock-provider tollgate-bench; do [[ -x "$BIN/$b" ]] || { echo "run.sh: \`$BIN/$b\` is missing (drop --no-build)" >&2; exit 1; }; done
+[[ $DIRECT_ONLY == 1 || -x "$BIN/tollgate" ]] || { echo "run.sh: \`$BIN/tollgate\` is missing (drop --no-build)" >&2; exit 1; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+now_ns() { date +%s%N; }
+# Ticks every CPU of the machine spent busy (user, nice, system, irq, softirq, steal).
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+
+# ---- the mock provider ----------------------------------------------------------------------
+"$BIN/mock-provider" --listen 127.0.0.1:0 --chunks "$CHUNKS" --api-key "$UPSTREAM_KEY" >"$OUT/mock.log" 2>&1 &
+MOCK_PID=$!; PIDS+=("$MOCK_PID")
+MOCK_URL=""
+for _ in $(seq 1 100); do
+  MOCK_URL="$(awk '/listening on/ {print $NF; exit}' "$OUT/mock.log")"
+  [[ -n "$MOCK_URL" ]] && break
+  kill -0 "$MOCK_PID" 2>/dev/null || { cat "$OUT/mock.log" >&2; echo "run.sh: the mock provider did not start" >&2; exit 1; }
+  sleep 0.1
+done
+[[ -n "$MOCK_URL" ]] || { echo "run.sh: the mock provider printed no address within 10 s" >&2; exit 1; }
+log "mock provider at $MOCK_URL (pid $MOCK_PID)"
+
+# run_load NAME SCENARIO URL AUTH_HEADER TARGET_PID
+# Runs one load scenario (c1 | c64 | stream) and writes $OUT/NAME-SCENARIO.json: the load
+# generator's report plus the CPU the target (and the mock) used during the invocation.
+run_load() {
+  local name="$1" scenario="$2" url="$3" auth="$4" target_pid="$5" args outer
+  case "$scenario" in
+    c1) args=(-c 1 -n "$N_C1"); outer=$((120 + N_C1 / 100)) ;;
+    c64) args=(-c "$C_HIGH" -d "$DUR_C64"); outer=$((120 + DUR_C64)) ;;
+    stream) args=(--stream -c "$C_STREAM" -d "$DUR_STREAM"); outer=$((120 + DUR_STREAM)) ;;
+  esac
+  local t0 g0 m0 a0 t1 g1 m1 a1 raw="$OUT/$name-$scenario.raw.json"
+  t0=$(now_ns); g0=$(cpu_ticks "$target_pid"); m0=$(cpu_ticks "$MOCK_PID"); a0=$(machine_ticks)
+  timeout "$outer" "$BIN/tollgate-bench" --url "$url/chat/completions" -H "$auth" \
+    --warmup "$WARMUP" --timeout-s 30 --json "${args[@]}" >"$raw"
+  t1=$(now_ns); g1=$(cpu_ticks "$target_pid"); m1=$(cpu_ticks "$MOCK_PID"); a1=$(machine_ticks)
+  jq --argjson wall_ns $((t1 - t0)) --argjson tgt $((g1 - g0)) --argjson mock $((m1 - m0)) \
+     --argjson all $((a1 - a0)) --argjson same "$([[ $target_pid == "$MOCK_PID" ]] && echo true || echo false)" \
+     --argjson hz "$CLK_TCK" --argjson warmup "$WARMUP" \
+     --arg name "$name" --arg scenario "$scenario" '
+    . as $r
+    | ($r.ok + $r.error_count + $warmup) as $sent
+    | $r + {name: $name, scenario: $scenario,
+            target_cpu_pct: (($tgt / $hz) / ($wall_ns / 1e9) * 1000 | round / 10),
+            target_cpu_us_per_req: (if $sent > 0 then ($tgt / $hz * 1e6 / $sent | round) else null end),
+            mock_cpu_pct: (($mock / $hz) / ($wall_ns / 1e9) * 1000 | round / 10),
+            machine_busy_pct: (($all / $hz) / ($wall_ns / 1e9) * 1000 | round / 10)}
+    # CPU of everything else on the machine (other work, the kernel): a large
+    # value means the run shared the cores and its numbers are suspect.
+    | . + {other_cpu_pct: ([0, .machine_busy_pct - .target_cpu_pct - (if $same then 0 else .mock_cpu_pct end)
+                             - ((.bench_cpu_ms // 0) / ($wall_ns / 1e6) * 100)] | max | round)}' \
+    "$raw" >"$OUT/$name-$scenario.json"
+  rm -f "$raw"
+  jq -r '"  \(.name) \(.scenario): \(.ok) ok, \(.error_count) errors, \(.rps) req/s, p50 \(.latency_us.p50) µs, p99 \(.latency_us.p99) µs, target cpu \(.target_cpu_pct)%, other cpu \(.other_cpu_pct)%"' \
+    "$OUT/$name-$scenario.json" >&2
+}
+
+run_all_loads() {
+  local name="$1" url="$2" auth="$3" pid="$4" s
+  for s in c1 c64 stream; do run_load "$name" "$s" "$url" "$auth" "$pid"; done
+}
+
+log "direct: the mock provider alone"
+run_all_loads direct "$MOCK_URL" "Authorization: Bearer $UPSTREAM_KEY" "$MOCK_PID"
+echo "{\"name\": \"direct\", \"peak_rss_kib\": $(peak_rss_kib "$MOCK_PID")}" >"$OUT/direct-rss.json"
+
+# ---- the gateway, one process per scenario ---------------------------------------------------
+write_config() {
+  local file="$1" port="$2" counters="$3"
+  cat >"$file" <<YAML
+listen: 127.0.0.1:$port
+admin_key: \${TOLLGATE_ADMIN_KEY}
+store: sqlite://tollgate.db
+counters: $counters
+providers:
+  - name: mock
+    kind: openai
+    base_url: $MOCK_URL
+    api_key: \${BENCH_UPSTREAM_KEY}
+    timeout_s: 30
+models:
+  - name: gpt-4o-mini
+    targets:
+      - provider: mock
+        model: gpt-4o-mini
+    price: { input_per_mtok: 0.15, output_per_mtok: 0.60 }
+    max_output_tokens: 4096
+# Limits far above what the load reaches: the policy path is exercised on every
+# request (reserve, check, settle) without ever rejecting one.
+policies:
+  - name: bench-budget
+    type: cost-limit
+    config: { limit_usd: 1000000, period: daily, action: reject }
+  - name: bench-rate
+    type: rate-limit
+    config: { requests_per_minute: 1000000000, tokens_per_minute: 1000000000000, max_parallel: 100000 }
+  - name: bench-loop
+    type: loop-guard
+    config: { max_identical: 1000000000, window_seconds: 60 }
+  - name: bench-models
+    type: model-access
+    config: { allow: ["gpt-4o-*"] }
+teams:
+  - id: bench-plain
+    policies: []
+  - id: bench-policy
+    policies: [bench-budget, bench-rate, bench-loop, bench-models]
+YAML
+}
+
+run_gateway_scenario() {
+  local scenario="$1" counters="memory" team="bench-plain" dir port url pid key
+  local -a key_args=()
+  case "$scenario" in
+    policy) team="bench-policy" ;;
+    policy-redis) team="bench-policy"; counters="$REDIS_URL" ;;
+  esac
+  if [[ $team == bench-policy ]]; then
+    key_args=(--models gpt-4o-mini --budget-usd 1000000 --period daily --rpm 1000000000 --tpm 1000000000000)
+  fi
+  dir="$OUT/gw-$scenario"; mkdir -p "$dir"
+  port="$(free_port)"; url="http://127.0.0.1:$port"
+  write_config "$dir/tollgate.yaml" "$port" "$counters"
+  (cd "$dir" && TOLLGATE_ADMIN_KEY="$ADMIN_KEY" BENCH_UPSTREAM_KEY="$UPSTREAM_KEY" \
+     exec "$BIN/tollgate" serve --config "$dir/tollgate.yaml" >"$dir/gateway.log" 2>&1) &
+  pid=$!; PIDS+=("$pid")
+  for _ in $(seq 1 300); do
+    curl -fsS -o /dev/null "$url/healthz" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$dir/gateway.log" >&2; echo "run.sh: the gateway exited at start (scenario $scenario)" >&2; exit 1; }
+    sleep 0.1
+  done
+  curl -fsS -o /dev/null "$url/healthz" || { echo "run.sh: the gateway did not become healthy within 30 s" >&2; exit 1; }
+  key="$(TOLLGATE_URL="$url" TOLLGATE_ADMIN_KEY="$ADMIN_KEY" "$BIN/tollgate" keys create --team "$team" --name bench "${key_args[@]}" \
+          | grep -oE 'sk-tg-[A-Za-z0-9_-]+' | head -1)"
+  [[ -n "$key" ]] || { echo "run.sh: \`tollgate keys create --team $team\` printed no key" >&2; exit 1; }
+  log "gateway ($scenario, counters $counters) at $url (pid $pid)"
+  run_all_loads "$scenario" "$url/v1" "Authorization: Bearer $key" "$pid"
+  echo "{\"name\": \"$scenario\", \"peak_rss_kib\": $(peak_rss_kib "$pid")}" >"$OUT/$scenario-rss.json"
+  stop_pid "$pid"
+}
+
+if [[ $DIRECT_ONLY == 0 ]]; then
+  for s in ${SCENARIOS//,/ }; do run_gateway_scenario "$s"; done
+fi
+
+# ---- the report ---------------------------------------------------------------------------------
+python3 - "$OUT" >"$OUT/results.md" <<'PY'
+import glob, json, os, sys
+out = sys.argv[1]
+runs, rss = {}, {}
+for f in sorted(glob.glob(os.path.join(out, "*.json"))):
+    d = json.load(open(f))
+    if f.endswith("-rss.json"):
+        rss[d["name"]] = d["peak_rss_kib"]
+    else:
+        runs.setdefault(d["name"], {})[d["scenario"]] = d
+names = ["direct"] + [n for n in ("plain", "policy", "policy-redis") if n in runs]
+def lat(r, q): return r["latency_us"][q] if r.get("latency_us") else None
+def us(v): return "–" if v is None else f"{v}"
+def msf(v): return "–" if v is None else f"{v / 1000:.2f}"
+def errs(n):
+    e = {}
+    for r in runs[n].values():
+        for k, v in r["errors"].items(): e[k] = e.get(k, 0) + v
+    return ", ".join(f"{k}: {v}" for k, v in sorted(e.items())) or "0"
+c1, c64, st = runs["direct"]["c1"], runs["direct"]["c64"], runs["direct"]["stream"]
+print(f"Run {os.path.basename(out)}: c1 = {c1['ok'] + c1['error_count']} requests at concurrency 1; "
+      f"c64 = {c64['duration_s']} s at concurrency {c64['concurrency']}; "
+      f"stream = {st['duration_s']} s at concurrency {st['concurrency']}.\n")
+print("| target | c1 p50 µs | c1 p99 µs | c64 req/s | c64 p50 ms | c64 p99 ms | stream/s | stream p50 ms | stream p99 ms | CPU % (c64) | CPU µs/req (c64) | peak RSS MiB | other CPU % (max) | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for n in names:
+    r = runs[n]
+    label = "direct (mock)" if n == "direct" else f"gateway: {n}"
+    print(f"| {label} | {us(lat(r['c1'], 'p50'))} | {us(lat(r['c1'], 'p99'))} | {r['c64']['rps']:.0f} | "
+          f"{msf(lat(r['c64'], 'p50'))} | {msf(lat(r['c64'], 'p99'))} | {r['stream']['rps']:.0f} | "
+          f"{msf(lat(r['stream'], 'p50'))} | {msf(lat(r['stream'], 'p99'))} | {r['c64']['target_cpu_pct']} | "
+          f"{us(r['c64']['target_cpu_us_per_req'])} | {rss.get(n, 0) / 1024:.1f} | "
+          f"{max(x.get('other_cpu_pct', 0) for x in r.values())} | {errs(n)} |")
+gws = [n for n in names if n != "direct"]
+if gws:
+    d = runs["direct"]
+    def ratio(a, b): return "–" if not a or not b else f"{a / b:.2f}x"
+    print("\nOverhead against the direct baseline of this run (gateway − direct; gateway / direct):\n")
+    print("| scenario | c1 p50 added µs | c1 p50 ratio | c1 p99 added µs | c64 req/s ratio | c64 p99 ratio | stream p50 ratio | issue targets (≤100 µs added p50, ≥15000 req/s, ≤50 MiB) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in gws:
+        g = runs[n]
+        add50 = lat(g["c1"], "p50") - lat(d["c1"], "p50") if lat(g["c1"], "p50") else None
+        add99 = lat(g["c1"], "p99") - lat(d["c1"], "p99") if lat(g["c1"], "p99") else None
+        checks = [
+            ("added p50", add50 is not None and add50 <= 100),
+            ("req/s", g["c64"]["rps"] >= 15000),
+            ("RSS", rss.get(n, 0) / 1024 <= 50),
+        ]
+        verdict = ", ".join(f"{k} {'ok' if ok else 'MISSED'}" for k, ok in checks)
+        print(f"| {n} | {us(add50)} | {ratio(lat(g['c1'], 'p50'), lat(d['c1'], 'p50'))} | {us(add99)} | "
+              f"{ratio(g['c64']['rps'], d['c64']['rps'])} | {ratio(lat(g['c64'], 'p99'), lat(d['c64'], 'p99'))} | "
+              f"{ratio(lat(g['stream'], 'p50'), lat(d['stream'], 'p50'))} | {verdict} |")
+PY
+cat "$OUT/results.md"
+log "raw results in $OUT"
