@@ -12,6 +12,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt as _;
 use http::{HeaderValue, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -321,6 +322,13 @@ pub async fn start(
 }
 
 async fn serve_on(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    // Without TCP_NODELAY every small write (an SSE chunk, a short JSON
+    // answer) waits for the peer's delayed ACK: ~40 ms per stream.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await });
     if let Err(e) = server.await {
