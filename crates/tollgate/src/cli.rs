@@ -674,6 +674,12 @@ fn text(v: &Value, field: &str) -> String {
     match v.get(field) {
         None | Some(Value::Null) => "-".into(),
         Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(u), _) => u.to_string(),
+            // f64's Display: `20` rather than serde_json's `20.0`.
+            (None, Some(f)) => f.to_string(),
+            _ => n.to_string(),
+        },
         Some(Value::Array(items)) if items.is_empty() => "-".into(),
         Some(Value::Array(items)) => items
             .iter()

@@ -59,10 +59,15 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
         if inner.is_syntax() || inner.is_eof() {
             return ApiError::invalid(format!("the request body is not valid JSON: {inner}"));
         }
-        // serde names unknown fields itself; the path is where it sits.
+        // serde's own message names an unknown or missing field; for a
+        // field of the wrong type only the path does.
+        let message = inner.to_string();
         match path.as_str() {
-            "." | "" => ApiError::invalid(format!("invalid request body: {inner}")),
-            field => ApiError::invalid_param(field, format!("invalid field `{field}`: {inner}")),
+            "." | "" => ApiError::invalid(format!("invalid request body: {message}")),
+            field if message.starts_with("unknown field") => {
+                ApiError::invalid_param(field, message)
+            }
+            field => ApiError::invalid_param(field, format!("invalid field `{field}`: {message}")),
         }
     })
 }

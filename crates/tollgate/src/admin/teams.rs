@@ -9,7 +9,7 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    TeamSource, budget, check_models, check_policies, find_team, nullable, store_error,
+    TeamSource, budget, check_models, check_policies, find_team, now, nullable, store_error,
     team_not_found,
 };
 use super::extract::{Admin, AdminJson};
@@ -128,7 +128,7 @@ pub(crate) async fn create(
         budget,
         period,
         models: body.models,
-        created_at: state.clock.now(),
+        created_at: now(&state),
     };
     state.store.create_team(&rec).await.map_err(store_error)?;
     Ok((StatusCode::CREATED, Json(TeamView::from_record(rec))).into_response())
