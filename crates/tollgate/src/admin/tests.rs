@@ -360,6 +360,14 @@ async fn team_bodies_are_validated_with_the_field_named() {
             assert_eq!(err["error"]["param"], param, "{body}: {err}");
         }
     }
+    let huge = format!("{{\"id\": \"{}\"}}", "x".repeat(2 << 20));
+    let (status, err) = h
+        .call(Method::POST, "/admin/teams", Some(ADMIN), Some(&huge))
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large")
+    );
     let (status, err) = h
         .call(Method::POST, "/admin/teams", Some(ADMIN), Some("{\"id\": "))
         .await;
