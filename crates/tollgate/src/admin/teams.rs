@@ -15,6 +15,7 @@ use super::common::{
 use super::extract::{Admin, AdminJson};
 use crate::config::{Config, TeamConfig};
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::store::TeamRecord;
 use crate::types::{Period, TeamId};
 
@@ -152,11 +153,7 @@ pub(crate) async fn list(Admin(state): Admin) -> Result<Json<serde_json::Value>,
     Ok(Json(serde_json::json!({ "data": data })))
 }
 
-async fn load(
-    state: &crate::state::AppState,
-    config: &Config,
-    id: &str,
-) -> Result<TeamView, ApiError> {
+async fn load(state: &AppState, config: &Config, id: &str) -> Result<TeamView, ApiError> {
     match find_team(state, config, id).await? {
         Some(TeamSource::Api(rec)) => Ok(TeamView::from_record(rec)),
         Some(TeamSource::Config) => config
