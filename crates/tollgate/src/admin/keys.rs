@@ -186,10 +186,14 @@ pub(crate) async fn create(
                     format!("`expires_at` must be an RFC 3339 time such as `2026-12-31T23:59:59Z`, not `{raw}` ({e})"),
                 )
             })?;
-            // A time already past is accepted (the key is created
-            // `expired`): scripts that mint short-lived keys must not fail
-            // on clock skew.
-            Some(at.with_timezone(&Utc))
+            let at = at.with_timezone(&Utc);
+            if at <= now {
+                return Err(ApiError::invalid_param(
+                    "expires_at",
+                    format!("`expires_at` {at} is already past"),
+                ));
+            }
+            Some(at)
         }
     };
     let metadata = match body.metadata {
