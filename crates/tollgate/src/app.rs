@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::policy::PolicyEngine;
 use crate::providers::{self, Provider};
 use crate::state::{AppState, Runtime, SharedState};
-use crate::store::ledger::{LedgerHandle, LedgerOptions, LedgerWriter};
+use crate::store::ledger::{LedgerOptions, LedgerWriter};
 use crate::store::{self as store_mod, Store};
 use crate::types::{Clock, SystemClock};
 use crate::{admin, proxy, telemetry};

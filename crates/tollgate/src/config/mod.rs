@@ -2,13 +2,16 @@
 //! frozen into [`Config`]. No sockets here.
 //!
 //! `raw` mirrors the file (serde, unknown keys denied, every value with its
-//! line), `validate` checks it into the `model` types, `prices` is the
-//! built-in price table, `defaults` the embedded default config.
+//! line), `node` explains what serde rejected, `env` interpolates `${VAR}`,
+//! `validate` checks everything into the `model` types and collects every
+//! problem, `prices` is the built-in price table (`prices.json`), `defaults`
+//! the embedded default config.
 
 mod defaults;
 mod env;
 mod error;
 mod model;
+mod node;
 mod prices;
 mod raw;
 mod validate;
@@ -42,12 +45,15 @@ pub fn load_str(
     origin: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let raw = raw::parse(text).map_err(|(line, message)| ConfigErrors {
+    let raw = raw::parse(text).map_err(|problems| ConfigErrors {
         origin: origin.to_owned(),
-        problems: vec![Problem {
-            line,
-            message: scrub_secrets(text, message),
-        }],
+        problems: problems
+            .into_iter()
+            .map(|(line, message)| Problem {
+                line,
+                message: scrub_secrets(text, message),
+            })
+            .collect(),
     })?;
     validate::Validator::new(env)
         .finish(&raw)
@@ -76,24 +82,27 @@ pub fn resolve_path(cli: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) ->
     local.is_file().then(|| local.to_owned())
 }
 
-/// A YAML syntax error may quote the text around it; if that text is an
-/// `api_key` line, the key must not reach the terminal or a log.
+/// A YAML syntax or type error may quote the text it tripped on; if that
+/// text is an `api_key` value, the key must not reach a terminal or a log.
+/// Finds every `api_key:` value as written (block or flow style) and masks
+/// it in `message`.
 fn scrub_secrets(text: &str, mut message: String) -> String {
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else {
+    let mut rest = text;
+    while let Some(at) = rest.find("api_key") {
+        rest = &rest[at + "api_key".len()..];
+        let Some(value) = rest
+            .trim_start_matches([' ', '\t', '"', '\''])
+            .strip_prefix(':')
+        else {
             continue;
         };
-        if !key.trim().trim_start_matches("- ").eq("api_key") {
-            continue;
-        }
-        let value = value
-            .split(" #")
-            .next()
-            .unwrap_or("")
-            .trim()
-            .trim_matches(['"', '\'']);
-        if value.len() >= 4 && message.contains(value) {
-            message = message.replace(value, "*****");
+        let value = value.trim_start_matches([' ', '\t', '"', '\'', '[', '{']);
+        let end = value
+            .find(['\n', '\r', ',', '}', ']', '"', '\'', ' ', '#'])
+            .unwrap_or(value.len());
+        let secret = &value[..end];
+        if secret.len() >= 4 && message.contains(secret) {
+            message = message.replace(secret, "*****");
         }
     }
     message

@@ -194,29 +194,123 @@ pub(crate) struct RawAlerts {
     pub thresholds: Option<Vec<Value>>,
 }
 
-/// Parses the YAML text. A syntax or shape error (unknown key, wrong type)
-/// stops serde at the first one, so this returns a single problem: its line
-/// and a message without the value's text (it may be a secret).
-pub(crate) fn parse(text: &str) -> Result<RawConfig, (Option<usize>, String)> {
+/// The keys each raw struct accepts, in declaration order. Serde enforces
+/// them one error at a time; [`super::node::unknown_keys`] uses these lists
+/// to report every unknown key at once. The test `key_lists_match_the_structs`
+/// keeps them equal to the structs.
+pub(crate) mod keys {
+    pub(crate) const TOP: &[&str] = &[
+        "listen",
+        "admin_listen",
+        "admin_key",
+        "store",
+        "counters",
+        "counters_unavailable",
+        "max_body_bytes",
+        "log_bodies",
+        "drain_timeout_s",
+        "providers",
+        "models",
+        "policies",
+        "teams",
+        "defaults",
+        "alerts",
+    ];
+    pub(crate) const PROVIDER: &[&str] = &[
+        "name",
+        "kind",
+        "base_url",
+        "api_key",
+        "timeout_s",
+        "api_version",
+    ];
+    pub(crate) const MODEL: &[&str] = &["name", "targets", "price", "max_output_tokens"];
+    pub(crate) const TARGET: &[&str] = &["provider", "model", "weight"];
+    pub(crate) const PRICE: &[&str] =
+        &["input_per_mtok", "output_per_mtok", "cached_input_per_mtok"];
+    pub(crate) const POLICY: &[&str] = &["name", "type", "mode", "config"];
+    pub(crate) const POLICY_CONFIG: &[&str] = &[
+        "limit_usd",
+        "period",
+        "action",
+        "on_insufficient",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_parallel",
+        "max_identical",
+        "window_seconds",
+        "on_trip",
+        "allow",
+    ];
+    pub(crate) const TEAM: &[&str] = &["id", "policies", "models"];
+    pub(crate) const DEFAULTS: &[&str] = &["policies"];
+    pub(crate) const ALERTS: &[&str] = &["webhook_url", "thresholds"];
+}
+
+/// Parses the YAML text. Serde stops at the first shape error (unknown key,
+/// wrong type), so on failure the document is read once more without a
+/// schema to list every unknown key, not just the first. Each problem has
+/// its line and a message naming the key path, never the value's text (it
+/// may be a secret).
+pub(crate) fn parse(text: &str) -> Result<RawConfig, Vec<(Option<usize>, String)>> {
     if is_blank(text) {
         return Ok(RawConfig::default());
     }
     let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
-    serde_saphyr::from_str_with_options::<Option<RawConfig>>(text, options)
-        .map(Option::unwrap_or_default)
-        .map_err(|err| {
-            let line = err
-                .location()
-                .map(|loc| loc.line())
-                .filter(|&line| line > 0)
-                .and_then(|line| usize::try_from(line).ok());
-            let message = serde_saphyr::MessageFormatter::format_message(
-                &serde_saphyr::DefaultMessageFormatter,
-                err.without_snippet(),
-            );
-            (line, message.escape_debug().to_string())
-        })
+    let err = match serde_saphyr::from_str_with_options::<Option<RawConfig>>(text, options) {
+        Ok(raw) => return Ok(raw.unwrap_or_default()),
+        Err(err) => err,
+    };
+    let location = err.location().filter(|loc| loc.line() > 0);
+    let line = location.and_then(|loc| usize::try_from(loc.line()).ok());
+    let message = serde_saphyr::MessageFormatter::format_message(
+        &serde_saphyr::DefaultMessageFormatter,
+        err.without_snippet(),
+    );
+    let message = plain_message(&message.escape_debug().to_string());
+    let Some(root) = super::node::parse(text) else {
+        return Err(vec![(line, message)]);
+    };
+    let mut problems = super::node::unknown_keys(&root);
+    let path = location
+        .map(|loc| super::node::path_at(&root, (loc.line(), loc.column())))
+        .unwrap_or_default();
+    // The schema-free pass already names every unknown key, serde's among them.
+    if !message.starts_with("unknown key ") || problems.is_empty() {
+        let message = match path.as_str() {
+            "" => message,
+            path => format!("{path}: {message}"),
+        };
+        problems.push((line, message));
+        problems.sort_by_key(|(line, _)| *line);
+    }
+    Err(problems)
+}
+
+/// Rewords serde-saphyr's messages for someone editing a config file.
+fn plain_message(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        return format!(
+            "unknown key {}",
+            rest.replacen(", expected one of", "; expected one of", 1)
+        );
+    }
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(rest);
+        return format!("`{key}` is set twice");
+    }
+    match message {
+        "expected sequence start" => "expected a list (`- item` lines or `[a, b]`)".to_owned(),
+        "expected mapping start" => {
+            "expected a mapping (`key: value` lines or `{ key: value }`)".to_owned()
+        }
+        "expected string scalar" => "expected a single value, not a list or mapping".to_owned(),
+        other => other.to_owned(),
+    }
 }
 
 /// A file of only comments and blank lines is an empty config, not an error.
@@ -225,4 +319,41 @@ fn is_blank(text: &str) -> bool {
         let line = line.trim();
         line.is_empty() || line.starts_with('#') || line == "---" || line == "..."
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::de::DeserializeOwned;
+
+    use super::*;
+
+    /// Every listed key is accepted, and serde's own list of expected keys
+    /// (from the unknown-key error) is exactly ours.
+    fn check<T: DeserializeOwned + std::fmt::Debug>(keys: &[&str]) {
+        let all: String = keys.iter().map(|k| format!("{k}: null\n")).collect();
+        serde_saphyr::from_str::<T>(&all).unwrap();
+        let err = serde_saphyr::from_str::<T>("not_a_key: 1\n").unwrap_err();
+        let message = serde_saphyr::MessageFormatter::format_message(
+            &serde_saphyr::DefaultMessageFormatter,
+            err.without_snippet(),
+        );
+        assert!(
+            message.ends_with(&format!("expected one of {}", keys.join(", "))),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn key_lists_match_the_structs() {
+        check::<RawConfig>(keys::TOP);
+        check::<RawProvider>(keys::PROVIDER);
+        check::<RawModel>(keys::MODEL);
+        check::<RawTarget>(keys::TARGET);
+        check::<RawPrice>(keys::PRICE);
+        check::<RawPolicy>(keys::POLICY);
+        check::<RawPolicyConfig>(keys::POLICY_CONFIG);
+        check::<RawTeam>(keys::TEAM);
+        check::<RawDefaults>(keys::DEFAULTS);
+        check::<RawAlerts>(keys::ALERTS);
+    }
 }

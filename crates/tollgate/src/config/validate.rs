@@ -66,6 +66,9 @@ pub(crate) fn redact_url(url: &str) -> String {
 
 /// An absolute `http(s)://host…` URL, or why not.
 fn check_http_url(url: &str) -> Result<(), &'static str> {
+    if !url.contains("://") {
+        return Err("not an absolute URL (it needs `http://` or `https://`)");
+    }
     let uri: http::Uri = url.parse().map_err(|_| "not a valid URL")?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
@@ -92,6 +95,18 @@ impl<'e> Validator<'e> {
     }
 
     fn error(&mut self, line: Option<usize>, message: String) {
+        // One problem per output line, even when a quoted value holds a newline.
+        let message = if message.contains(char::is_control) {
+            message
+                .chars()
+                .map(|c| match c.is_control() {
+                    true => c.escape_default().to_string(),
+                    false => c.to_string(),
+                })
+                .collect::<String>()
+        } else {
+            message
+        };
         self.problems.push(Problem { line, message });
     }
 
@@ -105,6 +120,12 @@ impl<'e> Validator<'e> {
                 None
             }
         }
+    }
+
+    /// A name as other entries will refer to it. Interpolation problems are
+    /// reported where the name is defined, not at every reference.
+    fn quiet_text(&self, text: &Text) -> String {
+        interpolate(&text.value, self.env).unwrap_or_else(|_| text.value.clone())
     }
 
     fn required<'a, T>(
@@ -344,10 +365,17 @@ impl<'e> Validator<'e> {
             Some(text) => self.address(text, "listen"),
             None => DEFAULT_LISTEN.parse().ok(),
         };
-        let admin_listen = raw
-            .admin_listen
-            .as_ref()
-            .map(|t| self.address(t, "admin_listen"));
+        let admin_listen = raw.admin_listen.as_ref().map(|t| {
+            let addr = self.address(t, "admin_listen")?;
+            if Some(addr) == listen {
+                self.error(
+                    line_of(t),
+                    format!("admin_listen: `{addr}` is also `listen`; leave `admin_listen` out to serve the admin API on the main listener"),
+                );
+                return None;
+            }
+            Some(addr)
+        });
         let admin_key = raw.admin_key.as_ref().map(|t| self.text(t, "admin_key"));
         let store = match &raw.store {
             Some(text) => self.store(text),
@@ -385,7 +413,7 @@ impl<'e> Validator<'e> {
             .providers
             .iter()
             .flatten()
-            .filter_map(|p| p.value.name.as_ref().map(|n| n.value.clone()))
+            .filter_map(|p| p.value.name.as_ref().map(|n| self.quiet_text(n)))
             .collect();
         let models = self.models(raw.models.as_deref().unwrap_or_default(), &provider_names);
         let policies = self.policies(raw.policies.as_deref().unwrap_or_default());
@@ -393,7 +421,7 @@ impl<'e> Validator<'e> {
             .policies
             .iter()
             .flatten()
-            .filter_map(|p| p.value.name.as_ref().map(|n| n.value.clone()))
+            .filter_map(|p| p.value.name.as_ref().map(|n| self.quiet_text(n)))
             .collect();
         let teams = self.teams(raw.teams.as_deref().unwrap_or_default(), &policy_names);
         let defaults = match &raw.defaults {

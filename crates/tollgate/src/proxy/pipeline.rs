@@ -78,6 +78,7 @@ pub(super) async fn handle(
             headers,
         }) => stream::respond(books, ingress, events, include_usage, headers),
         Err(e) => {
+            let e = books.looping_instead(e).await;
             books
                 .close(e.status().as_u16(), Usage::default(), Some(e.code()))
                 .await;
@@ -319,6 +320,19 @@ impl Books {
             prompt_tokens: self.input_tokens,
             completion_tokens: self.text_tokens(&text),
             cached_tokens: 0,
+        }
+    }
+
+    /// A key whose error streak tripped the loop guard gets `loop_detected`
+    /// instead of repeating the same error.
+    async fn looping_instead(&self, err: ApiError) -> ApiError {
+        if !err.status().is_client_error() || matches!(err, ApiError::LoopDetected { .. }) {
+            return err;
+        }
+        let who = Subject { key: &self.key, team: self.team.as_deref() };
+        match self.state.policy.check_streak(&self.config, &who).await {
+            Err(looped) => looped,
+            Ok(()) => err,
         }
     }
 

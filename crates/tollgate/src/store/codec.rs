@@ -13,12 +13,26 @@ pub(crate) const SQLITE_ROWS_PER_STATEMENT: usize = 1000;
 
 /// `requests()` answers this many rows when the query names no limit.
 pub(crate) const DEFAULT_REQUESTS_LIMIT: u32 = 100;
+/// And never more than this many, whatever the query asks: it is a recent
+/// request log, not an export.
+pub(crate) const MAX_REQUESTS_LIMIT: u32 = 10_000;
 
 pub(crate) fn requests_limit(limit: u32) -> u32 {
     if limit == 0 {
         DEFAULT_REQUESTS_LIMIT
     } else {
-        limit
+        limit.min(MAX_REQUESTS_LIMIT)
+    }
+}
+
+/// Ledger text as both engines can store it: PostgreSQL refuses NUL in
+/// `text`, and a model name is chosen by the client, so a NUL there must not
+/// make a billed row unwritable. It becomes U+FFFD on both engines alike.
+pub(crate) fn ledger_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
     }
 }
 
@@ -161,6 +175,13 @@ mod tests {
             redact_url("postgres://u:p@ss@h/db"),
             "postgres://u:*****@h/db"
         );
+    }
+
+    #[test]
+    fn requests_limit_defaults_and_caps() {
+        assert_eq!(requests_limit(0), DEFAULT_REQUESTS_LIMIT);
+        assert_eq!(requests_limit(7), 7);
+        assert_eq!(requests_limit(u32::MAX), MAX_REQUESTS_LIMIT);
     }
 
     #[test]

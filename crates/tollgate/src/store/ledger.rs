@@ -10,6 +10,10 @@
 //! The store's unique `request_id` makes a retry after an ambiguous failure
 //! (written, but the answer lost) a no-op rather than a double charge.
 //!
+//! A batch the store keeps refusing while it is up is written row by row
+//! so that one unwritable row cannot stall all billing; the refused row is
+//! logged in full at error level and counted (see [`LedgerHandle::rejected`]).
+//!
 //! `max_buffered` is an alarm, not a cap: past it the writer keeps accepting
 //! rows and logs an error, because every row is money already billed and
 //! dropping one silently is worse than the memory it takes (about 200 bytes a
@@ -17,17 +21,25 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use super::{LedgerRow, Store};
+use super::{LedgerRow, Store, StoreError};
 
 /// First retry delay after a failed batch; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A write or ping that has not answered by then counts as failed: a
+/// half-open connection must not stall the writer forever. Retrying a write
+/// that did land is harmless (unique `request_id`).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Failures of one batch, with the store answering `ping` each time, before
+/// the batch is taken apart to find the row the store refuses.
+const REFUSALS_BEFORE_ISOLATING: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct LedgerOptions {
@@ -68,6 +80,7 @@ impl LedgerWriter {
             durable: durable_rx,
             task: Mutex::new(None),
             opts,
+            rejected: AtomicU64::new(0),
         });
         let task = tokio::spawn(run(store, Arc::clone(&shared), durable_tx));
         *shared.task.lock() = Some(task);
@@ -90,6 +103,15 @@ struct Shared {
     durable: watch::Receiver<u64>,
     task: Mutex<Option<JoinHandle<()>>>,
     opts: LedgerOptions,
+    /// Rows the store refused while up; see [`write_until_durable`].
+    rejected: AtomicU64,
+}
+
+impl Shared {
+    fn buffered(&self) -> usize {
+        let state = self.state.lock();
+        state.queue.len() + state.inflight
+    }
 }
 
 #[derive(Default)]
@@ -173,8 +195,13 @@ impl LedgerHandle {
 
     /// Rows recorded and not yet durable (queued or in flight), for metrics.
     pub fn buffered(&self) -> usize {
-        let state = self.shared.state.lock();
-        state.queue.len() + state.inflight
+        self.shared.buffered()
+    }
+
+    /// Rows the store refused while it was up, logged and left out of the
+    /// ledger; anything above zero needs a person.
+    pub fn rejected(&self) -> u64 {
+        self.shared.rejected.load(Ordering::Relaxed)
     }
 }
 
@@ -206,38 +233,108 @@ async fn run(store: Arc<dyn Store>, shared: Arc<Shared>, durable: watch::Sender<
     }
 }
 
-/// Retries the whole batch until the store takes it.
+/// Retries the whole batch until the store takes it. A batch the store
+/// keeps refusing while it answers `ping` holds a row it will never take
+/// (one a backend cannot represent); rather than stall all billing behind
+/// it, such a batch is written row by row and only the refused rows are set
+/// aside: logged at error level with every field, so they can be re-entered
+/// by hand, and counted in [`LedgerHandle::rejected`].
 async fn write_until_durable(store: &dyn Store, batch: &[LedgerRow], shared: &Shared) {
+    let mut pending = batch;
     let mut backoff = MIN_BACKOFF;
     let mut failures: u32 = 0;
+    let mut refusals: u32 = 0;
     loop {
-        match store.insert_ledger(batch).await {
+        let err = match insert(store, pending).await {
             Ok(()) => {
                 if failures > 0 {
                     tracing::info!(
                         failures,
-                        rows = batch.len(),
+                        rows = pending.len(),
                         "ledger store is back; batch written"
                     );
                 }
                 return;
             }
-            Err(e) => {
-                failures += 1;
-                let buffered = {
-                    let state = shared.state.lock();
-                    state.queue.len() + state.inflight
-                };
-                tracing::error!(
-                    failures,
-                    buffered,
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "writing {} ledger rows failed, will retry: {e}",
-                    batch.len()
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+            Err(e) => e,
+        };
+        failures += 1;
+        if ping(store).await.is_ok() {
+            refusals += 1;
+            if refusals >= REFUSALS_BEFORE_ISOLATING {
+                match write_one_by_one(store, pending, shared).await {
+                    None => return,
+                    Some(written) => {
+                        // The store went down half-way: the rest waits for it.
+                        pending = &pending[written..];
+                        refusals = 0;
+                    }
+                }
+            }
+        } else {
+            refusals = 0;
+        }
+        tracing::error!(
+            failures,
+            buffered = shared.buffered(),
+            retry_in_ms = backoff.as_millis() as u64,
+            "writing {} ledger rows failed, will retry: {err}",
+            pending.len()
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Writes rows singly, setting aside each one the store refuses while it is
+/// up. `Some(n)` when the store went down after `n` rows were dealt with.
+async fn write_one_by_one(store: &dyn Store, rows: &[LedgerRow], shared: &Shared) -> Option<usize> {
+    for (i, row) in rows.iter().enumerate() {
+        let mut last_err = None;
+        for _ in 0..REFUSALS_BEFORE_ISOLATING {
+            match insert(store, std::slice::from_ref(row)).await {
+                Ok(()) => {
+                    last_err = None;
+                    break;
+                }
+                Err(e) => {
+                    if ping(store).await.is_err() {
+                        return Some(i);
+                    }
+                    last_err = Some(e);
+                }
             }
         }
+        if let Some(e) = last_err {
+            shared.rejected.fetch_add(1, Ordering::Relaxed);
+            let row_json = serde_json::to_string(row).unwrap_or_else(|_| format!("{row:?}"));
+            tracing::error!(
+                request_id = %row.request_id,
+                row = %row_json,
+                "the store refuses this ledger row while accepting others ({e}); it is NOT in the ledger: \
+                 fix the cause and insert it by hand"
+            );
+        }
+    }
+    None
+}
+
+async fn insert(store: &dyn Store, rows: &[LedgerRow]) -> Result<(), StoreError> {
+    match tokio::time::timeout(CALL_TIMEOUT, store.insert_ledger(rows)).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Backend(format!(
+            "no answer within {} s",
+            CALL_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+async fn ping(store: &dyn Store) -> Result<(), StoreError> {
+    match tokio::time::timeout(CALL_TIMEOUT, store.ping()).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Backend(format!(
+            "no answer within {} s",
+            CALL_TIMEOUT.as_secs()
+        ))),
     }
 }

@@ -14,8 +14,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::codec::{
-    from_json, json_text, money, opt_from_json, opt_json_text, opt_money, opt_nano, opt_to_i64,
-    opt_to_u64, period_from, period_text, redact_url, requests_limit, status_from, to_i64, to_u64,
+    from_json, json_text, ledger_text, money, opt_from_json, opt_json_text, opt_money, opt_nano,
+    opt_to_i64, opt_to_u64, period_from, period_text, redact_url, requests_limit, status_from,
+    to_i64, to_u64,
 };
 use super::{
     GroupBy, KeyRecord, LedgerRow, RequestsQuery, SpendQuery, SpendRow, SpendScope, Store,
@@ -168,11 +169,11 @@ impl LedgerColumns {
         let mut c = LedgerColumns::default();
         for row in rows {
             c.ts.push(ms(row.ts));
-            c.request_id.push(row.request_id.clone());
-            c.key_id.push(row.key_id.0.clone());
-            c.team.push(row.team.0.clone());
-            c.model.push(row.model.clone());
-            c.provider.push(row.provider.clone());
+            c.request_id.push(ledger_text(&row.request_id).into_owned());
+            c.key_id.push(ledger_text(row.key_id.as_str()).into_owned());
+            c.team.push(ledger_text(row.team.as_str()).into_owned());
+            c.model.push(ledger_text(&row.model).into_owned());
+            c.provider.push(ledger_text(&row.provider).into_owned());
             c.status.push(i32::from(row.status));
             c.prompt_tokens
                 .push(to_i64(row.prompt_tokens, "prompt_tokens")?);
@@ -180,7 +181,11 @@ impl LedgerColumns {
                 .push(to_i64(row.completion_tokens, "completion_tokens")?);
             c.cost.push(money(row.cost, "cost")?);
             c.latency_ms.push(to_i64(row.latency_ms, "latency_ms")?);
-            c.error_code.push(row.error_code.clone());
+            c.error_code.push(
+                row.error_code
+                    .as_deref()
+                    .map(|e| ledger_text(e).into_owned()),
+            );
         }
         Ok(c)
     }
@@ -379,12 +384,14 @@ impl Store for PostgresStore {
     }
 
     async fn spend(&self, query: &SpendQuery) -> Result<Vec<SpendRow>, StoreError> {
-        let group = match query.group_by {
-            None => "'total'",
-            Some(GroupBy::Team) => "team",
-            Some(GroupBy::Key) => "key_id",
-            Some(GroupBy::Model) => "model",
-            Some(GroupBy::Day) => "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        // (shown, grouped by): days group the stored `day` column (see
+        // migration 0002) and are formatted once per group, not per row.
+        let (group, group_by) = match query.group_by {
+            None => ("'total'", None),
+            Some(GroupBy::Team) => ("team", Some("team")),
+            Some(GroupBy::Key) => ("key_id", Some("key_id")),
+            Some(GroupBy::Model) => ("model", Some("model")),
+            Some(GroupBy::Day) => ("to_char(day, 'YYYY-MM-DD')", Some("day")),
         };
         let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
             "SELECT {group} AS grp, COUNT(*) AS requests, \
@@ -404,8 +411,8 @@ impl Store for PostgresStore {
         if let Some(to) = query.to {
             qb.push(" AND ts < ").push_bind(to);
         }
-        if query.group_by.is_some() {
-            qb.push(" GROUP BY 1 ORDER BY 1");
+        if let Some(group_by) = group_by {
+            qb.push(format!(" GROUP BY {group_by} ORDER BY {group_by}"));
         }
         let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
         rows.iter()

@@ -15,9 +15,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::codec::{
-    SQLITE_ROWS_PER_STATEMENT, from_json, json_text, money, opt_from_json, opt_json_text,
-    opt_money, opt_nano, opt_to_i64, opt_to_u64, period_from, period_text, redact_url,
-    requests_limit, status_from, to_i64, to_u64,
+    SQLITE_ROWS_PER_STATEMENT, from_json, json_text, ledger_text, money, opt_from_json,
+    opt_json_text, opt_money, opt_nano, opt_to_i64, opt_to_u64, period_from, period_text,
+    redact_url, requests_limit, status_from, to_i64, to_u64,
 };
 use super::{
     GroupBy, KeyRecord, LedgerRow, RequestsQuery, SpendQuery, SpendRow, SpendScope, Store,
@@ -46,6 +46,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
+            // 64 MiB of page cache per connection instead of 2 MiB: spend
+            // queries over a large ledger stay in memory.
+            .pragma("cache_size", "-65536")
             .foreign_keys(true);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let pool_options = if in_memory {
@@ -364,17 +367,17 @@ impl Store for SqliteStore {
                 QueryBuilder::new(format!("INSERT INTO ledger ({LEDGER_COLUMNS}) "));
             qb.push_values(chunk, |mut b, v| {
                 b.push_bind(ms(v.row.ts))
-                    .push_bind(v.row.request_id.as_str())
-                    .push_bind(v.row.key_id.as_str())
-                    .push_bind(v.row.team.as_str())
-                    .push_bind(v.row.model.as_str())
-                    .push_bind(v.row.provider.as_str())
+                    .push_bind(ledger_text(&v.row.request_id))
+                    .push_bind(ledger_text(v.row.key_id.as_str()))
+                    .push_bind(ledger_text(v.row.team.as_str()))
+                    .push_bind(ledger_text(&v.row.model))
+                    .push_bind(ledger_text(&v.row.provider))
                     .push_bind(i64::from(v.row.status))
                     .push_bind(v.prompt_tokens)
                     .push_bind(v.completion_tokens)
                     .push_bind(v.cost)
                     .push_bind(v.latency_ms)
-                    .push_bind(v.row.error_code.as_deref());
+                    .push_bind(v.row.error_code.as_deref().map(ledger_text));
             });
             // A retry after an ambiguous failure must not bill twice.
             qb.push(" ON CONFLICT (request_id) DO NOTHING");
@@ -385,12 +388,18 @@ impl Store for SqliteStore {
     }
 
     async fn spend(&self, query: &SpendQuery) -> Result<Vec<SpendRow>, StoreError> {
-        let group = match query.group_by {
-            None => "'total'",
-            Some(GroupBy::Team) => "team",
-            Some(GroupBy::Key) => "key_id",
-            Some(GroupBy::Model) => "model",
-            Some(GroupBy::Day) => "strftime('%Y-%m-%d', ts / 1000, 'unixepoch')",
+        // (shown, grouped by): days are grouped by their number and
+        // formatted once per group, not once per row. Team and key groups
+        // walk the covering indexes of migration 0002.
+        let (group, group_by) = match query.group_by {
+            None => ("'total'", None),
+            Some(GroupBy::Team) => ("team", Some("team")),
+            Some(GroupBy::Key) => ("key_id", Some("key_id")),
+            Some(GroupBy::Model) => ("model", Some("model")),
+            Some(GroupBy::Day) => (
+                "strftime('%Y-%m-%d', (ts / 86400000) * 86400, 'unixepoch')",
+                Some("ts / 86400000"),
+            ),
         };
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
             "SELECT {group} AS grp, COUNT(*) AS requests, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, \
@@ -409,8 +418,8 @@ impl Store for SqliteStore {
         if let Some(to) = query.to {
             qb.push(" AND ts < ").push_bind(ms(to));
         }
-        if query.group_by.is_some() {
-            qb.push(" GROUP BY grp ORDER BY grp");
+        if let Some(group_by) = group_by {
+            qb.push(format!(" GROUP BY {group_by} ORDER BY {group_by}"));
         }
         let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
         let mut out = Vec::with_capacity(rows.len());

@@ -257,6 +257,32 @@ async fn ledger_insert_is_idempotent(store: Arc<dyn Store>) {
         vec![spend_row("total", 4, 100, 10, 1000)]
     );
 
+    // A NUL in client-chosen text (PostgreSQL refuses it in `text`) does not
+    // make the row unwritable.
+    let mut nul = ledger_row(
+        "nul\0id",
+        "a",
+        "k1",
+        "gpt\0x",
+        "2026-01-05T00:00:00Z",
+        5,
+        1,
+        1,
+    );
+    nul.error_code = Some("bad\0code".into());
+    store.insert_ledger(&[nul]).await.unwrap();
+    let latest = store
+        .requests(&RequestsQuery {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(latest[0].model, "gpt\u{FFFD}x");
+    assert_eq!(latest[0].request_id, "nul\u{FFFD}id");
+    assert_eq!(latest[0].error_code.as_deref(), Some("bad\u{FFFD}code"));
+    assert_eq!(ledger_count(store.as_ref()).await, 5);
+
     // A large batch: more rows than one SQLite statement carries.
     let many: Vec<LedgerRow> = (0..2500)
         .map(|i| {
@@ -560,6 +586,9 @@ impl Store for Flaky {
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError::Backend("simulated outage".into()));
         }
+        if rows.iter().any(|r| r.request_id.starts_with("poison")) {
+            return Err(StoreError::Backend("simulated unwritable row".into()));
+        }
         self.inner.insert_ledger(rows).await?;
         if self
             .ambiguous
@@ -590,6 +619,9 @@ impl Store for Flaky {
         self.inner.set_setting(name, value).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("simulated outage".into()));
+        }
         self.inner.ping().await
     }
 }
@@ -671,6 +703,28 @@ async fn writer_flushes_on_interval_and_full_batch(store: Arc<dyn Store>) {
         handle.record(row);
     }
     assert_eq!(wait_for_rows(flaky.as_ref(), 13).await, 13);
+    handle.shutdown().await;
+}
+
+/// SPEC §6: a SIGKILL loses at most the last second of ledger rows, so with
+/// the default options a recorded row is durable well within a second
+/// without anyone calling flush().
+async fn writer_default_options_make_rows_durable_within_a_second(store: Arc<dyn Store>) {
+    let handle = LedgerWriter::spawn(store.clone(), LedgerOptions::default());
+    assert_eq!(
+        LedgerOptions::default().flush_interval,
+        Duration::from_millis(200)
+    );
+    let started = std::time::Instant::now();
+    for row in numbered(5, "bound") {
+        handle.record(row);
+    }
+    assert_eq!(wait_for_rows(store.as_ref(), 5).await, 5);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "rows took {took:?} to become durable"
+    );
     handle.shutdown().await;
 }
 
@@ -767,6 +821,42 @@ async fn writer_retry_after_ambiguous_failure_is_not_double_billed(store: Arc<dy
     handle.shutdown().await;
 }
 
+async fn writer_sets_aside_a_row_the_store_refuses(store: Arc<dyn Store>) {
+    let flaky = Flaky::new(store);
+    let handle = LedgerWriter::spawn(
+        flaky.clone(),
+        opts(100, Duration::from_millis(20), 1_000_000),
+    );
+    for row in numbered(10, "good-a") {
+        handle.record(row);
+    }
+    handle.record(ledger_row(
+        "poison-1",
+        "w",
+        "kw",
+        "m",
+        "2026-04-01T00:00:00Z",
+        1_000,
+        1,
+        1,
+    ));
+    for row in numbered(10, "good-b") {
+        handle.record(row);
+    }
+    tokio::time::timeout(Duration::from_secs(15), handle.flush())
+        .await
+        .unwrap();
+    assert_eq!(handle.buffered(), 0);
+    assert_eq!(handle.rejected(), 1);
+    assert_eq!(store_total(flaky.as_ref()).await, (20, NanoUsd(20 * 7)));
+    // The writer goes on as before.
+    for row in numbered(5, "good-c") {
+        handle.record(row);
+    }
+    handle.shutdown().await;
+    assert_eq!(ledger_count(flaky.as_ref()).await, 25);
+}
+
 async fn store_total(store: &dyn Store) -> (u64, NanoUsd) {
     let rows = store.spend(&SpendQuery::default()).await.unwrap();
     (rows[0].requests, rows[0].cost)
@@ -790,13 +880,52 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let base = pg_base_url();
-    let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
+    with_pg_schema(|url| async move {
+        let store = connect(&url).await.unwrap();
+        test(store).await;
+    })
+    .await;
+}
+
+/// A pool on the test database, which is created when the server lacks it
+/// (a fresh machine has the server but maybe not database `test`).
+async fn pg_admin_pool(base: &str) -> sqlx::PgPool {
+    let fail = |e: sqlx::Error| -> ! {
         panic!(
             "the PostgreSQL store tests need a server at `{}` (override with TOLLGATE_TEST_PG_URL): {e}",
-            redact_url(&base)
+            redact_url(base)
         )
-    });
+    };
+    match sqlx::PgPool::connect(base).await {
+        Ok(pool) => pool,
+        Err(e) if e.to_string().contains("does not exist") => {
+            let options: sqlx::postgres::PgConnectOptions = base.parse().unwrap();
+            let db = options.get_database().unwrap_or("test").to_owned();
+            let maintenance = sqlx::PgPool::connect_with(options.database("postgres"))
+                .await
+                .unwrap_or_else(|e| fail(e));
+            // Tests run in parallel: another one may create it first.
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
+                .execute(&maintenance)
+                .await;
+            maintenance.close().await;
+            sqlx::PgPool::connect(base)
+                .await
+                .unwrap_or_else(|e| fail(e))
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Runs `test` with the URL of a fresh schema, dropped afterwards even when
+/// the test fails.
+async fn with_pg_schema<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let base = pg_base_url();
+    let admin = pg_admin_pool(&base).await;
     let schema = format!("tg_test_{}", uuid::Uuid::now_v7().simple());
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&admin)
@@ -804,12 +933,7 @@ where
         .unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    let outcome = AssertUnwindSafe(async {
-        let store = connect(&url).await.unwrap();
-        test(store).await;
-    })
-    .catch_unwind()
-    .await;
+    let outcome = AssertUnwindSafe(test(url)).catch_unwind().await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
         .execute(&admin)
         .await
@@ -852,8 +976,10 @@ suite!(
     writer_batches_rows,
     writer_flushes_on_interval_and_full_batch,
     writer_shutdown_flushes,
+    writer_default_options_make_rows_durable_within_a_second,
     writer_survives_store_outage,
     writer_retry_after_ambiguous_failure_is_not_double_billed,
+    writer_sets_aside_a_row_the_store_refuses,
 );
 
 // ------------------------------------------------------- engine-specific
@@ -938,4 +1064,203 @@ async fn postgres_connect_failure_does_not_print_the_password() {
     let msg = err.to_string();
     assert!(msg.contains("tg:*****@127.0.0.1:1"), "{msg}");
     assert!(!msg.contains("hunter2"), "{msg}");
+}
+
+/// A TCP proxy in front of PostgreSQL that a test can cut (every open
+/// connection reset, new ones refused) and restore: a real outage as the
+/// store's pool sees it, without touching the shared server.
+struct CutProxy {
+    addr: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    conns: Arc<parking_lot::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    async fn start(target: String) -> CutProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let (up, conns) = (up.clone(), conns.clone());
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        continue; // dropped: the client sees the connection closed
+                    }
+                    let target = target.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    conns.lock().push(task.abort_handle());
+                }
+            }
+        });
+        CutProxy {
+            addr,
+            up,
+            conns,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for conn in self.conns.lock().drain(..) {
+            conn.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// `url` with its host and port replaced by `addr`.
+fn via(url: &str, addr: std::net::SocketAddr) -> String {
+    let rest_start = url.find("://").unwrap() + 3;
+    let rest = &url[rest_start..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let host_start = rest[..authority_end].rfind('@').map_or(0, |at| at + 1);
+    format!(
+        "{}{}{}{}",
+        &url[..rest_start],
+        &rest[..host_start],
+        addr,
+        &rest[authority_end..]
+    )
+}
+
+#[test]
+fn via_swaps_only_host_and_port() {
+    let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    assert_eq!(
+        via("postgres://u@h:5432/db?x=1", addr),
+        "postgres://u@127.0.0.1:9/db?x=1"
+    );
+    assert_eq!(via("postgres://h/db", addr), "postgres://127.0.0.1:9/db");
+}
+
+#[tokio::test]
+async fn postgres_outage_and_return_loses_no_ledger_row() {
+    with_pg_schema(|url| async move {
+        let direct = connect(&url).await.unwrap();
+        let pg: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        let proxy = CutProxy::start(format!("{}:{}", pg.get_host(), pg.get_port())).await;
+        let store = connect(&via(&url, proxy.addr)).await.unwrap();
+        let handle = LedgerWriter::spawn(
+            store.clone(),
+            opts(50, Duration::from_millis(20), 1_000_000),
+        );
+
+        for row in numbered(100, "before") {
+            handle.record(row);
+        }
+        tokio::time::timeout(Duration::from_secs(15), handle.flush())
+            .await
+            .unwrap();
+        assert_eq!(ledger_count(direct.as_ref()).await, 100);
+
+        proxy.cut();
+        for row in numbered(200, "during") {
+            handle.record(row);
+        }
+        let flushing = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.flush().await }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(store.ping().await.is_err(), "the proxy should be cut");
+        assert!(
+            !flushing.is_finished(),
+            "flush() returned while PostgreSQL was unreachable"
+        );
+        assert_eq!(handle.buffered(), 200);
+        assert_eq!(ledger_count(direct.as_ref()).await, 100);
+
+        proxy.restore();
+        tokio::time::timeout(Duration::from_secs(30), flushing)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(handle.buffered(), 0);
+        assert_eq!(store_total(direct.as_ref()).await, (300, NanoUsd(300 * 7)));
+        store.ping().await.unwrap();
+        handle.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_file_takes_concurrent_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("busy.db").display());
+    let store = connect(&url).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                store
+                    .create_key(&key(&format!("w{w}-k{i}"), "a", "2026-01-01T00:00:00Z"))
+                    .await
+                    .unwrap();
+                let rows: Vec<LedgerRow> = (0..20)
+                    .map(|j| {
+                        ledger_row(
+                            &format!("w{w}-{i}-{j}"),
+                            "a",
+                            "k",
+                            "m",
+                            "2026-01-01T00:00:00Z",
+                            1,
+                            1,
+                            1,
+                        )
+                    })
+                    .collect();
+                store.insert_ledger(&rows).await.unwrap();
+                store
+                    .spend(&SpendQuery {
+                        group_by: Some(GroupBy::Key),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(store.list_keys(None).await.unwrap().len(), 100);
+    assert_eq!(ledger_count(store.as_ref()).await, 4 * 25 * 20);
+}
+
+/// Replicas starting at once against one database: migrations run once,
+/// neither start fails, and both see the same data.
+#[tokio::test]
+async fn postgres_replicas_migrate_concurrently() {
+    with_pg_schema(|url| async move {
+        let (a, b, c) = tokio::join!(connect(&url), connect(&url), connect(&url));
+        let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+        a.create_team(&team("shared")).await.unwrap();
+        assert_eq!(
+            b.get_team(&TeamId::from("shared")).await.unwrap(),
+            Some(team("shared"))
+        );
+        let err = c.create_team(&team("shared")).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    })
+    .await;
 }

@@ -40,15 +40,15 @@ async fn rotation_keeps_the_old_key_for_the_grace_period_only() {
 async fn expired_keys_are_rejected() {
     let h = Harness::start("").await;
     let past = (chrono::Utc::now() - chrono::Duration::seconds(5)).to_rfc3339();
+    let (status, _) = h.admin(reqwest::Method::POST, "/admin/keys", Some(json!({"team": "t1", "expires_at": past}))).await;
+    assert_eq!(status, 400, "a key that is born expired is a mistake");
     let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(800)).to_rfc3339();
-    let (_, expired) = h.key(json!({"expires_at": past})).await;
-    let (status, code, body) = error_code(h.chat(&expired, &chat_body("x")).await).await;
-    assert_eq!((status, code.as_str()), (401, "invalid_api_key"));
-    assert!(body["error"]["message"].as_str().unwrap().contains("expired"));
     let (_, expiring) = h.key(json!({"expires_at": soon})).await;
     assert_eq!(h.chat(&expiring, &chat_body("x")).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(h.chat(&expiring, &chat_body("x")).await.status(), 401);
+    let (status, code, body) = error_code(h.chat(&expiring, &chat_body("x")).await).await;
+    assert_eq!((status, code.as_str()), (401, "invalid_api_key"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("expired"));
 }
 
 #[tokio::test]
