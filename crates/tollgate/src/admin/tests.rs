@@ -969,6 +969,14 @@ async fn cli_commands_drive_a_running_admin_api() {
     let mut lines = out.lines();
     assert!(lines.next().unwrap().starts_with("TEAM"), "{out}");
     assert!(lines.next().unwrap().contains("0.250000"), "{out}");
+    let out = run(&["requests", "--team", "ml"]).await.unwrap();
+    assert!(out.lines().nth(1).unwrap().contains("gpt-4o"), "{out}");
+    let out = run(&["budgets", "--team", "ml"]).await.unwrap();
+    let row = out.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("team") && row.contains("25.000000"),
+        "{out}"
+    );
     server.abort();
 
     let unreachable = crate::cli::run_client(
