@@ -51,6 +51,26 @@ pub enum Command {
     Teams(TeamsCommand),
     /// Show spend from the ledger.
     Spend(SpendArgs),
+    /// Show each cost limit in force: limit, spent, reserved, remaining, reset time.
+    Budgets {
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the most recent requests from the ledger.
+    Requests {
+        #[arg(long)]
+        team: Option<String>,
+        /// Key id or prefix.
+        #[arg(long)]
+        key: Option<String>,
+        /// Rows to show, 1 to 1000.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -361,6 +381,18 @@ pub async fn run_client(
         Command::Keys(cmd) => keys(&client, cmd, now, out).await,
         Command::Teams(cmd) => teams(&client, cmd, out).await,
         Command::Spend(args) => spend(&client, args, now, out).await,
+        Command::Budgets { team, json } => budgets(&client, team, json, out).await,
+        Command::Requests {
+            team,
+            key,
+            limit,
+            json,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(team.map(|t| ("team", t)));
+            query.extend(key.map(|k| ("key", k)));
+            requests(&client, &query, json, out).await
+        }
     }
 }
 
@@ -656,6 +688,106 @@ async fn spend(
     Ok(())
 }
 
+async fn budgets(
+    client: &Client,
+    team: Option<String>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let query: Vec<(&str, String)> = team.into_iter().map(|t| ("team", t)).collect();
+    let report = client
+        .send(Method::GET, "/admin/budgets", &query, None)
+        .await?;
+    if json {
+        return print_json(out, &report);
+    }
+    let usd = |v: &Value, f: &str| {
+        v.get(f)
+            .and_then(Value::as_f64)
+            .map(|x| format!("{x:.6}"))
+            .unwrap_or_default()
+    };
+    let rows = data(&report)
+        .iter()
+        .map(|b| {
+            vec![
+                text(b, "scope"),
+                text(b, "id"),
+                text(b, "policy"),
+                text(b, "period"),
+                text(b, "mode"),
+                usd(b, "limit_usd"),
+                usd(b, "spent_usd"),
+                usd(b, "reserved_usd"),
+                usd(b, "remaining_usd"),
+                text(b, "resets_at"),
+            ]
+        })
+        .collect();
+    let headers = [
+        "SCOPE",
+        "ID",
+        "POLICY",
+        "PERIOD",
+        "MODE",
+        "LIMIT_USD",
+        "SPENT_USD",
+        "RESERVED_USD",
+        "REMAINING_USD",
+        "RESETS_AT",
+    ];
+    write!(out, "{}", table(&headers, rows))?;
+    Ok(())
+}
+
+async fn requests(
+    client: &Client,
+    query: &[(&str, String)],
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let log = client
+        .send(Method::GET, "/admin/requests", query, None)
+        .await?;
+    if json {
+        return print_json(out, &log);
+    }
+    let rows = data(&log)
+        .iter()
+        .map(|r| {
+            vec![
+                text(r, "time"),
+                text(r, "key_id"),
+                text(r, "team"),
+                text(r, "model"),
+                text(r, "status"),
+                text(r, "prompt_tokens"),
+                text(r, "completion_tokens"),
+                r.get("cost_usd")
+                    .and_then(Value::as_f64)
+                    .map(|c| format!("{c:.6}"))
+                    .unwrap_or_default(),
+                text(r, "latency_ms"),
+                text(r, "error_code"),
+            ]
+        })
+        .collect();
+    let headers = [
+        "TIME",
+        "KEY",
+        "TEAM",
+        "MODEL",
+        "STATUS",
+        "PROMPT",
+        "COMPLETION",
+        "COST_USD",
+        "LATENCY_MS",
+        "ERROR",
+    ];
+    write!(out, "{}", table(&headers, rows))?;
+    Ok(())
+}
+
 fn path_segment(id: &str) -> String {
     id.chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -674,6 +806,12 @@ fn text(v: &Value, field: &str) -> String {
     match v.get(field) {
         None | Some(Value::Null) => "-".into(),
         Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(u), _) => u.to_string(),
+            // f64's Display: `20` rather than serde_json's `20.0`.
+            (None, Some(f)) => f.to_string(),
+            _ => n.to_string(),
+        },
         Some(Value::Array(items)) if items.is_empty() => "-".into(),
         Some(Value::Array(items)) => items
             .iter()
@@ -955,6 +1093,29 @@ mod tests {
         );
         assert!(a.json);
         assert!(parse(&["spend", "--by", "week"]).is_err());
+    }
+
+    #[test]
+    fn budgets_and_requests() {
+        let Command::Budgets { team, json } = command(&["budgets", "--team", "ml", "--json"])
+        else {
+            panic!("budgets")
+        };
+        assert_eq!((team.as_deref(), json), (Some("ml"), true));
+        let Command::Requests {
+            team,
+            key,
+            limit,
+            json,
+        } = command(&["requests", "--key", "abc"])
+        else {
+            panic!("requests")
+        };
+        assert_eq!(
+            (team, key.as_deref(), limit, json),
+            (None, Some("abc"), 20, false)
+        );
+        assert!(parse(&["requests", "--limit", "many"]).is_err());
     }
 
     #[test]

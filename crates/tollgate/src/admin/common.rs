@@ -1,6 +1,7 @@
 //! Checks and conversions the admin handlers share: store errors to API
 //! errors, budgets from USD, policy names against the config, team lookup.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};
 
 use crate::config::Config;
@@ -8,6 +9,12 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{StoreError, TeamRecord};
 use crate::types::{NanoUsd, Period, TeamId};
+
+/// Now, to the millisecond the store keeps, so a create response shows the
+/// same times a later read does.
+pub(crate) fn now(state: &AppState) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(state.clock.now_ms()).unwrap_or_else(|| state.clock.now())
+}
 
 pub(crate) fn store_error(e: StoreError) -> ApiError {
     match e {

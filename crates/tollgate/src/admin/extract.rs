@@ -4,7 +4,6 @@
 //! own error shape, naming the offending field.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use bytes::Bytes;
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -26,6 +25,9 @@ impl FromRequestParts<SharedState> for Admin {
     }
 }
 
+/// No admin request needs more; anything larger is a mistake or an attack.
+const MAX_ADMIN_BODY_BYTES: usize = 1024 * 1024;
+
 /// A JSON body. An empty body reads as `{}` so that bodies whose fields are
 /// all optional (`rotate`) may be left out.
 pub(crate) struct AdminJson<T>(pub(crate) T);
@@ -37,10 +39,14 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        // The app turns axum's default body limit off (the data plane
+        // enforces its own), so admin bodies get theirs here.
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_ADMIN_BODY_BYTES)
             .await
-            .map_err(|e| ApiError::invalid(format!("cannot read the request body: {e}")))?;
+            .map_err(|_| ApiError::RequestTooLarge {
+                limit: MAX_ADMIN_BODY_BYTES,
+            })?;
         let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -59,10 +65,15 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
         if inner.is_syntax() || inner.is_eof() {
             return ApiError::invalid(format!("the request body is not valid JSON: {inner}"));
         }
-        // serde names unknown fields itself; the path is where it sits.
+        // serde's own message names an unknown or missing field; for a
+        // field of the wrong type only the path does.
+        let message = inner.to_string();
         match path.as_str() {
-            "." | "" => ApiError::invalid(format!("invalid request body: {inner}")),
-            field => ApiError::invalid_param(field, format!("invalid field `{field}`: {inner}")),
+            "." | "" => ApiError::invalid(format!("invalid request body: {message}")),
+            field if message.starts_with("unknown field") => {
+                ApiError::invalid_param(field, message)
+            }
+            field => ApiError::invalid_param(field, format!("invalid field `{field}`: {message}")),
         }
     })
 }

@@ -10,7 +10,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::common::{budget, check_models, check_policies, find_team, store_error, team_not_found};
+use super::common::{
+    budget, check_models, check_policies, find_team, now, store_error, team_not_found,
+};
 use super::extract::{Admin, AdminJson, AdminQuery};
 use crate::auth::key;
 use crate::error::ApiError;
@@ -166,7 +168,7 @@ pub(crate) async fn create(
     AdminJson(body): AdminJson<CreateKey>,
 ) -> Result<Response, ApiError> {
     let config = state.runtime.load().config.clone();
-    let now = state.clock.now();
+    let now = now(&state);
     if find_team(&state, &config, &body.team).await?.is_none() {
         return Err(team_not_found(&body.team));
     }
@@ -253,7 +255,7 @@ pub(crate) async fn list(
             return Err(team_not_found(team.as_str()));
         }
     }
-    let now = state.clock.now();
+    let now = now(&state);
     let data: Vec<KeyView> = keys.into_iter().map(|k| KeyView::new(k, now)).collect();
     Ok(Json(serde_json::json!({ "data": data })))
 }
@@ -263,7 +265,7 @@ pub(crate) async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<KeyView>, ApiError> {
     let rec = load(&state, &id).await?;
-    Ok(Json(KeyView::new(rec, state.clock.now())))
+    Ok(Json(KeyView::new(rec, now(&state))))
 }
 
 pub(crate) async fn revoke(
@@ -271,7 +273,7 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<KeyView>, ApiError> {
     let mut rec = load(&state, &id).await?;
-    let now = state.clock.now();
+    let now = now(&state);
     // Revoking twice keeps the first time: it is when access ended.
     if rec.revoked_at.is_none() {
         rec.revoked_at = Some(now);
@@ -303,7 +305,7 @@ pub(crate) async fn rotate(
             rec.prefix
         )));
     }
-    let now = state.clock.now();
+    let now = now(&state);
     let new = key::generate_for(rec.id.clone());
     // Only the secret being replaced gets the grace period: a key rotated
     // twice quickly loses the oldest secret at once.
@@ -341,5 +343,5 @@ pub(crate) async fn restore(
         rec.suspended_at = None;
         save(&state, &rec).await?;
     }
-    Ok(Json(KeyView::new(rec, state.clock.now())))
+    Ok(Json(KeyView::new(rec, now(&state))))
 }

@@ -9,12 +9,13 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    TeamSource, budget, check_models, check_policies, find_team, nullable, store_error,
+    TeamSource, budget, check_models, check_policies, find_team, now, nullable, store_error,
     team_not_found,
 };
 use super::extract::{Admin, AdminJson};
 use crate::config::{Config, TeamConfig};
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::store::TeamRecord;
 use crate::types::{Period, TeamId};
 
@@ -128,7 +129,7 @@ pub(crate) async fn create(
         budget,
         period,
         models: body.models,
-        created_at: state.clock.now(),
+        created_at: now(&state),
     };
     state.store.create_team(&rec).await.map_err(store_error)?;
     Ok((StatusCode::CREATED, Json(TeamView::from_record(rec))).into_response())
@@ -152,11 +153,7 @@ pub(crate) async fn list(Admin(state): Admin) -> Result<Json<serde_json::Value>,
     Ok(Json(serde_json::json!({ "data": data })))
 }
 
-async fn load(
-    state: &crate::state::AppState,
-    config: &Config,
-    id: &str,
-) -> Result<TeamView, ApiError> {
+async fn load(state: &AppState, config: &Config, id: &str) -> Result<TeamView, ApiError> {
     match find_team(state, config, id).await? {
         Some(TeamSource::Api(rec)) => Ok(TeamView::from_record(rec)),
         Some(TeamSource::Config) => config

@@ -104,12 +104,15 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
-    harness_with(None).await
+    harness_with(None, None).await
 }
 
 /// The state `app::build_state` builds, on an in-memory SQLite store and a
 /// manual clock; `counters` replaces the in-memory counters.
-async fn harness_with(counters: Option<Arc<dyn Counters>>) -> Harness {
+async fn harness_with(
+    counters: Option<Arc<dyn Counters>>,
+    config_path: Option<std::path::PathBuf>,
+) -> Harness {
     let store = crate::store::connect("sqlite::memory:").await.unwrap();
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap(),
@@ -136,7 +139,7 @@ async fn harness_with(counters: Option<Arc<dyn Counters>>) -> Harness {
         policy,
         admin_key: AdminKey::from_plain(&Secret::new(ADMIN.to_owned())),
         clock: clock.clone(),
-        config_path: None,
+        config_path,
         http,
         tasks: tokio_util::task::TaskTracker::new(),
         metrics: None,
@@ -239,7 +242,7 @@ async fn health_is_open_and_readiness_names_the_failing_dependency() {
         body,
         json!({"status": "ready", "store": "ok", "counters": "ok"})
     );
-    let h = harness_with(Some(Arc::new(DownCounters))).await;
+    let h = harness_with(Some(Arc::new(DownCounters)), None).await;
     let (status, body) = h.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(
@@ -357,6 +360,14 @@ async fn team_bodies_are_validated_with_the_field_named() {
             assert_eq!(err["error"]["param"], param, "{body}: {err}");
         }
     }
+    let huge = format!("{{\"id\": \"{}\"}}", "x".repeat(2 << 20));
+    let (status, err) = h
+        .call(Method::POST, "/admin/teams", Some(ADMIN), Some(&huge))
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large")
+    );
     let (status, err) = h
         .call(Method::POST, "/admin/teams", Some(ADMIN), Some("{\"id\": "))
         .await;
@@ -958,6 +969,14 @@ async fn cli_commands_drive_a_running_admin_api() {
     let mut lines = out.lines();
     assert!(lines.next().unwrap().starts_with("TEAM"), "{out}");
     assert!(lines.next().unwrap().contains("0.250000"), "{out}");
+    let out = run(&["requests", "--team", "ml"]).await.unwrap();
+    assert!(out.lines().nth(1).unwrap().contains("gpt-4o"), "{out}");
+    let out = run(&["budgets", "--team", "ml"]).await.unwrap();
+    let row = out.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("team") && row.contains("25.000000"),
+        "{out}"
+    );
     server.abort();
 
     let unreachable = crate::cli::run_client(
@@ -1021,4 +1040,76 @@ async fn openapi_schemas_list_exactly_the_fields_the_handlers_return() {
     assert_eq!(fields(&requests["data"][0]), schema("RequestRow"));
     let (_, ready) = h.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(fields(&ready), schema("Readiness"));
+}
+
+#[tokio::test]
+async fn budgets_report_team_and_key_cost_limits() {
+    let h = harness().await;
+    let key = h
+        .create_key(json!({"team": "search", "budget_usd": 5, "period": "weekly"}))
+        .await;
+    let (status, body) = h
+        .admin(Method::GET, "/admin/budgets?team=search", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rows = body["data"].as_array().unwrap();
+    let team_row = rows.iter().find(|r| r["scope"] == "team").unwrap();
+    assert_eq!(
+        (&team_row["policy"], &team_row["limit_usd"]),
+        (&json!("daily-budget-cap"), &json!(50.0))
+    );
+    assert_eq!(team_row["resets_at"], "2026-11-28T00:00:00Z");
+    let key_row = rows.iter().find(|r| r["scope"] == "key").unwrap();
+    assert_eq!(
+        (&key_row["id"], &key_row["limit_usd"]),
+        (&key["id"], &json!(5.0))
+    );
+    assert_eq!(key_row["remaining_usd"], 5.0);
+
+    let doc: Value = serde_json::from_str(super::OPENAPI_JSON).unwrap();
+    let mut documented: Vec<&String> = doc["components"]["schemas"]["BudgetReport"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    let mut returned: Vec<&String> = key_row.as_object().unwrap().keys().collect();
+    documented.sort();
+    returned.sort();
+    assert_eq!(documented, returned);
+
+    let (status, err) = h.admin(Method::GET, "/admin/budgets?team=nope", None).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::NOT_FOUND, "team_not_found")
+    );
+}
+
+#[tokio::test]
+async fn reload_swaps_a_valid_file_in_and_keeps_the_config_on_an_invalid_one() {
+    let h = harness().await;
+    let (status, err) = h.admin(Method::POST, "/admin/reload", None).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+    assert!(message(&err).contains("no config file"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.yaml");
+    std::fs::write(&path, "teams:\n  - id: reloaded\n").unwrap();
+    let h = harness_with(None, Some(path.clone())).await;
+    let (status, body) = h.admin(Method::POST, "/admin/reload", None).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"reloaded": true})));
+    let (_, teams) = h.admin(Method::GET, "/admin/teams/reloaded", None).await;
+    assert_eq!(teams["source"], "config");
+
+    std::fs::write(&path, "teams:\n  - id: x\n    polices: []\n").unwrap();
+    let (status, err) = h.admin(Method::POST, "/admin/reload", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        message(&err).contains("polices") && message(&err).contains("stays in force"),
+        "{err}"
+    );
+    let (status, _) = h.admin(Method::GET, "/admin/teams/reloaded", None).await;
+    assert_eq!(status, StatusCode::OK, "the old config is still in force");
 }
