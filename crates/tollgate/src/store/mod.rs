@@ -4,13 +4,40 @@
 //! own migrations. The ledger is written in batches by [`ledger`]'s writer,
 //! never on the request path.
 
+mod codec;
 pub mod ledger;
+mod postgres;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::types::{KeyId, NanoUsd, Period, TeamId};
+
+pub use codec::redact_url;
+pub use ledger::{LedgerHandle, LedgerOptions, LedgerWriter};
+
+/// Opens the store a URL names and brings its schema up to date:
+/// `sqlite://PATH` (created if missing), `sqlite::memory:` (tests), or
+/// `postgres://…` / `postgresql://…`. Messages show the URL with any
+/// password redacted.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        sqlite::SqliteStore::connect(url).await
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        postgres::PostgresStore::connect(url).await
+    } else {
+        Err(StoreError::Backend(format!(
+            "store URL `{}` names no supported engine: use `sqlite://PATH` or `postgres://USER@HOST/DB`",
+            redact_url(url)
+        )))
+    }
+}
 
 /// A team created over the admin API (config-file teams are not stored).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

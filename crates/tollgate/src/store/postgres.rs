@@ -1,0 +1,490 @@
+//! The scale-out store: PostgreSQL, shared by every gateway replica.
+//! Timestamps are `timestamptz`, truncated to the millisecond on the way in
+//! so both engines hand back the same values. Ledger batches go in as one
+//! `INSERT … SELECT FROM UNNEST(arrays)`: one statement and one round trip
+//! whatever the batch size, with no bind-parameter limit to chunk around.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use super::codec::{
+    from_json, json_text, money, opt_from_json, opt_json_text, opt_money, opt_nano, opt_to_i64,
+    opt_to_u64, period_from, period_text, redact_url, requests_limit, status_from, to_i64, to_u64,
+};
+use super::{
+    GroupBy, KeyRecord, LedgerRow, RequestsQuery, SpendQuery, SpendRow, SpendScope, Store,
+    StoreError, TeamRecord,
+};
+use crate::types::{KeyId, NanoUsd, TeamId};
+
+/// A store that does not answer within this long counts as down, so the
+/// ledger writer backs off and `/readyz` fails instead of hanging.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub(crate) async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+        let shown = redact_url(url);
+        let options = PgConnectOptions::from_str(url).map_err(|e| {
+            StoreError::Backend(format!(
+                "store URL `{shown}` is not a valid PostgreSQL URL: {e}"
+            ))
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError::Backend(format!("cannot connect to PostgreSQL store `{shown}`: {e}"))
+            })?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| {
+                StoreError::Backend(format!("migrating PostgreSQL store `{shown}` failed: {e}"))
+            })?;
+        Ok(Arc::new(PostgresStore { pool }))
+    }
+}
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(format!("PostgreSQL: {e}"))
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// PostgreSQL keeps microseconds, SQLite (here) milliseconds: cut to the
+/// millisecond so a value reads back the same on both.
+fn ms(ts: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ts.timestamp_millis())
+        .single()
+        .unwrap_or(ts)
+}
+
+fn opt_ms(ts: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    ts.map(ms)
+}
+
+fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(column)
+        .map_err(|e| StoreError::Corrupt(format!("column `{column}`: {e}")))
+}
+
+fn team_from_row(row: &PgRow) -> Result<TeamRecord, StoreError> {
+    Ok(TeamRecord {
+        id: TeamId(get(row, "id")?),
+        policies: from_json(&get::<String>(row, "policies")?, "teams.policies")?,
+        budget: opt_nano(get(row, "budget")?, "teams.budget")?,
+        period: period_from(get(row, "period")?)?,
+        models: opt_from_json(get(row, "models")?, "teams.models")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
+    Ok(KeyRecord {
+        id: KeyId(get(row, "id")?),
+        team: TeamId(get(row, "team")?),
+        name: get(row, "name")?,
+        secret_hash: get(row, "secret_hash")?,
+        prefix: get(row, "prefix")?,
+        previous_secret_hash: get(row, "previous_secret_hash")?,
+        previous_expires_at: get(row, "previous_expires_at")?,
+        models: opt_from_json(get(row, "models")?, "keys.models")?,
+        policies: from_json(&get::<String>(row, "policies")?, "keys.policies")?,
+        budget: opt_nano(get(row, "budget")?, "keys.budget")?,
+        period: period_from(get(row, "period")?)?,
+        requests_per_minute: opt_to_u64(
+            get(row, "requests_per_minute")?,
+            "keys.requests_per_minute",
+        )?,
+        tokens_per_minute: opt_to_u64(get(row, "tokens_per_minute")?, "keys.tokens_per_minute")?,
+        expires_at: get(row, "expires_at")?,
+        revoked_at: get(row, "revoked_at")?,
+        suspended_at: get(row, "suspended_at")?,
+        metadata: from_json(&get::<String>(row, "metadata")?, "keys.metadata")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+fn ledger_from_row(row: &PgRow) -> Result<LedgerRow, StoreError> {
+    Ok(LedgerRow {
+        ts: get(row, "ts")?,
+        request_id: get(row, "request_id")?,
+        key_id: KeyId(get(row, "key_id")?),
+        team: TeamId(get(row, "team")?),
+        model: get(row, "model")?,
+        provider: get(row, "provider")?,
+        status: status_from(i64::from(get::<i32>(row, "status")?))?,
+        prompt_tokens: to_u64(get(row, "prompt_tokens")?, "ledger.prompt_tokens")?,
+        completion_tokens: to_u64(get(row, "completion_tokens")?, "ledger.completion_tokens")?,
+        cost: NanoUsd(to_u64(get(row, "cost")?, "ledger.cost")?),
+        latency_ms: to_u64(get(row, "latency_ms")?, "ledger.latency_ms")?,
+        error_code: get(row, "error_code")?,
+    })
+}
+
+const KEY_COLUMNS: &str = "id, team, name, secret_hash, prefix, previous_secret_hash, previous_expires_at, models, \
+     policies, budget, period, requests_per_minute, tokens_per_minute, expires_at, revoked_at, suspended_at, \
+     metadata, created_at";
+
+const LEDGER_COLUMNS: &str = "ts, request_id, key_id, team, model, provider, status, prompt_tokens, \
+     completion_tokens, cost, latency_ms, error_code";
+
+/// The ledger batch as one array per column, for `UNNEST`.
+#[derive(Default)]
+struct LedgerColumns {
+    ts: Vec<DateTime<Utc>>,
+    request_id: Vec<String>,
+    key_id: Vec<String>,
+    team: Vec<String>,
+    model: Vec<String>,
+    provider: Vec<String>,
+    status: Vec<i32>,
+    prompt_tokens: Vec<i64>,
+    completion_tokens: Vec<i64>,
+    cost: Vec<i64>,
+    latency_ms: Vec<i64>,
+    error_code: Vec<Option<String>>,
+}
+
+impl LedgerColumns {
+    fn from_rows(rows: &[LedgerRow]) -> Result<Self, StoreError> {
+        let mut c = LedgerColumns::default();
+        for row in rows {
+            c.ts.push(ms(row.ts));
+            c.request_id.push(row.request_id.clone());
+            c.key_id.push(row.key_id.0.clone());
+            c.team.push(row.team.0.clone());
+            c.model.push(row.model.clone());
+            c.provider.push(row.provider.clone());
+            c.status.push(i32::from(row.status));
+            c.prompt_tokens
+                .push(to_i64(row.prompt_tokens, "prompt_tokens")?);
+            c.completion_tokens
+                .push(to_i64(row.completion_tokens, "completion_tokens")?);
+            c.cost.push(money(row.cost, "cost")?);
+            c.latency_ms.push(to_i64(row.latency_ms, "latency_ms")?);
+            c.error_code.push(row.error_code.clone());
+        }
+        Ok(c)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_team(&self, team: &TeamRecord) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO teams (id, policies, budget, period, models, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(team.id.as_str())
+        .bind(json_text(&team.policies, "policies")?)
+        .bind(opt_money(team.budget, "budget")?)
+        .bind(period_text(team.period))
+        .bind(opt_json_text(team.models.as_ref(), "models")?)
+        .bind(ms(team.created_at))
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => {
+                Err(StoreError::Conflict(format!("team `{}`", team.id)))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn get_team(&self, id: &TeamId) -> Result<Option<TeamRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, policies, budget, period, models, created_at FROM teams WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(team_from_row).transpose()
+    }
+
+    async fn list_teams(&self) -> Result<Vec<TeamRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, policies, budget, period, models, created_at FROM teams ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(team_from_row).collect()
+    }
+
+    async fn update_team(&self, team: &TeamRecord) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE teams SET policies = $1, budget = $2, period = $3, models = $4 WHERE id = $5",
+        )
+        .bind(json_text(&team.policies, "policies")?)
+        .bind(opt_money(team.budget, "budget")?)
+        .bind(period_text(team.period))
+        .bind(opt_json_text(team.models.as_ref(), "models")?)
+        .bind(team.id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_team(&self, id: &TeamId) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM teams WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO keys (id, team, name, secret_hash, prefix, previous_secret_hash, previous_expires_at, \
+             models, policies, budget, period, requests_per_minute, tokens_per_minute, expires_at, revoked_at, \
+             suspended_at, metadata, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        )
+        .bind(key.id.as_str())
+        .bind(key.team.as_str())
+        .bind(key.name.as_deref())
+        .bind(&key.secret_hash)
+        .bind(&key.prefix)
+        .bind(key.previous_secret_hash.as_deref())
+        .bind(opt_ms(key.previous_expires_at))
+        .bind(opt_json_text(key.models.as_ref(), "models")?)
+        .bind(json_text(&key.policies, "policies")?)
+        .bind(opt_money(key.budget, "budget")?)
+        .bind(period_text(key.period))
+        .bind(opt_to_i64(key.requests_per_minute, "requests_per_minute")?)
+        .bind(opt_to_i64(key.tokens_per_minute, "tokens_per_minute")?)
+        .bind(opt_ms(key.expires_at))
+        .bind(opt_ms(key.revoked_at))
+        .bind(opt_ms(key.suspended_at))
+        .bind(json_text(&key.metadata, "metadata")?)
+        .bind(ms(key.created_at))
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => {
+                Err(StoreError::Conflict(format!("key `{}`", key.id)))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn list_keys(&self, team: Option<&TeamId>) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = match team {
+            Some(team) => {
+                let sql =
+                    format!("SELECT {KEY_COLUMNS} FROM keys WHERE team = $1 ORDER BY created_at DESC, id DESC");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(team.as_str()).fetch_all(&self.pool).await
+            }
+            None => {
+                let sql = format!("SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at DESC, id DESC");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await
+            }
+        }
+        .map_err(backend)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn update_key(&self, key: &KeyRecord) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE keys SET team = $1, name = $2, secret_hash = $3, prefix = $4, previous_secret_hash = $5, \
+             previous_expires_at = $6, models = $7, policies = $8, budget = $9, period = $10, \
+             requests_per_minute = $11, tokens_per_minute = $12, expires_at = $13, revoked_at = $14, \
+             suspended_at = $15, metadata = $16 WHERE id = $17",
+        )
+        .bind(key.team.as_str())
+        .bind(key.name.as_deref())
+        .bind(&key.secret_hash)
+        .bind(&key.prefix)
+        .bind(key.previous_secret_hash.as_deref())
+        .bind(opt_ms(key.previous_expires_at))
+        .bind(opt_json_text(key.models.as_ref(), "models")?)
+        .bind(json_text(&key.policies, "policies")?)
+        .bind(opt_money(key.budget, "budget")?)
+        .bind(period_text(key.period))
+        .bind(opt_to_i64(key.requests_per_minute, "requests_per_minute")?)
+        .bind(opt_to_i64(key.tokens_per_minute, "tokens_per_minute")?)
+        .bind(opt_ms(key.expires_at))
+        .bind(opt_ms(key.revoked_at))
+        .bind(opt_ms(key.suspended_at))
+        .bind(json_text(&key.metadata, "metadata")?)
+        .bind(key.id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn insert_ledger(&self, rows: &[LedgerRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let c = LedgerColumns::from_rows(rows)?;
+        let sql = format!(
+            "INSERT INTO ledger ({LEDGER_COLUMNS}) \
+             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::int4[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::text[]) \
+             ON CONFLICT (request_id) DO NOTHING"
+        );
+        // One statement is one implicit transaction: the batch lands whole or
+        // not at all, and a retry of rows already written is a no-op.
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(c.ts)
+            .bind(c.request_id)
+            .bind(c.key_id)
+            .bind(c.team)
+            .bind(c.model)
+            .bind(c.provider)
+            .bind(c.status)
+            .bind(c.prompt_tokens)
+            .bind(c.completion_tokens)
+            .bind(c.cost)
+            .bind(c.latency_ms)
+            .bind(c.error_code)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn spend(&self, query: &SpendQuery) -> Result<Vec<SpendRow>, StoreError> {
+        let group = match query.group_by {
+            None => "'total'",
+            Some(GroupBy::Team) => "team",
+            Some(GroupBy::Key) => "key_id",
+            Some(GroupBy::Model) => "model",
+            Some(GroupBy::Day) => "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        };
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+            "SELECT {group} AS grp, COUNT(*) AS requests, \
+             COALESCE(SUM(prompt_tokens), 0)::BIGINT AS prompt_tokens, \
+             COALESCE(SUM(completion_tokens), 0)::BIGINT AS completion_tokens, \
+             COALESCE(SUM(cost), 0)::BIGINT AS cost FROM ledger WHERE TRUE"
+        ));
+        if let Some(team) = &query.team {
+            qb.push(" AND team = ").push_bind(team.as_str());
+        }
+        if let Some(key) = &query.key {
+            qb.push(" AND key_id = ").push_bind(key.as_str());
+        }
+        if let Some(from) = query.from {
+            qb.push(" AND ts >= ").push_bind(from);
+        }
+        if let Some(to) = query.to {
+            qb.push(" AND ts < ").push_bind(to);
+        }
+        if query.group_by.is_some() {
+            qb.push(" GROUP BY 1 ORDER BY 1");
+        }
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok(SpendRow {
+                    group: get(row, "grp")?,
+                    requests: to_u64(get(row, "requests")?, "requests")?,
+                    prompt_tokens: to_u64(get(row, "prompt_tokens")?, "prompt_tokens")?,
+                    completion_tokens: to_u64(get(row, "completion_tokens")?, "completion_tokens")?,
+                    cost: NanoUsd(to_u64(get(row, "cost")?, "cost")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn requests(&self, query: &RequestsQuery) -> Result<Vec<LedgerRow>, StoreError> {
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new(format!("SELECT {LEDGER_COLUMNS} FROM ledger WHERE TRUE"));
+        if let Some(team) = &query.team {
+            qb.push(" AND team = ").push_bind(team.as_str());
+        }
+        if let Some(key) = &query.key {
+            qb.push(" AND key_id = ").push_bind(key.as_str());
+        }
+        qb.push(" ORDER BY ts DESC, seq DESC LIMIT ")
+            .push_bind(i64::from(requests_limit(query.limit)));
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
+        rows.iter().map(ledger_from_row).collect()
+    }
+
+    async fn spend_since(
+        &self,
+        scope: &SpendScope,
+        since: DateTime<Utc>,
+    ) -> Result<NanoUsd, StoreError> {
+        let (sql, id) = match scope {
+            SpendScope::Team(team) => (
+                "SELECT COALESCE(SUM(cost), 0)::BIGINT FROM ledger WHERE team = $1 AND ts >= $2",
+                team.as_str(),
+            ),
+            SpendScope::Key(key) => (
+                "SELECT COALESCE(SUM(cost), 0)::BIGINT FROM ledger WHERE key_id = $1 AND ts >= $2",
+                key.as_str(),
+            ),
+        };
+        let total: i64 = sqlx::query_scalar(sql)
+            .bind(id)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(NanoUsd(to_u64(total, "spend")?))
+    }
+
+    async fn get_setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
+    async fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}

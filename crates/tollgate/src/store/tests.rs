@@ -1,0 +1,941 @@
+//! One suite for every engine: each test is an async fn over `Arc<dyn Store>`,
+//! run against in-memory SQLite and against PostgreSQL (a fresh schema per
+//! test, dropped afterwards). The PostgreSQL half never skips: without a
+//! server at `TOLLGATE_TEST_PG_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`) it fails and says so.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
+
+use super::*;
+use crate::types::{KeyId, NanoUsd, Period, TeamId};
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn team(id: &str) -> TeamRecord {
+    TeamRecord {
+        id: TeamId::from(id),
+        policies: vec!["daily-budget-cap".into(), "rpm".into()],
+        budget: Some(NanoUsd(50 * NanoUsd::PER_USD)),
+        period: Some(Period::Daily),
+        models: Some(vec!["gpt-4o*".into()]),
+        created_at: t("2026-01-01T00:00:00.123Z"),
+    }
+}
+
+fn key(id: &str, team: &str, created_at: &str) -> KeyRecord {
+    KeyRecord {
+        id: KeyId::from(id),
+        team: TeamId::from(team),
+        name: Some(format!("{id} name")),
+        secret_hash: format!("{id}-hash"),
+        prefix: format!("sk-tg-{id}"),
+        previous_secret_hash: None,
+        previous_expires_at: None,
+        models: None,
+        policies: vec![],
+        budget: None,
+        period: None,
+        requests_per_minute: Some(60),
+        tokens_per_minute: None,
+        expires_at: Some(t("2027-01-01T00:00:00Z")),
+        revoked_at: None,
+        suspended_at: None,
+        metadata: serde_json::json!({"owner": "ci", "tags": [1, 2]}),
+        created_at: t(created_at),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ledger_row(
+    id: &str,
+    team: &str,
+    key: &str,
+    model: &str,
+    ts: &str,
+    cost: u64,
+    prompt: u64,
+    completion: u64,
+) -> LedgerRow {
+    LedgerRow {
+        ts: t(ts),
+        request_id: id.into(),
+        key_id: KeyId::from(key),
+        team: TeamId::from(team),
+        model: model.into(),
+        provider: "mock".into(),
+        status: 200,
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        cost: NanoUsd(cost),
+        latency_ms: 12,
+        error_code: None,
+    }
+}
+
+const BIG: u64 = 5_000_000_000_000;
+
+/// Five rows over three days, two teams, three keys, two models.
+fn spend_fixture() -> Vec<LedgerRow> {
+    let mut r5 = ledger_row(
+        "r5",
+        "b",
+        "k3",
+        "m2",
+        "2026-01-03T12:00:00.001Z",
+        BIG,
+        50,
+        5,
+    );
+    r5.status = 502;
+    r5.error_code = Some("upstream_error".into());
+    r5.provider = String::new();
+    vec![
+        ledger_row("r1", "a", "k1", "m1", "2026-01-01T10:00:00Z", 100, 10, 1),
+        ledger_row(
+            "r2",
+            "a",
+            "k1",
+            "m2",
+            "2026-01-01T23:59:59.999Z",
+            200,
+            20,
+            2,
+        ),
+        ledger_row("r3", "a", "k2", "m1", "2026-01-02T00:00:00Z", 300, 30, 3),
+        ledger_row("r4", "b", "k3", "m1", "2026-01-03T12:00:00Z", 400, 40, 4),
+        r5,
+    ]
+}
+
+fn spend_row(group: &str, requests: u64, prompt: u64, completion: u64, cost: u64) -> SpendRow {
+    SpendRow {
+        group: group.into(),
+        requests,
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        cost: NanoUsd(cost),
+    }
+}
+
+async fn ledger_count(store: &dyn Store) -> u64 {
+    let rows = store.spend(&SpendQuery::default()).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    rows[0].requests
+}
+
+// ---------------------------------------------------------------- the suite
+
+async fn teams_crud_and_conflict(store: Arc<dyn Store>) {
+    let a = team("a");
+    store.create_team(&a).await.unwrap();
+    let err = store.create_team(&a).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("`a`")),
+        "{err}"
+    );
+    assert_eq!(
+        store.get_team(&TeamId::from("a")).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(store.get_team(&TeamId::from("nope")).await.unwrap(), None);
+
+    let b = TeamRecord {
+        id: TeamId::from("b"),
+        policies: vec![],
+        budget: None,
+        period: None,
+        models: None,
+        ..a.clone()
+    };
+    store.create_team(&b).await.unwrap();
+    assert_eq!(
+        store.list_teams().await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+
+    let a2 = TeamRecord {
+        budget: Some(NanoUsd(1)),
+        period: Some(Period::Monthly),
+        models: None,
+        ..a.clone()
+    };
+    assert!(store.update_team(&a2).await.unwrap());
+    assert_eq!(store.get_team(&a.id).await.unwrap(), Some(a2));
+    assert!(!store.update_team(&team("ghost")).await.unwrap());
+
+    assert!(store.delete_team(&a.id).await.unwrap());
+    assert!(!store.delete_team(&a.id).await.unwrap());
+    assert_eq!(store.list_teams().await.unwrap(), vec![b]);
+}
+
+async fn keys_crud_list_and_update(store: Arc<dyn Store>) {
+    let k1 = key("k1", "a", "2026-01-01T00:00:00.001Z");
+    let k2 = key("k2", "a", "2026-01-02T00:00:00Z");
+    let k3 = KeyRecord {
+        models: Some(vec!["gpt-*".into(), "claude-3-5-sonnet".into()]),
+        policies: vec!["p1".into()],
+        budget: Some(NanoUsd(123_456_789)),
+        period: Some(Period::Weekly),
+        tokens_per_minute: Some(10_000),
+        name: None,
+        expires_at: None,
+        ..key("k3", "b", "2026-01-03T00:00:00Z")
+    };
+    for k in [&k1, &k2, &k3] {
+        store.create_key(k).await.unwrap();
+    }
+    let err = store.create_key(&k1).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("`k1`")),
+        "{err}"
+    );
+
+    assert_eq!(store.get_key(&k3.id).await.unwrap(), Some(k3.clone()));
+    assert_eq!(store.get_key(&KeyId::from("missing")).await.unwrap(), None);
+    assert_eq!(
+        store.list_keys(None).await.unwrap(),
+        vec![k3.clone(), k2.clone(), k1.clone()]
+    );
+    assert_eq!(
+        store.list_keys(Some(&TeamId::from("a"))).await.unwrap(),
+        vec![k2.clone(), k1.clone()]
+    );
+    assert_eq!(
+        store.list_keys(Some(&TeamId::from("zzz"))).await.unwrap(),
+        vec![]
+    );
+
+    // Rotation, revocation and suspension all round-trip.
+    let rotated = KeyRecord {
+        secret_hash: "new-hash".into(),
+        previous_secret_hash: Some(k1.secret_hash.clone()),
+        previous_expires_at: Some(t("2026-01-01T01:00:00.500Z")),
+        revoked_at: Some(t("2026-01-05T00:00:00Z")),
+        suspended_at: Some(t("2026-01-04T00:00:00Z")),
+        metadata: serde_json::json!({"owner": "someone else"}),
+        ..k1.clone()
+    };
+    assert!(store.update_key(&rotated).await.unwrap());
+    assert_eq!(store.get_key(&k1.id).await.unwrap(), Some(rotated.clone()));
+    let cleared = KeyRecord {
+        suspended_at: None,
+        ..rotated
+    };
+    assert!(store.update_key(&cleared).await.unwrap());
+    assert_eq!(store.get_key(&k1.id).await.unwrap(), Some(cleared));
+    assert!(
+        !store
+            .update_key(&key("ghost", "a", "2026-01-01T00:00:00Z"))
+            .await
+            .unwrap()
+    );
+}
+
+async fn ledger_insert_is_idempotent(store: Arc<dyn Store>) {
+    let rows = spend_fixture();
+    store.insert_ledger(&rows[0..2]).await.unwrap();
+    // A retry of rows already written, mixed with new ones, adds only the new.
+    store.insert_ledger(&rows[1..3]).await.unwrap();
+    // Duplicates inside one batch too.
+    store
+        .insert_ledger(&[rows[3].clone(), rows[3].clone()])
+        .await
+        .unwrap();
+    store.insert_ledger(&[]).await.unwrap();
+    assert_eq!(ledger_count(store.as_ref()).await, 4);
+    assert_eq!(
+        store.spend(&SpendQuery::default()).await.unwrap(),
+        vec![spend_row("total", 4, 100, 10, 1000)]
+    );
+
+    // A large batch: more rows than one SQLite statement carries.
+    let many: Vec<LedgerRow> = (0..2500)
+        .map(|i| {
+            ledger_row(
+                &format!("bulk-{i}"),
+                "c",
+                "kc",
+                "m",
+                "2026-02-01T00:00:00Z",
+                1,
+                1,
+                1,
+            )
+        })
+        .collect();
+    store.insert_ledger(&many).await.unwrap();
+    let q = SpendQuery {
+        team: Some(TeamId::from("c")),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.spend(&q).await.unwrap(),
+        vec![spend_row("total", 2500, 2500, 2500, 2500)]
+    );
+}
+
+async fn spend_groups_and_filters(store: Arc<dyn Store>) {
+    store.insert_ledger(&spend_fixture()).await.unwrap();
+    let by = |g| SpendQuery {
+        group_by: Some(g),
+        ..Default::default()
+    };
+
+    assert_eq!(
+        store.spend(&SpendQuery::default()).await.unwrap(),
+        vec![spend_row("total", 5, 150, 15, 1000 + BIG)]
+    );
+    assert_eq!(
+        store.spend(&by(GroupBy::Team)).await.unwrap(),
+        vec![
+            spend_row("a", 3, 60, 6, 600),
+            spend_row("b", 2, 90, 9, 400 + BIG)
+        ]
+    );
+    assert_eq!(
+        store.spend(&by(GroupBy::Key)).await.unwrap(),
+        vec![
+            spend_row("k1", 2, 30, 3, 300),
+            spend_row("k2", 1, 30, 3, 300),
+            spend_row("k3", 2, 90, 9, 400 + BIG)
+        ]
+    );
+    assert_eq!(
+        store.spend(&by(GroupBy::Model)).await.unwrap(),
+        vec![
+            spend_row("m1", 3, 80, 8, 800),
+            spend_row("m2", 2, 70, 7, 200 + BIG)
+        ]
+    );
+    assert_eq!(
+        store.spend(&by(GroupBy::Day)).await.unwrap(),
+        vec![
+            spend_row("2026-01-01", 2, 30, 3, 300),
+            spend_row("2026-01-02", 1, 30, 3, 300),
+            spend_row("2026-01-03", 2, 90, 9, 400 + BIG),
+        ]
+    );
+
+    let team_a = SpendQuery {
+        team: Some(TeamId::from("a")),
+        group_by: Some(GroupBy::Model),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.spend(&team_a).await.unwrap(),
+        vec![
+            spend_row("m1", 2, 40, 4, 400),
+            spend_row("m2", 1, 20, 2, 200)
+        ]
+    );
+    let key_k1 = SpendQuery {
+        key: Some(KeyId::from("k1")),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.spend(&key_k1).await.unwrap(),
+        vec![spend_row("total", 2, 30, 3, 300)]
+    );
+
+    // `from` inclusive, `to` exclusive, to the millisecond.
+    let window = SpendQuery {
+        from: Some(t("2026-01-02T00:00:00Z")),
+        to: Some(t("2026-01-03T12:00:00.001Z")),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.spend(&window).await.unwrap(),
+        vec![spend_row("total", 2, 70, 7, 700)]
+    );
+    let window_by_team = SpendQuery {
+        group_by: Some(GroupBy::Team),
+        ..window
+    };
+    assert_eq!(
+        store.spend(&window_by_team).await.unwrap(),
+        vec![spend_row("a", 1, 30, 3, 300), spend_row("b", 1, 40, 4, 400)]
+    );
+
+    // Nothing matches: one zero `total` row, or no groups at all.
+    let none = SpendQuery {
+        team: Some(TeamId::from("zzz")),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.spend(&none).await.unwrap(),
+        vec![spend_row("total", 0, 0, 0, 0)]
+    );
+    let none_grouped = SpendQuery {
+        group_by: Some(GroupBy::Day),
+        ..none
+    };
+    assert_eq!(store.spend(&none_grouped).await.unwrap(), vec![]);
+}
+
+async fn requests_newest_first_with_limit(store: Arc<dyn Store>) {
+    let rows = spend_fixture();
+    store.insert_ledger(&rows).await.unwrap();
+    let ids = |v: Vec<LedgerRow>| v.into_iter().map(|r| r.request_id).collect::<Vec<_>>();
+
+    let latest = store
+        .requests(&RequestsQuery {
+            limit: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Every field round-trips, including the error code and empty provider.
+    assert_eq!(latest[0], rows[4]);
+    assert_eq!(ids(latest), vec!["r5", "r4", "r3"]);
+    let team_a = RequestsQuery {
+        team: Some(TeamId::from("a")),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(store.requests(&team_a).await.unwrap()),
+        vec!["r3", "r2", "r1"]
+    );
+    let key_k1 = RequestsQuery {
+        key: Some(KeyId::from("k1")),
+        limit: 1,
+        ..Default::default()
+    };
+    assert_eq!(ids(store.requests(&key_k1).await.unwrap()), vec!["r2"]);
+    // No limit given: the default, which covers these five.
+    assert_eq!(
+        store
+            .requests(&RequestsQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+
+    // Same timestamp: the later write is the newer.
+    let same_ts = [
+        ledger_row("s1", "d", "kd", "m", "2026-03-01T00:00:00Z", 1, 1, 1),
+        ledger_row("s2", "d", "kd", "m", "2026-03-01T00:00:00Z", 1, 1, 1),
+    ];
+    store.insert_ledger(&same_ts).await.unwrap();
+    let team_d = RequestsQuery {
+        team: Some(TeamId::from("d")),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(store.requests(&team_d).await.unwrap()),
+        vec!["s2", "s1"]
+    );
+}
+
+async fn spend_since_by_scope(store: Arc<dyn Store>) {
+    store.insert_ledger(&spend_fixture()).await.unwrap();
+    let team_a = SpendScope::Team(TeamId::from("a"));
+    assert_eq!(
+        store
+            .spend_since(&team_a, DateTime::<Utc>::UNIX_EPOCH)
+            .await
+            .unwrap(),
+        NanoUsd(600)
+    );
+    assert_eq!(
+        store
+            .spend_since(&team_a, t("2026-01-01T23:59:59.999Z"))
+            .await
+            .unwrap(),
+        NanoUsd(500)
+    );
+    assert_eq!(
+        store
+            .spend_since(&team_a, t("2026-01-02T00:00:00.001Z"))
+            .await
+            .unwrap(),
+        NanoUsd(0)
+    );
+    let k3 = SpendScope::Key(KeyId::from("k3"));
+    assert_eq!(
+        store
+            .spend_since(&k3, t("2026-01-03T00:00:00Z"))
+            .await
+            .unwrap(),
+        NanoUsd(400 + BIG)
+    );
+    let nobody = SpendScope::Key(KeyId::from("nobody"));
+    assert_eq!(
+        store
+            .spend_since(&nobody, DateTime::<Utc>::UNIX_EPOCH)
+            .await
+            .unwrap(),
+        NanoUsd(0)
+    );
+}
+
+async fn settings_round_trip(store: Arc<dyn Store>) {
+    assert_eq!(store.get_setting("admin_key_hash").await.unwrap(), None);
+    store.set_setting("admin_key_hash", "abc").await.unwrap();
+    assert_eq!(
+        store
+            .get_setting("admin_key_hash")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("abc")
+    );
+    store.set_setting("admin_key_hash", "def").await.unwrap();
+    assert_eq!(
+        store
+            .get_setting("admin_key_hash")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("def")
+    );
+    store.ping().await.unwrap();
+}
+
+// ------------------------------------------------------- ledger writer tests
+
+/// Wraps a store to count ledger writes and fail them on demand.
+struct Flaky {
+    inner: Arc<dyn Store>,
+    /// Every ledger write fails while set.
+    down: AtomicBool,
+    /// The next this-many ledger writes land, then report failure anyway.
+    ambiguous: AtomicU32,
+    ledger_calls: AtomicUsize,
+}
+
+impl Flaky {
+    fn new(inner: Arc<dyn Store>) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            inner,
+            down: AtomicBool::new(false),
+            ambiguous: AtomicU32::new(0),
+            ledger_calls: AtomicUsize::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl Store for Flaky {
+    async fn create_team(&self, team: &TeamRecord) -> Result<(), StoreError> {
+        self.inner.create_team(team).await
+    }
+    async fn get_team(&self, id: &TeamId) -> Result<Option<TeamRecord>, StoreError> {
+        self.inner.get_team(id).await
+    }
+    async fn list_teams(&self) -> Result<Vec<TeamRecord>, StoreError> {
+        self.inner.list_teams().await
+    }
+    async fn update_team(&self, team: &TeamRecord) -> Result<bool, StoreError> {
+        self.inner.update_team(team).await
+    }
+    async fn delete_team(&self, id: &TeamId) -> Result<bool, StoreError> {
+        self.inner.delete_team(id).await
+    }
+    async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        self.inner.create_key(key).await
+    }
+    async fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.get_key(id).await
+    }
+    async fn list_keys(&self, team: Option<&TeamId>) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list_keys(team).await
+    }
+    async fn update_key(&self, key: &KeyRecord) -> Result<bool, StoreError> {
+        self.inner.update_key(key).await
+    }
+    async fn insert_ledger(&self, rows: &[LedgerRow]) -> Result<(), StoreError> {
+        self.ledger_calls.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("simulated outage".into()));
+        }
+        self.inner.insert_ledger(rows).await?;
+        if self
+            .ambiguous
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::Backend("simulated lost acknowledgement".into()));
+        }
+        Ok(())
+    }
+    async fn spend(&self, query: &SpendQuery) -> Result<Vec<SpendRow>, StoreError> {
+        self.inner.spend(query).await
+    }
+    async fn requests(&self, query: &RequestsQuery) -> Result<Vec<LedgerRow>, StoreError> {
+        self.inner.requests(query).await
+    }
+    async fn spend_since(
+        &self,
+        scope: &SpendScope,
+        since: DateTime<Utc>,
+    ) -> Result<NanoUsd, StoreError> {
+        self.inner.spend_since(scope, since).await
+    }
+    async fn get_setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.inner.get_setting(name).await
+    }
+    async fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        self.inner.set_setting(name, value).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+fn numbered(n: usize, prefix: &str) -> impl Iterator<Item = LedgerRow> + use<'_> {
+    (0..n).map(move |i| {
+        ledger_row(
+            &format!("{prefix}-{i}"),
+            "w",
+            "kw",
+            "m",
+            "2026-04-01T00:00:00Z",
+            7,
+            1,
+            1,
+        )
+    })
+}
+
+fn opts(max_batch: usize, flush_interval: Duration, max_buffered: usize) -> LedgerOptions {
+    LedgerOptions {
+        max_batch,
+        flush_interval,
+        max_buffered,
+    }
+}
+
+/// Polls until the ledger holds `want` rows; bounded so a failure is a
+/// failure, not a hang.
+async fn wait_for_rows(store: &dyn Store, want: u64) -> u64 {
+    let mut got = 0;
+    for _ in 0..500 {
+        got = ledger_count(store).await;
+        if got >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    got
+}
+
+async fn writer_batches_rows(store: Arc<dyn Store>) {
+    let flaky = Flaky::new(store);
+    let handle = LedgerWriter::spawn(
+        flaky.clone(),
+        opts(100, Duration::from_secs(3600), 1_000_000),
+    );
+    for row in numbered(1000, "batch") {
+        handle.record(row);
+    }
+    assert_eq!(handle.buffered(), 1000);
+    handle.flush().await;
+    assert_eq!(handle.buffered(), 0);
+    assert_eq!(ledger_count(flaky.as_ref()).await, 1000);
+    // 1000 rows recorded without yielding go out as ten full batches.
+    assert_eq!(flaky.ledger_calls.load(Ordering::SeqCst), 10);
+    handle.shutdown().await;
+}
+
+async fn writer_flushes_on_interval_and_full_batch(store: Arc<dyn Store>) {
+    let flaky = Flaky::new(store);
+    // The interval alone writes a few rows, with no flush() call.
+    let handle = LedgerWriter::spawn(
+        flaky.clone(),
+        opts(1000, Duration::from_millis(50), 1_000_000),
+    );
+    for row in numbered(3, "tick") {
+        handle.record(row);
+    }
+    assert_eq!(wait_for_rows(flaky.as_ref(), 3).await, 3);
+    handle.shutdown().await;
+
+    // A full batch is written without waiting for a (one-hour) interval.
+    let handle = LedgerWriter::spawn(
+        flaky.clone(),
+        opts(10, Duration::from_secs(3600), 1_000_000),
+    );
+    for row in numbered(10, "full") {
+        handle.record(row);
+    }
+    assert_eq!(wait_for_rows(flaky.as_ref(), 13).await, 13);
+    handle.shutdown().await;
+}
+
+async fn writer_shutdown_flushes(store: Arc<dyn Store>) {
+    let flaky = Flaky::new(store);
+    let handle = LedgerWriter::spawn(
+        flaky.clone(),
+        opts(1000, Duration::from_secs(3600), 1_000_000),
+    );
+    for row in numbered(7, "stop") {
+        handle.record(row);
+    }
+    let clone = handle.clone();
+    tokio::time::timeout(Duration::from_secs(10), clone.shutdown())
+        .await
+        .unwrap();
+    assert_eq!(ledger_count(flaky.as_ref()).await, 7);
+    // After shutdown a row is refused (and logged), never half-accepted.
+    handle.record(ledger_row(
+        "late",
+        "w",
+        "kw",
+        "m",
+        "2026-04-01T00:00:00Z",
+        1,
+        1,
+        1,
+    ));
+    assert_eq!(handle.buffered(), 0);
+    tokio::time::timeout(Duration::from_secs(10), handle.flush())
+        .await
+        .unwrap();
+    assert_eq!(ledger_count(flaky.as_ref()).await, 7);
+}
+
+async fn writer_survives_store_outage(store: Arc<dyn Store>) {
+    let flaky = Flaky::new(store);
+    // max_buffered below the rows queued in the outage: still nothing dropped.
+    let handle = LedgerWriter::spawn(flaky.clone(), opts(8, Duration::from_millis(20), 5));
+    flaky.down.store(true, Ordering::SeqCst);
+    for row in numbered(20, "outage") {
+        handle.record(row);
+    }
+    let flushing = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.flush().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !flushing.is_finished(),
+        "flush() returned while the store was down"
+    );
+    assert_eq!(handle.buffered(), 20);
+    assert!(
+        flaky.ledger_calls.load(Ordering::SeqCst) >= 2,
+        "the writer should have retried"
+    );
+    assert_eq!(ledger_count(flaky.as_ref()).await, 0);
+    // More rows arrive during the outage.
+    for row in numbered(5, "during") {
+        handle.record(row);
+    }
+    assert_eq!(handle.buffered(), 25);
+
+    flaky.down.store(false, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(15), flushing)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(15), handle.flush())
+        .await
+        .unwrap();
+    assert_eq!(handle.buffered(), 0);
+    assert_eq!(ledger_count(flaky.as_ref()).await, 25);
+    handle.shutdown().await;
+}
+
+async fn writer_retry_after_ambiguous_failure_is_not_double_billed(store: Arc<dyn Store>) {
+    let flaky = Flaky::new(store);
+    let handle = LedgerWriter::spawn(
+        flaky.clone(),
+        opts(10, Duration::from_millis(20), 1_000_000),
+    );
+    flaky.ambiguous.store(2, Ordering::SeqCst);
+    for row in numbered(30, "ambiguous") {
+        handle.record(row);
+    }
+    tokio::time::timeout(Duration::from_secs(15), handle.flush())
+        .await
+        .unwrap();
+    assert_eq!(flaky.ambiguous.load(Ordering::SeqCst), 0);
+    assert!(flaky.ledger_calls.load(Ordering::SeqCst) >= 5);
+    assert_eq!(store_total(flaky.as_ref()).await, (30, NanoUsd(30 * 7)));
+    handle.shutdown().await;
+}
+
+async fn store_total(store: &dyn Store) -> (u64, NanoUsd) {
+    let rows = store.spend(&SpendQuery::default()).await.unwrap();
+    (rows[0].requests, rows[0].cost)
+}
+
+// ------------------------------------------------------------ the harness
+
+async fn sqlite_store() -> Arc<dyn Store> {
+    connect("sqlite::memory:").await.unwrap()
+}
+
+fn pg_base_url() -> String {
+    std::env::var("TOLLGATE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Runs `test` against a store in a schema of its own, and drops the schema
+/// afterwards even when the test fails.
+async fn with_pg<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let base = pg_base_url();
+    let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
+        panic!(
+            "the PostgreSQL store tests need a server at `{}` (override with TOLLGATE_TEST_PG_URL): {e}",
+            redact_url(&base)
+        )
+    });
+    let schema = format!("tg_test_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let outcome = AssertUnwindSafe(async {
+        let store = connect(&url).await.unwrap();
+        test(store).await;
+    })
+    .catch_unwind()
+    .await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_suite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::sqlite_store().await).await;
+                }
+            )*
+        }
+        mod postgres_suite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::with_pg(super::$name).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    teams_crud_and_conflict,
+    keys_crud_list_and_update,
+    ledger_insert_is_idempotent,
+    spend_groups_and_filters,
+    requests_newest_first_with_limit,
+    spend_since_by_scope,
+    settings_round_trip,
+    writer_batches_rows,
+    writer_flushes_on_interval_and_full_batch,
+    writer_shutdown_flushes,
+    writer_survives_store_outage,
+    writer_retry_after_ambiguous_failure_is_not_double_billed,
+);
+
+// ------------------------------------------------------- engine-specific
+
+#[tokio::test]
+async fn sqlite_file_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested-name.db");
+    let url = format!("sqlite://{}", path.display());
+    assert!(!path.exists());
+    {
+        let store = connect(&url).await.unwrap();
+        store.create_team(&team("a")).await.unwrap();
+        store
+            .create_key(&key("k1", "a", "2026-01-01T00:00:00Z"))
+            .await
+            .unwrap();
+        store.set_setting("admin_key_hash", "h").await.unwrap();
+        let handle = LedgerWriter::spawn(store.clone(), LedgerOptions::default());
+        for row in spend_fixture() {
+            handle.record(row);
+        }
+        handle.shutdown().await;
+    }
+    assert!(path.exists());
+    let store = connect(&url).await.unwrap();
+    assert_eq!(
+        store.get_team(&TeamId::from("a")).await.unwrap(),
+        Some(team("a"))
+    );
+    assert_eq!(
+        store.get_key(&KeyId::from("k1")).await.unwrap(),
+        Some(key("k1", "a", "2026-01-01T00:00:00Z"))
+    );
+    assert_eq!(
+        store
+            .get_setting("admin_key_hash")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("h")
+    );
+    assert_eq!(
+        store.spend(&SpendQuery::default()).await.unwrap(),
+        vec![spend_row("total", 5, 150, 15, 1000 + BIG)]
+    );
+}
+
+#[tokio::test]
+async fn sqlite_is_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("wal.db").display());
+    let store = connect(&url).await.unwrap();
+    store.ping().await.unwrap();
+    drop(store);
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn unknown_scheme_is_refused_with_redacted_url() {
+    let err = connect("mysql://root:hunter2@127.0.0.1/db")
+        .await
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains("`mysql://root:*****@127.0.0.1/db`"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+}
+
+#[tokio::test]
+async fn postgres_connect_failure_does_not_print_the_password() {
+    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    let err = connect("postgres://tg:hunter2@127.0.0.1:1/test")
+        .await
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains("tg:*****@127.0.0.1:1"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+}
