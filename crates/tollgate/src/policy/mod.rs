@@ -8,6 +8,8 @@ mod alerts;
 pub mod estimate;
 mod messages;
 mod resolve;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
