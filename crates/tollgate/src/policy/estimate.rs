@@ -63,6 +63,18 @@ pub fn input_tokens(
     with_margin(n)
 }
 
+/// The output a request may generate: `max_completion_tokens`, else
+/// `max_tokens` (OpenAI and Anthropic), else the model's `max_output_tokens`.
+/// A value that is not a positive integer falls back to the model's (the
+/// handler rejects it as invalid before this matters).
+pub fn max_output_tokens(body: &Map<String, Value>, model: &ModelConfig) -> u64 {
+    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_u64))
+        .filter(|n| *n > 0)
+        .unwrap_or(model.max_output_tokens)
+}
+
 /// Tokens of a piece of generated text (a stream cut short with no usage),
 /// never below the provider's count.
 pub fn text_tokens(model: &ModelConfig, provider_model: &str, text: &str) -> u64 {
@@ -391,6 +403,24 @@ mod tests {
         assert!((4..20).contains(&e), "{e}");
         let ids = body(json!({"prompt": [1, 2, 3, 4]}));
         assert!(input_tokens(Endpoint::Completions, &ids, &m, "gpt-4o") >= 4);
+    }
+
+    #[test]
+    fn max_output_tokens_prefers_the_request() {
+        let m = model("gpt-4o");
+        assert_eq!(max_output_tokens(&body(json!({"max_tokens": 10})), &m), 10);
+        assert_eq!(
+            max_output_tokens(
+                &body(json!({"max_completion_tokens": 20, "max_tokens": 10})),
+                &m
+            ),
+            20
+        );
+        assert_eq!(max_output_tokens(&body(json!({})), &m), 4096);
+        assert_eq!(
+            max_output_tokens(&body(json!({"max_tokens": -1})), &m),
+            4096
+        );
     }
 
     #[test]

@@ -289,27 +289,33 @@ impl PolicyEngine {
             if rule.allows(model) {
                 continue;
             }
+            let globs: Vec<String> = rule.globs.iter().map(|g| format!("`{g}`")).collect();
             let message = format!(
                 "model `{model}` is not allowed for key `{}` (team `{}`): {} allows only {}",
                 who.key.id,
                 who.key.team,
-                rule.source,
-                rule.globs
-                    .iter()
-                    .map(|g| format!("`{g}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                rule.describe(who),
+                globs.join(", ")
             );
             if rule.mode == PolicyMode::Shadow {
-                if let Some((scope, id)) = rule.scope {
-                    self.count_would_reject(rule.name, scope, id, "model_not_allowed", &message);
+                if let AccessSource::Policy {
+                    name,
+                    scope,
+                    scope_id,
+                } = rule.source
+                {
+                    self.count_would_reject(
+                        Some(name),
+                        scope,
+                        scope_id,
+                        "model_not_allowed",
+                        &message,
+                    );
                 }
                 continue;
             }
-            if let Some(name) = rule.name {
-                metrics::counter!("tollgate_policy_rejections_total", "policy" => name.to_owned(), "code" => "model_not_allowed")
-                    .increment(1);
-            }
+            metrics::counter!("tollgate_policy_rejections_total", "policy" => rule.label(), "code" => "model_not_allowed")
+                .increment(1);
             return Err(ApiError::ModelNotAllowed(message));
         }
         Ok(())
@@ -367,12 +373,12 @@ impl PolicyEngine {
         });
         // Alert-action budgets never block, so their thresholds are checked
         // on the reservation, as early as possible.
-        for (meta, state) in plan.budgets.iter().zip(&plan.grant.budgets) {
+        for (index, (meta, state)) in plan.budgets.iter().zip(&plan.grant.budgets).enumerate() {
             if meta.limit.action == CostAction::Alert {
                 self.maybe_alert(
                     config,
                     &plan,
-                    meta,
+                    index,
                     state.spent.saturating_add(state.reserved),
                 );
             }
@@ -415,7 +421,7 @@ impl PolicyEngine {
                 "cannot settle a reservation; it stays reserved until the counter expires");
         }
         let mut remaining: Option<NanoUsd> = None;
-        for (meta, state) in plan.budgets.iter().zip(&plan.grant.budgets) {
+        for (index, (meta, state)) in plan.budgets.iter().zip(&plan.grant.budgets).enumerate() {
             if meta.named.mode == PolicyMode::Shadow {
                 continue;
             }
@@ -425,7 +431,7 @@ impl PolicyEngine {
             let used = state.spent.saturating_add(others).saturating_add(cost);
             let left = meta.limit.limit.saturating_sub(used);
             remaining = Some(remaining.map_or(left, |r| r.min(left)));
-            self.maybe_alert(config, &plan, meta, used);
+            self.maybe_alert(config, &plan, index, used);
         }
         Settled {
             cost,
@@ -509,7 +515,8 @@ impl PolicyEngine {
             None => config.teams.iter().map(|t| t.id.clone()).collect(),
         };
         team_ids.extend(api_teams.iter().map(|t| t.id.0.clone()));
-        team_ids.dedup();
+        let mut seen = std::collections::HashSet::new();
+        team_ids.retain(|t| seen.insert(t.clone()));
         if let Some(t) = team
             && config.team(t.as_str()).is_none()
             && api_teams.is_empty()
@@ -810,14 +817,14 @@ impl PolicyEngine {
 
     /// Queues a threshold check when `used` may have crossed a threshold
     /// that has not fired yet.
-    fn maybe_alert(&self, config: &Config, plan: &Plan, meta: &BudgetMeta, used: NanoUsd) {
+    fn maybe_alert(&self, config: &Config, plan: &Plan, index: usize, used: NanoUsd) {
+        let Some(meta) = plan.budgets.get(index) else {
+            return;
+        };
         if meta.named.mode == PolicyMode::Shadow {
             return;
         }
         let Some(target) = alert_target(config) else {
-            return;
-        };
-        let Some(index) = plan.budgets.iter().position(|m| std::ptr::eq(m, meta)) else {
             return;
         };
         let subject = alert_subject(plan, meta, index);
@@ -1218,15 +1225,24 @@ fn budget_error(
     }
 }
 
+/// Where a model-access glob set comes from.
+#[derive(Clone, Copy)]
+enum AccessSource<'a> {
+    ConfigTeam,
+    ApiTeam,
+    Key,
+    Policy {
+        name: &'a str,
+        scope: Scope,
+        scope_id: &'a str,
+    },
+}
+
 /// A glob set in force for model access.
 struct AccessRule<'a> {
-    /// For messages: which setting restricts.
-    source: String,
+    source: AccessSource<'a>,
     globs: &'a [String],
     mode: PolicyMode,
-    /// The policy's name and scope, for shadow counts and metrics.
-    name: Option<&'a str>,
-    scope: Option<(Scope, &'a str)>,
 }
 
 impl AccessRule<'_> {
@@ -1234,6 +1250,24 @@ impl AccessRule<'_> {
         self.globs
             .iter()
             .any(|g| wildmatch::WildMatch::new(g).matches(model))
+    }
+
+    /// The `policy` label of the rejection metrics.
+    fn label(&self) -> String {
+        match self.source {
+            AccessSource::ConfigTeam | AccessSource::ApiTeam => "team-models".to_owned(),
+            AccessSource::Key => "key-models".to_owned(),
+            AccessSource::Policy { name, .. } => name.to_owned(),
+        }
+    }
+
+    fn describe(&self, who: &Subject<'_>) -> String {
+        match self.source {
+            AccessSource::ConfigTeam => format!("team `{}` (`models` in the config)", who.key.team),
+            AccessSource::ApiTeam => format!("team `{}` (`models`)", who.key.team),
+            AccessSource::Key => format!("key `{}` (`models`)", who.key.id),
+            AccessSource::Policy { name, .. } => format!("policy `{name}`"),
+        }
     }
 }
 
@@ -1243,43 +1277,34 @@ fn access_rules<'a>(
     applied: &'a [Applied<'a>],
 ) -> Vec<AccessRule<'a>> {
     let mut rules = Vec::new();
-    let team = who.key.team.as_str();
-    if let Some(globs) = config.team(team).and_then(|t| t.models.as_deref()) {
-        rules.push(AccessRule {
-            source: format!("team `{team}` (`models` in the config)"),
-            globs,
-            mode: PolicyMode::Enforce,
-            name: None,
-            scope: None,
-        });
+    let enforce = |source, globs| AccessRule {
+        source,
+        globs,
+        mode: PolicyMode::Enforce,
+    };
+    if let Some(globs) = config
+        .team(who.key.team.as_str())
+        .and_then(|t| t.models.as_deref())
+    {
+        rules.push(enforce(AccessSource::ConfigTeam, globs));
     }
     if let Some(globs) = who.team.and_then(|t| t.models.as_deref()) {
-        rules.push(AccessRule {
-            source: format!("team `{team}` (`models`)"),
-            globs,
-            mode: PolicyMode::Enforce,
-            name: None,
-            scope: None,
-        });
+        rules.push(enforce(AccessSource::ApiTeam, globs));
     }
     if let Some(globs) = who.key.models.as_deref() {
-        rules.push(AccessRule {
-            source: format!("key `{}` (`models`)", who.key.id),
-            globs,
-            mode: PolicyMode::Enforce,
-            name: None,
-            scope: None,
-        });
+        rules.push(enforce(AccessSource::Key, globs));
     }
     for a in applied {
         if let PolicyKind::ModelAccess(m) = &*a.kind {
-            let globs: &'a [String] = &m.allow;
+            let source = AccessSource::Policy {
+                name: a.name,
+                scope: a.scope,
+                scope_id: a.scope_id,
+            };
             rules.push(AccessRule {
-                source: format!("policy `{}`", a.name),
-                globs,
+                source,
+                globs: &m.allow,
                 mode: a.mode,
-                name: Some(a.name),
-                scope: Some((a.scope, a.scope_id)),
             });
         }
     }
