@@ -1351,3 +1351,149 @@ async fn alert_delivery_retries_after_a_500() {
     assert_eq!(events[0]["resets_at"], "2026-11-27T10:01:00Z");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+/// 1,000 concurrent requests against a cap that fits 50: exactly 50 get
+/// through and the spend never passes the cap; with `clamp` the last
+/// dollar is used too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_never_overshoot_the_cap() {
+    for clamp in [false, true] {
+        let store = crate::store::connect("sqlite::memory:").await.unwrap();
+        let clock = Arc::new(ManualClock::new(start()));
+        let engine = Arc::new(engine(&store, &clock));
+        // 50.5 worst cases: the remainder only fits a clamped request.
+        let limit = COST * 50 + COST / 2;
+        let mut p = budget("cap", limit as f64 / USD as f64, Period::Daily);
+        if clamp {
+            p = with_cost(p, |c| c.on_insufficient = OnInsufficient::Clamp);
+        }
+        let cfg = Arc::new(config(vec![p], vec![team("t", &["cap"])], &[]));
+        let k = Arc::new(key("k", "t"));
+        let mut tasks = Vec::new();
+        for i in 0..1000 {
+            let (engine, cfg, k) = (engine.clone(), cfg.clone(), k.clone());
+            tasks.push(tokio::spawn(async move {
+                let m = model();
+                let body = i.to_string();
+                let id = format!("req-{i}");
+                let f = RequestFacts {
+                    request_id: &id,
+                    ..facts(&m, IN, OUT, body.as_bytes())
+                };
+                match engine.admit(&cfg, &subject(&k), &f).await {
+                    Ok(a) => {
+                        let out = a.clamp_max_tokens.unwrap_or(OUT);
+                        tokio::task::yield_now().await;
+                        engine.settle(&cfg, a, &usage(IN, out)).await;
+                        true
+                    }
+                    Err(e) => {
+                        assert_eq!(e.code(), "budget_exceeded");
+                        false
+                    }
+                }
+            }));
+        }
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += usize::from(t.await.unwrap());
+        }
+        let report = engine.budgets(&cfg, None).await.unwrap();
+        let spent = NanoUsd::from_usd(report[0].spent_usd).unwrap().0;
+        assert!(spent <= limit, "spent {spent} > limit {limit}");
+        assert_eq!(report[0].reserved_usd, 0.0);
+        if clamp {
+            assert_eq!(admitted, 51);
+            assert_eq!(spent, limit);
+        } else {
+            assert_eq!(admitted, 50);
+            assert_eq!(spent, COST * 50);
+        }
+    }
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Admit a request and hold it.
+        Admit {
+            input: u64,
+            max_out: u64,
+        },
+        /// Settle the held request at `pick`, using `share` of its allowed output.
+        Settle {
+            pick: usize,
+            share: u8,
+        },
+        Advance {
+            minutes: i64,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1u64..3000, 1u64..3000).prop_map(|(input, max_out)| Op::Admit { input, max_out }),
+            3 => (any::<usize>(), 0u8..=100).prop_map(|(pick, share)| Op::Settle { pick, share }),
+            1 => (1i64..90).prop_map(|minutes| Op::Advance { minutes }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+        /// Whatever the order of reservations and settlements, with output
+        /// never beyond what was allowed: spend plus reservations never pass
+        /// the limit, and once all is settled nothing stays reserved.
+        #[test]
+        fn reserve_settle_never_overshoots(ops in proptest::collection::vec(op(), 1..60), clamp: bool) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let env = env().await;
+                let limit = 0.02;
+                let mut p = budget("cap", limit, Period::Hourly);
+                if clamp {
+                    p = with_cost(p, |c| c.on_insufficient = OnInsufficient::Clamp);
+                }
+                let cfg = config(vec![p], vec![team("t", &["cap"])], &[]);
+                let k = key("k", "t");
+                let m = model();
+                let mut held: Vec<(Admitted, u64, u64)> = Vec::new();
+                let mut n = 0u64;
+                for op in ops {
+                    match op {
+                        Op::Admit { input, max_out } => {
+                            n += 1;
+                            let body = n.to_string();
+                            if let Ok(a) = env.engine.admit(&cfg, &subject(&k), &facts(&m, input, max_out, body.as_bytes())).await {
+                                let allowed = a.clamp_max_tokens.unwrap_or(max_out);
+                                prop_assert!(allowed <= max_out);
+                                held.push((a, input, allowed));
+                            }
+                        }
+                        Op::Settle { pick, share } if !held.is_empty() => {
+                            let (a, input, allowed) = held.swap_remove(pick % held.len());
+                            let out = allowed * u64::from(share) / 100;
+                            env.engine.settle(&cfg, a, &usage(input, out)).await;
+                        }
+                        Op::Settle { .. } => {}
+                        Op::Advance { minutes } => env.clock.advance(Duration::minutes(minutes)),
+                    }
+                    for r in env.engine.budgets(&cfg, None).await.unwrap() {
+                        let used = NanoUsd::from_usd(r.spent_usd + r.reserved_usd).unwrap();
+                        prop_assert!(used <= NanoUsd::from_usd(limit).unwrap(), "{r:?}");
+                    }
+                }
+                for (a, input, allowed) in held.drain(..) {
+                    env.engine.settle(&cfg, a, &usage(input, allowed)).await;
+                }
+                for r in env.engine.budgets(&cfg, None).await.unwrap() {
+                    prop_assert_eq!(r.reserved_usd, 0.0);
+                }
+                Ok(())
+            })?;
+        }
+    }
+}
