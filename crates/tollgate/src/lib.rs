@@ -7,7 +7,9 @@
 //! [`store`] keeps keys and the ledger.
 
 pub mod admin;
+pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod counters;
 pub mod error;
@@ -16,4 +18,5 @@ pub mod providers;
 pub mod proxy;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod types;

@@ -1,1 +1,52 @@
-fn main() {}
+//! The `tollgate` binary: parses the command line and dispatches. Nothing
+//! else lives here; the commands are in [`tollgate::cli`] and the server in
+//! [`tollgate::app`].
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tollgate::cli::{Cli, Command, ConfigCommand};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
+        return Ok(match tollgate::config::check_file(file) {
+            Ok(_) => {
+                println!("ok");
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                eprintln!("{problems}");
+                ExitCode::FAILURE
+            }
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(tollgate::app::serve(args.into()))?,
+        command => {
+            let mut stdout = std::io::stdout().lock();
+            runtime.block_on(tollgate::cli::run_client(
+                command,
+                &cli.url,
+                cli.admin_key,
+                &mut stdout,
+            ))?;
+            stdout.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -38,6 +38,12 @@ pub struct AppState {
     pub config_path: Option<PathBuf>,
     /// The upstream HTTP client every provider shares (one connection pool).
     pub http: reqwest::Client,
+    /// Side effects that must outlive the request that started them
+    /// (settling a stream whose client hung up, ledger rows); shutdown waits
+    /// for them.
+    pub tasks: tokio_util::task::TaskTracker,
+    /// Renders `/metrics`.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 pub type SharedState = Arc<AppState>;

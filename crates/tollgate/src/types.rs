@@ -22,7 +22,7 @@ impl NanoUsd {
     /// Converts a USD amount from a config file or API call. `None` for
     /// negative, non-finite or absurdly large values.
     pub fn from_usd(usd: f64) -> Option<NanoUsd> {
-        if !usd.is_finite() || usd < 0.0 || usd > 1e9 {
+        if !usd.is_finite() || !(0.0..=1e9).contains(&usd) {
             return None;
         }
         Some(NanoUsd((usd * Self::PER_USD as f64).round() as u64))

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use http::HeaderMap;
 
 use crate::error::ApiError;
-use crate::store::{KeyRecord, Store};
-use crate::types::{KeyId, Secret};
+use crate::store::{KeyRecord, Store, TeamRecord};
+use crate::types::{KeyId, Secret, TeamId};
 
 /// The authenticated caller of one request.
 #[derive(Debug, Clone)]
@@ -34,6 +34,8 @@ struct Cached {
 pub struct KeyCache {
     store: Arc<dyn Store>,
     entries: moka::sync::Cache<KeyId, Cached>,
+    /// API-created teams by id (`None`: not an API team), same freshness.
+    teams: moka::sync::Cache<TeamId, (Option<Arc<TeamRecord>>, Instant)>,
 }
 
 impl KeyCache {
@@ -44,7 +46,35 @@ impl KeyCache {
         KeyCache {
             store,
             entries: moka::sync::Cache::new(100_000),
+            teams: moka::sync::Cache::new(10_000),
         }
+    }
+
+    /// The API-created team record of `id`, if it is one (config teams are
+    /// not stored). Served stale while the store is unreachable.
+    pub async fn team(&self, id: &TeamId) -> Result<Option<Arc<TeamRecord>>, ApiError> {
+        let stale = match self.teams.get(id) {
+            Some((t, at)) if at.elapsed() < Self::FRESHNESS => return Ok(t),
+            other => other,
+        };
+        match self.store.get_team(id).await {
+            Ok(t) => {
+                let t = t.map(Arc::new);
+                self.teams.insert(id.clone(), (t.clone(), Instant::now()));
+                Ok(t)
+            }
+            Err(e) => match stale {
+                Some((t, _)) => Ok(t),
+                None => Err(ApiError::Internal(format!(
+                    "cannot load team `{id}`: the store is unreachable ({e}); retry shortly"
+                ))),
+            },
+        }
+    }
+
+    /// Forgets a team so the next request re-reads it.
+    pub fn invalidate_team(&self, id: &TeamId) {
+        self.teams.invalidate(id);
     }
 
     /// Forgets a key so the next request re-reads it (after revoke, rotate,

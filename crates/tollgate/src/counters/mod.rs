@@ -15,10 +15,12 @@ use crate::types::NanoUsd;
 
 #[cfg(test)]
 mod conformance;
+mod fallback;
 mod gcra;
 mod memory;
 mod redis_counters;
 
+pub use fallback::with_fail_mode;
 pub use memory::{DEFAULT_LOOP_CAPACITY, MemoryCounters, TOKENS_RATE_SUFFIX};
 pub use redis_counters::{DEFAULT_SLOT_TTL_MS, RedisCounters, SCRIPT_VERSION};
 

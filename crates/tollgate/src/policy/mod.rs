@@ -490,6 +490,50 @@ impl PolicyEngine {
         }
     }
 
+    /// Whether the key's error streak has tripped a loop guard. Asked on
+    /// the error path only: a request that fails before admission (a
+    /// malformed payload) never reaches the streak check inside `admit`, yet
+    /// a loop on it must still be answered `loop_detected` until the window
+    /// passes. Keys without a loop guard cost nothing here; if the counters
+    /// cannot answer, the request keeps its original error.
+    pub async fn check_streak(&self, config: &Config, who: &Subject<'_>) -> Result<(), ApiError> {
+        let Ok(applied) = resolve::applied(config, who.key, who.team) else {
+            return Ok(());
+        };
+        let mut req = AdmitRequest { request_id: format!("streak-check:{}", who.key.id), ..AdmitRequest::default() };
+        let mut names = Vec::new();
+        for a in &applied {
+            if let PolicyKind::LoopGuard(guard) = &*a.kind
+                && a.mode == PolicyMode::Enforce
+            {
+                req.streaks.push(StreakCheck { key: streak_key(who.key.id.as_str(), a.name), enforce: true });
+                names.push((a.name, *guard));
+            }
+        }
+        if req.streaks.is_empty() {
+            return Ok(());
+        }
+        let Ok(Admission::Rejected(r)) = self.counters.admit(&req).await else {
+            return Ok(());
+        };
+        let Some((name, guard)) = names.get(r.index) else {
+            return Ok(());
+        };
+        let retry_after_secs = r.retry_after_ms.div_ceil(1000).max(1);
+        metrics::counter!("tollgate_policy_rejections_total", "policy" => (*name).to_owned(), "code" => "loop_detected")
+            .increment(1);
+        Err(ApiError::LoopDetected {
+            message: format!(
+                "loop guard `{name}`: key `{}` got the same error more than {} times in a row within {} s; \
+                 fix the request instead of retrying it. Requests are refused for the next {retry_after_secs} s",
+                who.key.id,
+                guard.max_identical,
+                guard.window.as_secs()
+            ),
+            retry_after_secs,
+        })
+    }
+
     /// For `GET /admin/budgets?team=`: every cost-limit in force for that
     /// team and its keys (or all teams and keys).
     pub async fn budgets(

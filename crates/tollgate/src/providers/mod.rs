@@ -5,6 +5,7 @@
 //! never touch the store, the counters or policies.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,6 +13,36 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http::{HeaderValue, StatusCode};
 use serde_json::{Map, Value};
+
+use crate::config::{ProviderConfig, ProviderKind};
+
+mod anthropic;
+mod azure;
+mod client;
+mod mock;
+mod openai;
+pub mod sse;
+pub mod translate;
+mod upstream;
+
+pub use client::http_client;
+pub use mock::MOCK_REPLY;
+pub use translate::{MessagesStreamTranslator, messages_to_openai, openai_to_messages_response};
+
+/// The provider a config entry describes. `http` is the one pooled client
+/// ([`http_client`]) shared by every networked provider.
+pub fn build(config: &ProviderConfig, http: reqwest::Client) -> Arc<dyn Provider> {
+    match config.kind {
+        ProviderKind::OpenAi => Arc::new(openai::OpenAiCompatible::new(
+            config,
+            openai::Dialect::OpenAi,
+            http,
+        )),
+        ProviderKind::Azure => Arc::new(azure::provider(config, http)),
+        ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(config, http)),
+        ProviderKind::Mock => Arc::new(mock::Mock::new(&config.name)),
+    }
+}
 
 /// Which OpenAI endpoint a call is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

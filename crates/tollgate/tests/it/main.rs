@@ -1,1 +1,15 @@
+//! Integration tests: the gateway and the mock provider over real HTTP on
+//! 127.0.0.1, real SQLite (and PostgreSQL/Redis where a feature uses them).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+mod budget;
+mod errors;
+mod hooks;
+mod keys;
+mod limits;
+mod process;
+mod sdk;
+mod streaming;

@@ -1,0 +1,337 @@
+//! One request, start to end: record it, wait the configured latency, check
+//! the credential, apply the failure mode, answer in the route's format.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::body::{Abort, MockBody};
+use crate::state::{FailureMode, InFlight, Settings, Shared, credential};
+use crate::wire::{self, Answer, ParsedRequest};
+
+/// Request bodies above this are refused; the mock holds them in memory.
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    Chat,
+    Completions,
+    Embeddings,
+    Models,
+    Messages,
+    /// Azure's `/openai/deployments/{deployment}/...`: the deployment stands
+    /// in for the model when the body names none.
+    Azure(&'a str, AzureOp),
+    NotFound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AzureOp {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+impl<'a> Route<'a> {
+    fn of(method: &Method, path: &'a str) -> Route<'a> {
+        let post = method == Method::POST;
+        match path {
+            "/v1/chat/completions" | "/chat/completions" if post => Route::Chat,
+            "/v1/completions" | "/completions" if post => Route::Completions,
+            "/v1/embeddings" | "/embeddings" if post => Route::Embeddings,
+            "/v1/messages" | "/messages" if post => Route::Messages,
+            "/v1/models" | "/models" if method == Method::GET => Route::Models,
+            _ if post => Route::azure(path).unwrap_or(Route::NotFound),
+            _ => Route::NotFound,
+        }
+    }
+
+    fn azure(path: &'a str) -> Option<Route<'a>> {
+        let rest = path.strip_prefix("/openai/deployments/")?;
+        let (deployment, op) = rest.split_once('/')?;
+        let op = match op {
+            "chat/completions" => AzureOp::Chat,
+            "completions" => AzureOp::Completions,
+            "embeddings" => AzureOp::Embeddings,
+            _ => return None,
+        };
+        (!deployment.is_empty()).then_some(Route::Azure(deployment, op))
+    }
+
+    fn is_anthropic(self) -> bool {
+        self == Route::Messages
+    }
+}
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    reset: Arc<AtomicBool>,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Abort> {
+    let in_flight = shared.stats.enter();
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Err(Abort("mock provider: could not read the request body")),
+    };
+    let path = parts.uri.path();
+    shared.stats.record(
+        &parts.method,
+        path,
+        parts.uri.query(),
+        &parts.headers,
+        &body,
+    );
+    let route = Route::of(&parts.method, path);
+    let settings = shared.snapshot();
+
+    if !settings.latency.is_zero() {
+        tokio::time::sleep(settings.latency).await;
+    }
+
+    if let Some(expected) = &settings.expected_api_key
+        && credential(&parts.headers) != Some(&**expected)
+    {
+        let message = "mock provider: the API key is missing or is not the expected provider key";
+        return Ok(error(
+            route,
+            StatusCode::UNAUTHORIZED,
+            message,
+            "authentication_error",
+            "invalid_api_key",
+        ));
+    }
+
+    match &settings.failure {
+        FailureMode::None => {}
+        FailureMode::Status(status, body) => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Ok(json(status, Bytes::from(body.clone()), Some(in_flight)));
+        }
+        FailureMode::Hang => {
+            crate::server::stopped(&mut shared.shutdown.subscribe()).await;
+            return Err(Abort("mock provider: shut down while hanging"));
+        }
+        FailureMode::Reset => {
+            reset.store(true, Ordering::SeqCst);
+            return Err(Abort("mock provider: connection reset on purpose"));
+        }
+        FailureMode::Malformed => {
+            return Ok(json(
+                StatusCode::OK,
+                Bytes::from_static(b"this is not JSON {\"choices\": ["),
+                Some(in_flight),
+            ));
+        }
+        FailureMode::FailFirst(_) => {
+            if shared.take_fail_first() {
+                let message = "mock provider: injected failure (`FailFirst`)";
+                return Ok(error(
+                    route,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    message,
+                    "server_error",
+                    "api_error",
+                ));
+            }
+        }
+        FailureMode::StreamCut { .. } => {}
+    }
+
+    Ok(answer(&shared, &settings, route, &body, in_flight))
+}
+
+fn answer(
+    shared: &Shared,
+    settings: &Settings,
+    route: Route,
+    body: &[u8],
+    in_flight: InFlight,
+) -> Response<MockBody> {
+    if route == Route::Models {
+        return json(StatusCode::OK, shared.models_body.clone(), Some(in_flight));
+    }
+    if route == Route::NotFound {
+        let message = "mock provider: no such endpoint; it serves `POST /v1/chat/completions`, `/v1/completions`, \
+                       `/v1/embeddings`, `/v1/messages`, `GET /v1/models` and Azure's `/openai/deployments/{d}/...`";
+        return error(
+            route,
+            StatusCode::NOT_FOUND,
+            message,
+            "not_found_error",
+            "not_found",
+        );
+    }
+    let request = match wire::parse_request(body) {
+        Ok(request) => request,
+        Err(message) => {
+            let message = format!("mock provider: {message}");
+            return error(
+                route,
+                StatusCode::BAD_REQUEST,
+                &message,
+                "invalid_request_error",
+                "invalid_request_error",
+            );
+        }
+    };
+    let model = match (&request.model, route) {
+        (Some(model), _) => model.as_str(),
+        (None, Route::Azure(deployment, _)) => deployment,
+        (None, _) => {
+            let message = "mock provider: you must provide a model parameter (`model`)";
+            return error(
+                route,
+                StatusCode::BAD_REQUEST,
+                message,
+                "invalid_request_error",
+                "invalid_request_error",
+            );
+        }
+    };
+    if route == Route::Messages && request.max_tokens.is_none() {
+        let message = "max_tokens: Field required (Anthropic requires `max_tokens`)";
+        return error(
+            route,
+            StatusCode::BAD_REQUEST,
+            message,
+            "invalid_request_error",
+            "invalid_request_error",
+        );
+    }
+    let id = shared.next_id();
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+
+    if matches!(
+        route,
+        Route::Embeddings | Route::Azure(_, AzureOp::Embeddings)
+    ) {
+        let prompt_tokens = settings
+            .usage
+            .map_or(request.prompt_tokens(), |u| u.prompt_tokens);
+        let body = wire::embeddings(
+            model,
+            request.inputs,
+            prompt_tokens,
+            request.prompt_chars,
+            request.base64,
+        );
+        return json(StatusCode::OK, body, Some(in_flight));
+    }
+
+    let answer = build_answer(settings, &request, id, created, model);
+    let cut_after = match settings.failure {
+        FailureMode::StreamCut { after_chunks } => Some(u64::from(after_chunks)),
+        _ => None,
+    };
+    let chat = matches!(route, Route::Chat | Route::Azure(_, AzureOp::Chat));
+    if request.stream {
+        let events = if route.is_anthropic() {
+            wire::anthropic_stream(&answer, cut_after)
+        } else {
+            wire::openai_stream(&answer, chat, request.include_usage, cut_after)
+        };
+        let body = MockBody::events(
+            events,
+            settings.chunk_delay,
+            cut_after.is_some(),
+            Some(in_flight),
+        );
+        let mut response = Response::new(body);
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return response;
+    }
+    let body = if route.is_anthropic() {
+        wire::anthropic_message(&answer)
+    } else if chat {
+        wire::chat_completion(&answer)
+    } else {
+        wire::text_completion(&answer)
+    };
+    if cut_after.is_some() {
+        // Announce the whole length, send half: the client sees the connection drop mid-body.
+        let full_len = body.len();
+        let half = body.slice(..full_len / 2);
+        let mut response = Response::new(MockBody::events(
+            vec![half],
+            settings.chunk_delay,
+            true,
+            Some(in_flight),
+        ));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(full_len));
+        return response;
+    }
+    json(StatusCode::OK, body, Some(in_flight))
+}
+
+fn build_answer<'a>(
+    settings: &'a Settings,
+    request: &ParsedRequest,
+    id: u64,
+    created: u64,
+    model: &'a str,
+) -> Answer<'a> {
+    let configured = u64::from(settings.completion_tokens);
+    let tokens = request
+        .max_tokens
+        .map_or(configured, |max| max.min(configured));
+    let content = &settings.content[..tokens as usize * crate::state::WORD.len()];
+    let (prompt_tokens, completion_tokens) = settings
+        .usage
+        .map_or((request.prompt_tokens(), tokens), |u| {
+            (u.prompt_tokens, u.completion_tokens)
+        });
+    Answer {
+        id,
+        created,
+        model,
+        content,
+        tokens,
+        truncated: tokens < configured,
+        prompt_tokens,
+        completion_tokens,
+    }
+}
+
+fn json(status: StatusCode, body: Bytes, in_flight: Option<InFlight>) -> Response<MockBody> {
+    let mut response = Response::new(MockBody::full(body, in_flight));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// An error in the route's own format: Anthropic's on `/v1/messages`, OpenAI's elsewhere.
+fn error(
+    route: Route,
+    status: StatusCode,
+    message: &str,
+    anthropic_type: &str,
+    openai_type: &str,
+) -> Response<MockBody> {
+    let body = if route.is_anthropic() {
+        wire::anthropic_error_body(message, anthropic_type)
+    } else {
+        wire::openai_error_body(message, openai_type)
+    };
+    json(status, body, None)
+}

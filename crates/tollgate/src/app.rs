@@ -1,0 +1,380 @@
+//! Builds the state and the router, and runs the server. This is the only
+//! place that orders layers; read [`app`] top to bottom for what every
+//! request passes through.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{AdminKey, KeyCache, key};
+use crate::cli::ServeOptions;
+use crate::config::{self, Config, CountersConfig};
+use crate::counters::Counters;
+use crate::error::ApiError;
+use crate::policy::PolicyEngine;
+use crate::providers::{self, Provider};
+use crate::state::{AppState, Runtime, SharedState};
+use crate::store::ledger::{LedgerOptions, LedgerWriter};
+use crate::store::{self as store_mod, Store};
+use crate::types::{Clock, SystemClock};
+use crate::{admin, proxy, telemetry};
+
+/// Setting under which a generated admin key's hash is kept.
+const ADMIN_KEY_SETTING: &str = "admin_key_sha256";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot open the store: {0}")]
+    Store(String),
+    #[error("cannot connect the counters: {0}")]
+    Counters(String),
+    #[error("cannot listen on `{addr}`: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The router with every layer, outermost first:
+/// 1. `request_id`: generates the request id, puts it in the request's
+///    extensions (`RequestId`) and on every response as `x-request-id`,
+///    including errors and 404s.
+/// 2. the routes: `/v1/*` (proxy, authenticated by virtual key inside its
+///    handlers because the error format depends on the route) and, unless
+///    `admin_listen` moves them, `/admin/*`, `/healthz`, `/readyz`, `/metrics`.
+/// 3. `fallback`: unknown paths get the API's own 404 shape.
+///
+/// Body size limits are enforced per handler (the limit is hot-reloadable
+/// config), so axum's default body limit is disabled here.
+pub fn app(state: SharedState, with_admin: bool) -> Router {
+    let mut router = Router::new().merge(proxy::router());
+    if with_admin {
+        router = router.merge(admin_router());
+    }
+    router
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// What `admin_listen` serves on its own address.
+pub fn admin_app(state: SharedState) -> Router {
+    admin_router()
+        .fallback(not_found)
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+fn admin_router() -> Router<SharedState> {
+    admin::router().route("/metrics", axum::routing::get(metrics))
+}
+
+/// The id of one request, in its extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let header = HeaderValue::from_str(&id).ok();
+    req.extensions_mut().insert(RequestId(id));
+    let mut resp = next.run(req).await;
+    if let Some(h) = header {
+        resp.headers_mut().insert("x-request-id", h);
+    }
+    resp
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError::NotFound {
+        code: "not_found",
+        message: format!("no route for `{} {}`", req.method(), req.uri().path()),
+    }
+    .into_response()
+}
+
+async fn metrics(State(state): State<SharedState>, headers: http::HeaderMap) -> Response {
+    if let Err(e) = state.admin_key.check(&headers) {
+        return e.into_response();
+    }
+    match &state.metrics {
+        Some(h) => (
+            [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed",
+        )
+            .into_response(),
+    }
+}
+
+/// One Prometheus recorder per process (several gateways in one test
+/// process share it).
+fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "no Prometheus recorder: /metrics disabled");
+                None
+            }
+        })
+        .clone()
+}
+
+/// Builds one runtime (providers and their shared client) from a config.
+fn runtime(config: Config, http: &reqwest::Client) -> Runtime {
+    let providers: HashMap<String, Arc<dyn Provider>> = config
+        .providers
+        .iter()
+        .map(|p| (p.name.clone(), providers::build(p, http.clone())))
+        .collect();
+    Runtime {
+        config: Arc::new(config),
+        providers,
+    }
+}
+
+async fn counters(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<dyn Counters>, StartError> {
+    use crate::counters::{MemoryCounters, RedisCounters};
+    Ok(match &config.counters {
+        CountersConfig::Memory => Arc::new(MemoryCounters::new(clock)),
+        CountersConfig::Redis(url) => {
+            let redis = RedisCounters::connect(url.expose(), clock.clone())
+                .await
+                .map_err(|e| StartError::Counters(e.to_string()))?;
+            crate::counters::with_fail_mode(Arc::new(redis), config.counters_unavailable, clock)
+        }
+    })
+}
+
+/// The admin key: from the config, else the hash generated at first start.
+async fn admin_key(config: &Config, store: &dyn Store) -> Result<AdminKey, StartError> {
+    if let Some(k) = &config.admin_key {
+        return Ok(AdminKey::from_plain(k));
+    }
+    let stored = store
+        .get_setting(ADMIN_KEY_SETTING)
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    if let Some(hash) = stored {
+        return Ok(AdminKey::from_hash(hash));
+    }
+    let generated = key::generate();
+    let admin = AdminKey::from_plain(&generated.full);
+    store
+        .set_setting(ADMIN_KEY_SETTING, admin.hash())
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    // Printed once, to the terminal only (never to the log): only its hash is kept.
+    println!(
+        "No admin_key configured: generated one. It is shown only this once; keep it safe:\n\n    {}\n",
+        generated.full.expose()
+    );
+    Ok(admin)
+}
+
+/// Opens the store and counters and builds the shared state.
+pub async fn build_state(
+    config: Config,
+    config_path: Option<PathBuf>,
+    clock: Arc<dyn Clock>,
+) -> Result<SharedState, StartError> {
+    let store = store_mod::connect(config.store.expose())
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    let counters = counters(&config, clock.clone()).await?;
+    let admin_key = admin_key(&config, store.as_ref()).await?;
+    let http = providers::http_client();
+    let keys = KeyCache::new(store.clone());
+    let ledger = LedgerWriter::spawn(store.clone(), LedgerOptions::default());
+    let policy = PolicyEngine::new(
+        counters.clone(),
+        store.clone(),
+        keys.clone(),
+        clock.clone(),
+        http.clone(),
+    );
+    Ok(Arc::new(AppState {
+        runtime: ArcSwap::from_pointee(runtime(config, &http)),
+        store,
+        counters,
+        keys,
+        ledger,
+        policy,
+        admin_key,
+        clock,
+        config_path,
+        http,
+        tasks: TaskTracker::new(),
+        metrics: metrics_handle(),
+    }))
+}
+
+/// Re-reads the config file and swaps it in; on any problem the running
+/// config stays in force. Listen addresses, store and counters are fixed at
+/// start and need a restart to change.
+pub fn reload(state: &AppState) -> Result<(), String> {
+    let Some(path) = &state.config_path else {
+        return Err("running on the embedded defaults: there is no config file to reload".into());
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let config = config::load_file(path, &env).map_err(|e| e.to_string())?;
+    state.runtime.store(Arc::new(runtime(config, &state.http)));
+    tracing::info!(path = %path.display(), "config reloaded");
+    Ok(())
+}
+
+/// A running gateway: its addresses and a way to stop it.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub state: SharedState,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Stops accepting, drains in-flight requests (up to the config's drain
+    /// timeout), waits for settlements and flushes the ledger.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let drain = self.state.runtime.load().config.drain_timeout;
+        if tokio::time::timeout(drain, self.server).await.is_err() {
+            tracing::warn!(?drain, "drain timeout: in-flight requests were cut");
+        }
+        self.state.tasks.close();
+        if tokio::time::timeout(drain, self.state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain timeout: some settlements did not finish");
+        }
+        self.state.ledger.shutdown().await;
+    }
+}
+
+/// Binds the listeners and starts serving in the background.
+pub async fn start(
+    config: Config,
+    config_path: Option<PathBuf>,
+    clock: Arc<dyn Clock>,
+) -> Result<Gateway, StartError> {
+    let listen = config.listen;
+    let admin_listen = config.admin_listen;
+    let state = build_state(config, config_path, clock).await?;
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let listener = bind(listen).await?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let admin_listener = match admin_listen {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let shutdown = CancellationToken::new();
+    let main = serve_on(
+        listener,
+        app(state.clone(), admin_listener.is_none()),
+        shutdown.clone(),
+    );
+    let admin = admin_listener.map(|l| serve_on(l, admin_app(state.clone()), shutdown.clone()));
+    let server = tokio::spawn(async move {
+        match admin {
+            Some(admin) => {
+                tokio::join!(main, admin);
+            }
+            None => main.await,
+        }
+    });
+    Ok(Gateway {
+        addr,
+        admin_addr,
+        state,
+        shutdown,
+        server,
+    })
+}
+
+async fn serve_on(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await });
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "server stopped with an error");
+    }
+}
+
+/// `tollgate serve`: starts, prints where it listens, reloads on SIGHUP, and
+/// shuts down cleanly on SIGTERM/SIGINT.
+pub async fn serve(opts: ServeOptions) -> Result<(), StartError> {
+    telemetry::init(opts.log_format);
+    let env = |k: &str| std::env::var(k).ok();
+    let path = config::resolve_path(opts.config.as_deref(), &env);
+    let config = load(path.as_deref(), &env)?;
+    let gateway = start(config, path, Arc::new(SystemClock)).await?;
+    println!("tollgate listening on http://{}", gateway.addr);
+    if let Some(a) = gateway.admin_addr {
+        println!("tollgate admin API on http://{a}");
+    }
+    tracing::info!(addr = %gateway.addr, admin_addr = ?gateway.admin_addr, "listening");
+    wait_for_stop(&gateway.state).await;
+    tracing::info!("shutting down: draining in-flight requests");
+    gateway.shutdown().await;
+    tracing::info!("ledger flushed; bye");
+    Ok(())
+}
+
+fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, StartError> {
+    match path {
+        Some(p) => config::load_file(p, env).map_err(|e| StartError::Config(e.to_string())),
+        None => Ok(config::embedded_default(env)),
+    }
+}
+
+/// Returns on SIGTERM or SIGINT; reloads on SIGHUP meanwhile.
+async fn wait_for_stop(state: &AppState) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stopping on Ctrl-C only");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => {
+                if let Err(e) = reload(state) {
+                    tracing::error!(error = %e, "reload on SIGHUP rejected; the previous config stays in force");
+                }
+            }
+        }
+    }
+}

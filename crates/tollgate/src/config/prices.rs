@@ -1,0 +1,216 @@
+//! The built-in price table: `crates/tollgate/prices.json`, embedded at
+//! build time, USD per 1M tokens for current OpenAI, Anthropic and Google
+//! models. A configured model without `price:` takes its price from here; a
+//! model found in neither place is a config error, so nothing is billed at
+//! $0 by accident.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use serde::Deserialize;
+
+use crate::types::{NanoUsd, Price};
+
+const TABLE_JSON: &str = include_str!("../../prices.json");
+
+/// A model's price and its longest possible completion, from the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuiltinPrice {
+    pub price: Price,
+    /// The provider's cap on completion tokens; the worst case a request
+    /// without `max_tokens` is reserved for.
+    pub max_output_tokens: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    source: String,
+    as_of: String,
+    #[serde(rename = "unit")]
+    _unit: String,
+    models: Vec<RawEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    id: String,
+    provider: String,
+    #[serde(default)]
+    aliases: Vec<String>,
+    input: f64,
+    output: f64,
+    cached_input: Option<f64>,
+    max_output_tokens: u64,
+    /// For people reading the file (tiered prices and the like).
+    #[serde(default, rename = "note")]
+    _note: Option<String>,
+}
+
+struct Entry {
+    price: BuiltinPrice,
+}
+
+pub(crate) struct Table {
+    pub(crate) source: String,
+    pub(crate) as_of: String,
+    /// Every id and alias, in file order, with its provider.
+    names: Vec<(String, String)>,
+    by_name: HashMap<String, usize>,
+    entries: Vec<Entry>,
+}
+
+/// Built once on first use. A malformed file yields an empty table (the
+/// crate cannot panic), under which every model needs an explicit `price:`;
+/// the test `embedded_table_parses` keeps that from ever shipping.
+static TABLE: LazyLock<Table> =
+    LazyLock::new(|| parse_table(TABLE_JSON).unwrap_or_else(|_| empty()));
+
+fn empty() -> Table {
+    Table {
+        source: String::new(),
+        as_of: String::new(),
+        names: Vec::new(),
+        by_name: HashMap::new(),
+        entries: Vec::new(),
+    }
+}
+
+fn usd(value: f64, what: &str, id: &str) -> Result<NanoUsd, String> {
+    NanoUsd::from_usd(value).ok_or_else(|| format!("`{id}`: {what} `{value}` is not a USD amount"))
+}
+
+fn parse_table(json: &str) -> Result<Table, String> {
+    let raw: RawTable = serde_json::from_str(json).map_err(|err| err.to_string())?;
+    let mut table = Table {
+        source: raw.source,
+        as_of: raw.as_of,
+        ..empty()
+    };
+    for entry in raw.models {
+        let price = Price {
+            input_per_mtok: usd(entry.input, "input", &entry.id)?,
+            output_per_mtok: usd(entry.output, "output", &entry.id)?,
+            cached_input_per_mtok: entry
+                .cached_input
+                .map(|c| usd(c, "cached_input", &entry.id))
+                .transpose()?,
+        };
+        let index = table.entries.len();
+        table.entries.push(Entry {
+            price: BuiltinPrice {
+                price,
+                max_output_tokens: entry.max_output_tokens,
+            },
+        });
+        for name in std::iter::once(entry.id).chain(entry.aliases) {
+            if table.by_name.insert(name.clone(), index).is_some() {
+                return Err(format!("`{name}` appears twice"));
+            }
+            table.names.push((name, entry.provider.clone()));
+        }
+    }
+    Ok(table)
+}
+
+/// The built-in price of a provider model name (exact id or alias). Dated
+/// ids are listed one by one because a snapshot may be priced differently
+/// from the alias (`gpt-4o-2024-05-13` costs twice what `gpt-4o` does).
+pub fn builtin_price(model: &str) -> Option<BuiltinPrice> {
+    let table = &*TABLE;
+    table.by_name.get(model).map(|&i| table.entries[i].price)
+}
+
+/// Every id and alias the table lists for `provider` (`openai`,
+/// `anthropic`, `google`), in file order.
+pub(crate) fn builtin_models(provider: &str) -> impl Iterator<Item = &'static str> {
+    TABLE
+        .names
+        .iter()
+        .filter(move |(_, p)| p == provider)
+        .map(|(name, _)| name.as_str())
+}
+
+/// Where the table's figures come from and when they were taken.
+pub fn price_table_source() -> (&'static str, &'static str) {
+    (TABLE.source.as_str(), TABLE.as_of.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_table_parses() {
+        let table = parse_table(TABLE_JSON).unwrap();
+        for (name, _) in &table.names {
+            let entry = builtin_price(name).unwrap();
+            // Completions are never cheaper than prompts, and a cache read
+            // never costs more than a fresh prompt token.
+            assert!(
+                entry.price.output_per_mtok >= entry.price.input_per_mtok
+                    || entry.max_output_tokens == 0,
+                "{name}"
+            );
+            if let Some(cached) = entry.price.cached_input_per_mtok {
+                assert!(cached <= entry.price.input_per_mtok, "{name}");
+            }
+        }
+        assert!(table.entries.len() > 30, "{} entries", table.entries.len());
+        assert!(!table.source.is_empty());
+        assert!(!table.as_of.is_empty());
+        for (name, provider) in &table.names {
+            assert!(
+                ["openai", "anthropic", "google"].contains(&provider.as_str()),
+                "{name}: {provider}"
+            );
+        }
+    }
+
+    #[test]
+    fn lookup_by_id_and_alias() {
+        let mini = builtin_price("gpt-4o-mini").unwrap();
+        assert_eq!(mini.price.input_per_mtok, NanoUsd::from_usd(0.15).unwrap());
+        assert_eq!(mini.price.output_per_mtok, NanoUsd::from_usd(0.60).unwrap());
+        assert_eq!(mini.max_output_tokens, 16_384);
+        assert!(builtin_price("claude-3-5-haiku-latest").is_some());
+        assert_eq!(
+            builtin_price("claude-3-5-haiku-latest"),
+            builtin_price("claude-3-5-haiku-20241022")
+        );
+        assert!(builtin_price("no-such-model").is_none());
+        assert!(builtin_models("openai").any(|m| m == "gpt-4o"));
+        assert!(builtin_models("google").any(|m| m == "gemini-2.5-pro"));
+        // A dated snapshot priced differently from its alias keeps its own price.
+        let first_4o = builtin_price("gpt-4o-2024-05-13").unwrap();
+        assert_eq!(
+            first_4o.price.input_per_mtok,
+            NanoUsd::from_usd(5.0).unwrap()
+        );
+        assert_eq!(
+            builtin_price("gpt-4o").unwrap().price.input_per_mtok,
+            NanoUsd::from_usd(2.5).unwrap()
+        );
+        let sonnet = builtin_price("claude-sonnet-4-0").unwrap();
+        assert_eq!(Some(sonnet), builtin_price("claude-sonnet-4-20250514"));
+        assert_eq!(sonnet.price.cached_input_per_mtok, NanoUsd::from_usd(0.30));
+        assert!(builtin_models("anthropic").all(|m| m.starts_with("claude")));
+    }
+
+    #[test]
+    fn bad_tables_are_rejected() {
+        let dup = r#"{"source":"s","as_of":"d","unit":"u","models":[
+            {"id":"a","provider":"openai","input":1,"output":1,"max_output_tokens":1},
+            {"id":"b","provider":"openai","aliases":["a"],"input":1,"output":1,"max_output_tokens":1}]}"#;
+        assert!(
+            parse_table(dup)
+                .err()
+                .unwrap()
+                .contains("`a` appears twice")
+        );
+        let negative = r#"{"source":"s","as_of":"d","unit":"u","models":[
+            {"id":"a","provider":"openai","input":-1,"output":1,"max_output_tokens":1}]}"#;
+        assert!(parse_table(negative).is_err());
+    }
+}

@@ -1,0 +1,78 @@
+//! The one upstream HTTP client: pooled, rustls, no global timeout (each
+//! call carries its own), no redirects, no retries (fallback is the
+//! gateway's decision, not the HTTP library's).
+
+use std::time::Duration;
+
+/// Hosts that never go through a proxy from the environment: a local
+/// provider (Ollama, vLLM, the mock server) must not be sent off-machine.
+const ALWAYS_DIRECT: &str = "127.0.0.1,localhost,::1";
+
+/// Idle pooled connections are dropped after this; providers close theirs
+/// after about a minute or two anyway.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// The client every networked provider shares, so connections are pooled
+/// across providers, models and requests.
+pub fn http_client() -> reqwest::Client {
+    let mut builder = base_builder();
+    for proxy in env_proxies() {
+        builder = builder.proxy(proxy);
+    }
+    match builder.build() {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(
+                error = %super::upstream::error_chain(&e),
+                "could not build the upstream HTTP client with the proxies from the environment; going direct"
+            );
+            base_builder()
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new())
+        }
+    }
+}
+
+fn base_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .tls_backend_rustls()
+        .tcp_nodelay(true)
+        .tcp_keepalive(Duration::from_secs(60))
+        .pool_idle_timeout(POOL_IDLE)
+        .redirect(reqwest::redirect::Policy::none())
+        .retry(reqwest::retry::never())
+        // Proxies come only from `env_proxies`, where local hosts are exempt.
+        .no_proxy()
+        .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+}
+
+/// `HTTPS_PROXY`, `HTTP_PROXY` and `ALL_PROXY` (either case) as reqwest
+/// would read them, with `NO_PROXY` extended by the local hosts.
+fn env_proxies() -> Vec<reqwest::Proxy> {
+    let var = |name: &str| {
+        std::env::var(name)
+            .or_else(|_| std::env::var(name.to_lowercase()))
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+    };
+    let no_proxy = match var("NO_PROXY") {
+        Some(list) => format!("{list},{ALWAYS_DIRECT}"),
+        None => ALWAYS_DIRECT.to_owned(),
+    };
+    let mut proxies = Vec::new();
+    let mut add = |name: &str, make: fn(&str) -> reqwest::Result<reqwest::Proxy>| {
+        let Some(url) = var(name) else { return };
+        match make(&url) {
+            Ok(proxy) => proxies.push(proxy.no_proxy(reqwest::NoProxy::from_string(&no_proxy))),
+            // The URL may hold proxy credentials: name the variable only.
+            Err(_) => tracing::warn!("ignoring `{name}`: it is not a proxy URL"),
+        }
+    };
+    add("HTTPS_PROXY", |u| reqwest::Proxy::https(u));
+    // As reqwest does: under CGI, `HTTP_PROXY` can be set by the client (httpoxy).
+    if std::env::var_os("REQUEST_METHOD").is_none() {
+        add("HTTP_PROXY", |u| reqwest::Proxy::http(u));
+    }
+    add("ALL_PROXY", |u| reqwest::Proxy::all(u));
+    proxies
+}

@@ -1,0 +1,133 @@
+//! Kind `openai`: any OpenAI-compatible API (OpenAI, vLLM, Ollama, LM
+//! Studio…). The canonical body goes out as is and the answer comes back as
+//! is; only usage is read from it. Azure differs in URL and key header only
+//! and reuses this provider through [`Dialect::Azure`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use http::HeaderName;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use tokio::time::Instant;
+
+use super::sse::{RawEvent, usage_from_body};
+use super::upstream::{self, Ctx};
+use super::{EventStream, Provider, ProviderError, SseEvent, UpstreamCall, UpstreamResponse};
+use crate::config::ProviderConfig;
+
+/// Where the request goes and how the key is presented.
+pub(crate) enum Dialect {
+    /// `POST {base_url}{endpoint}`, `Authorization: Bearer <key>`.
+    OpenAi,
+    /// `POST {base_url}/openai/deployments/{model}{endpoint}?api-version=…`, `api-key: <key>`.
+    Azure { api_version: String },
+}
+
+pub(crate) struct OpenAiCompatible {
+    ctx: Ctx,
+    base_url: String,
+    dialect: Dialect,
+    http: reqwest::Client,
+}
+
+impl OpenAiCompatible {
+    pub fn new(config: &ProviderConfig, dialect: Dialect, http: reqwest::Client) -> Self {
+        OpenAiCompatible {
+            ctx: Ctx::new(&config.name, config.api_key.clone()),
+            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            dialect,
+            http,
+        }
+    }
+
+    fn url(&self, call: &UpstreamCall) -> Result<String, ProviderError> {
+        match &self.dialect {
+            Dialect::OpenAi => Ok(format!("{}{}", self.base_url, call.endpoint.path())),
+            Dialect::Azure { api_version } => {
+                super::azure::url(&self.ctx, &self.base_url, api_version, call)
+            }
+        }
+    }
+
+    fn request(&self, call: &UpstreamCall) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let url = self.url(call)?;
+        let body = serde_json::to_vec(&call.body).map_err(|e| {
+            self.ctx
+                .failed(format!("could not encode the request body: {e}"))
+        })?;
+        let mut request = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(key) = self.ctx.key() {
+            let (name, value) = match self.dialect {
+                Dialect::OpenAi => (AUTHORIZATION, format!("Bearer {key}")),
+                Dialect::Azure { .. } => (HeaderName::from_static("api-key"), key.to_owned()),
+            };
+            let value = upstream::secret_header(&value).ok_or_else(|| {
+                self.ctx.failed(format!(
+                    "the `api_key` of provider `{}` holds characters an HTTP header cannot carry",
+                    self.ctx.provider
+                ))
+            })?;
+            request = request.header(name, value);
+        }
+        if let Some(id) = upstream::request_id_header(&call.request_id) {
+            request = request.header("x-request-id", id);
+        }
+        if call.stream {
+            request = request.header(ACCEPT, "text/event-stream");
+        }
+        Ok(request)
+    }
+}
+
+#[async_trait]
+impl Provider for OpenAiCompatible {
+    fn name(&self) -> &str {
+        &self.ctx.provider
+    }
+
+    async fn send(&self, call: UpstreamCall) -> Result<UpstreamResponse, ProviderError> {
+        let deadline = Instant::now() + call.timeout;
+        let request = self.request(&call)?;
+        let response = upstream::send(&self.ctx, request, deadline, call.timeout).await?;
+        if call.stream {
+            return Ok(UpstreamResponse::Stream(openai_stream(
+                self.ctx.clone(),
+                response,
+                call.timeout,
+            )));
+        }
+        let body = upstream::read_body(&self.ctx, response, deadline, call.timeout).await?;
+        let usage = usage_from_body(&body).map_err(|e| {
+            self.ctx.failed(format!(
+                "answered with a success status but a body that is not a JSON object: {e}"
+            ))
+        })?;
+        Ok(UpstreamResponse::Complete { body, usage })
+    }
+}
+
+/// OpenAI's SSE as canonical events: `data: [DONE]` ends the stream, every
+/// other `data` payload is passed on untouched.
+fn openai_stream(ctx: Ctx, response: reqwest::Response, idle: Duration) -> EventStream {
+    let events = upstream::sse_events(ctx, response, idle)
+        .map(|item| item.map(to_event))
+        .scan(false, |done, item| {
+            let out = if *done { None } else { Some(item) };
+            *done = matches!(out, Some(Ok(SseEvent::Done)));
+            std::future::ready(out)
+        });
+    Box::pin(events)
+}
+
+fn to_event(raw: RawEvent) -> SseEvent {
+    if raw.data.as_ref() == b"[DONE]" {
+        SseEvent::Done
+    } else {
+        SseEvent::Data(raw.data)
+    }
+}

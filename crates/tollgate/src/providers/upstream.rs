@@ -1,0 +1,262 @@
+//! The HTTP plumbing every networked provider shares: sending one POST under
+//! a deadline, sorting the answer into success / `Rejected` / `Failed` /
+//! `Timeout`, reading bodies and framing SSE streams under an idle timeout,
+//! and keeping the provider key out of every message.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::HeaderValue;
+use tokio::time::Instant;
+
+use super::ProviderError;
+use super::sse::{RawEvent, SseParser};
+use crate::types::Secret;
+
+/// How much of a 5xx body goes into the `Failed` message: enough to see
+/// what the provider said, not enough to flood a log line.
+const ERROR_BODY_SNIPPET: usize = 300;
+
+const REDACTED: &str = "*****";
+
+/// Who is calling and what must never be echoed: carried into every error.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub provider: String,
+    key: Option<Secret<String>>,
+}
+
+impl Ctx {
+    pub fn new(provider: &str, key: Option<Secret<String>>) -> Self {
+        // An empty key would "redact" every position of every message.
+        let key = key.filter(|k| !k.expose().is_empty());
+        Ctx {
+            provider: provider.to_owned(),
+            key,
+        }
+    }
+
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_ref().map(|k| k.expose().as_str())
+    }
+
+    /// `text` with every occurrence of the provider key blanked out. Upstream
+    /// error bodies and connection errors are not ours: some echo headers.
+    pub fn redact(&self, text: &str) -> String {
+        match self.key() {
+            Some(key) if text.contains(key) => text.replace(key, REDACTED),
+            _ => text.to_owned(),
+        }
+    }
+
+    fn redact_bytes(&self, body: Bytes) -> Bytes {
+        let Some(key) = self.key().map(str::as_bytes) else {
+            return body;
+        };
+        if !super::sse::contains(&body, key) {
+            return body;
+        }
+        let mut out = Vec::with_capacity(body.len());
+        let mut rest = &body[..];
+        while let Some(pos) = rest.windows(key.len()).position(|w| w == key) {
+            out.extend_from_slice(&rest[..pos]);
+            out.extend_from_slice(REDACTED.as_bytes());
+            rest = &rest[pos + key.len()..];
+        }
+        out.extend_from_slice(rest);
+        Bytes::from(out)
+    }
+
+    pub fn failed(&self, message: impl AsRef<str>) -> ProviderError {
+        ProviderError::Failed {
+            provider: self.provider.clone(),
+            message: self.redact(message.as_ref()),
+        }
+    }
+
+    pub fn timeout(&self, timeout: Duration) -> ProviderError {
+        ProviderError::Timeout {
+            provider: self.provider.clone(),
+            timeout,
+        }
+    }
+
+    /// A 400 that never reached the provider, worded like one from it so the
+    /// client sees an ordinary OpenAI error.
+    pub fn bad_request(&self, message: &str) -> ProviderError {
+        let body = serde_json::json!({
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "code": "invalid_request",
+                "param": null,
+            }
+        });
+        ProviderError::Rejected {
+            provider: self.provider.clone(),
+            status: http::StatusCode::BAD_REQUEST,
+            body: Bytes::from(body.to_string()),
+            content_type: Some(HeaderValue::from_static("application/json")),
+        }
+    }
+
+    fn reqwest_failed(&self, what: &str, err: &reqwest::Error) -> ProviderError {
+        self.failed(format!("{what}: {}", error_chain(err)))
+    }
+}
+
+/// `err` and every cause under it, `: `-joined, the way a person needs to
+/// see "connection refused" rather than just "error sending request".
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Sends `request` and waits for the response head until `deadline`. A 2xx
+/// comes back as is; 4xx become `Rejected` and anything else `Failed`, with
+/// their bodies read before `deadline` too.
+pub(crate) async fn send(
+    ctx: &Ctx,
+    request: reqwest::RequestBuilder,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<reqwest::Response, ProviderError> {
+    let response = match tokio::time::timeout_at(deadline, request.send()).await {
+        Err(_) => return Err(ctx.timeout(timeout)),
+        Ok(Err(e)) => return Err(ctx.reqwest_failed("request failed", &e)),
+        Ok(Ok(r)) => r,
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
+    let body = read_body(ctx, response, deadline, timeout).await?;
+    if status.is_client_error() {
+        return Err(ProviderError::Rejected {
+            provider: ctx.provider.clone(),
+            status,
+            body: ctx.redact_bytes(body),
+            content_type,
+        });
+    }
+    let snippet = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_SNIPPET)]).into_owned();
+    Err(ctx.failed(format!("answered `{status}`: {}", snippet.trim())))
+}
+
+/// The whole body, before `deadline`.
+pub(crate) async fn read_body(
+    ctx: &Ctx,
+    response: reqwest::Response,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Bytes, ProviderError> {
+    match tokio::time::timeout_at(deadline, response.bytes()).await {
+        Err(_) => Err(ctx.timeout(timeout)),
+        Ok(Err(e)) => Err(ctx.reqwest_failed("reading the response body failed", &e)),
+        Ok(Ok(body)) => Ok(body),
+    }
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+struct Framing {
+    body: ByteStream,
+    parser: SseParser,
+    ready: VecDeque<RawEvent>,
+    scratch: Vec<RawEvent>,
+    idle: Duration,
+    ended: bool,
+    ctx: Ctx,
+}
+
+/// The SSE events of a 2xx streaming `response`, each yielded as soon as its
+/// bytes are in. Waiting longer than `idle` for the next bytes ends the
+/// stream with `Timeout`; a broken connection ends it with `Failed`.
+pub(crate) fn sse_events(
+    ctx: Ctx,
+    response: reqwest::Response,
+    idle: Duration,
+) -> impl Stream<Item = Result<RawEvent, ProviderError>> + Send + 'static {
+    let state = Framing {
+        body: Box::pin(response.bytes_stream()),
+        parser: SseParser::new(),
+        ready: VecDeque::new(),
+        scratch: Vec::new(),
+        idle,
+        ended: false,
+        ctx,
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(event) = st.ready.pop_front() {
+                return Some((Ok(event), st));
+            }
+            if st.ended {
+                return None;
+            }
+            let parsed = match tokio::time::timeout(st.idle, st.body.next()).await {
+                Err(_) => {
+                    st.ended = true;
+                    return Some((Err(st.ctx.timeout(st.idle)), st));
+                }
+                Ok(Some(Err(e))) => {
+                    st.ended = true;
+                    let err = st.ctx.reqwest_failed("the stream broke off", &e);
+                    return Some((Err(err), st));
+                }
+                Ok(Some(Ok(bytes))) => st.parser.feed(&bytes, &mut st.scratch),
+                Ok(None) => {
+                    st.ended = true;
+                    st.parser.finish(&mut st.scratch)
+                }
+            };
+            st.ready.extend(st.scratch.drain(..));
+            if let Err(e) = parsed {
+                st.ended = true;
+                st.ready.clear();
+                let err = st.ctx.failed(format!("the stream is unusable: {e}"));
+                return Some((Err(err), st));
+            }
+        }
+    })
+}
+
+/// `segment` percent-encoded for use as one URL path segment.
+pub(crate) fn path_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `x-request-id` as a header value; ids we cannot send are left out
+/// rather than failing the call.
+pub(crate) fn request_id_header(id: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(id).ok()
+}
+
+/// A header value holding the key, marked sensitive so it never shows in
+/// `Debug` output of the request.
+pub(crate) fn secret_header(value: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(value).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}

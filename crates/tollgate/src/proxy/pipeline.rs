@@ -1,0 +1,437 @@
+//! One `/v1` request from top to bottom: authenticate, read and validate,
+//! resolve the model, check access, admit (budgets, rate limits, loop
+//! guard), forward with fallback, settle, record. Every request that got past
+//! authentication is settled and written to the ledger exactly once,
+//! whatever happens to it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use serde_json::{Map, Value};
+
+use super::{body, forward, stream, validate};
+use crate::config::{Config, ModelConfig};
+use crate::error::ApiError;
+use crate::policy::{Admitted, Outcome, RequestFacts, Settled, Subject, estimate};
+use crate::providers::{Endpoint, UpstreamResponse, Usage, translate};
+use crate::state::{Runtime, SharedState};
+use crate::store::{KeyRecord, LedgerRow, TeamRecord};
+use crate::types::NanoUsd;
+
+/// Which API a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingress {
+    OpenAi(Endpoint),
+    /// `POST /v1/messages` (Anthropic Messages API).
+    Anthropic,
+}
+
+pub(super) async fn handle(
+    state: SharedState,
+    request_id: String,
+    ingress: Ingress,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let format = ingress.error_format();
+    let rt = state.runtime.load_full();
+    let auth = match state.keys.authenticate(&headers, state.clock.now()).await {
+        Ok(a) => a,
+        Err(e) => {
+            metrics::counter!("tollgate_rejections_total", "code" => e.code()).increment(1);
+            tracing::info!(target: "tollgate::request", request_id, status = e.status().as_u16(), error_code = e.code(), "unauthenticated request");
+            return e.into_response_as(format);
+        }
+    };
+    let team = match state.keys.team(&auth.key.team).await {
+        Ok(t) => t,
+        Err(e) => return e.into_response_as(format),
+    };
+    let mut books = Books {
+        state: state.clone(),
+        config: rt.config.clone(),
+        key: auth.key,
+        team,
+        request_id,
+        model: String::new(),
+        provider: String::new(),
+        provider_model: String::new(),
+        input_tokens: 0,
+        started,
+        upstream: Duration::ZERO,
+        admitted: None,
+    };
+    match proxy(&rt, &mut books, ingress, &headers, body).await {
+        Ok(Reply::Complete {
+            body,
+            usage,
+            headers,
+        }) => complete(books, ingress, body, usage, headers).await,
+        Ok(Reply::Stream {
+            events,
+            include_usage,
+            headers,
+        }) => stream::respond(books, ingress, events, include_usage, headers),
+        Err(e) => {
+            let e = books.looping_instead(e).await;
+            books
+                .close(e.status().as_u16(), Usage::default(), Some(e.code()))
+                .await;
+            e.into_response_as(format)
+        }
+    }
+}
+
+/// A provider's answer, before the books are closed.
+enum Reply {
+    Complete {
+        body: Bytes,
+        usage: Usage,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
+    Stream {
+        events: crate::providers::EventStream,
+        include_usage: bool,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
+}
+
+async fn proxy(
+    rt: &Runtime,
+    books: &mut Books,
+    ingress: Ingress,
+    headers: &HeaderMap,
+    raw: Body,
+) -> Result<Reply, ApiError> {
+    let config = &rt.config;
+    let endpoint = ingress.endpoint();
+    let bytes = body::read(headers, raw, config.max_body_bytes).await?;
+    let mut req = match ingress {
+        Ingress::OpenAi(_) => body::json_object(&bytes)?,
+        Ingress::Anthropic => {
+            let anthropic = Value::Object(body::json_object(&bytes)?);
+            translate::messages_to_openai(&anthropic).map_err(ApiError::invalid)?
+        }
+    };
+    let parsed = validate::request(endpoint, &req)?;
+    books.model = parsed.model.clone();
+    let model = config.model(&parsed.model).ok_or_else(|| {
+        ApiError::ModelNotFound(format!(
+            "model `{}` is not configured on this gateway; `GET /v1/models` lists the models your key may use",
+            parsed.model
+        ))
+    })?;
+    let who = Subject {
+        key: &books.key,
+        team: books.team.as_deref(),
+    };
+    books
+        .state
+        .policy
+        .check_model_access(config, &who, &model.name)?;
+
+    let targets = forward::order(model);
+    let first_model = targets
+        .first()
+        .map(|t| t.model.as_str())
+        .unwrap_or(&model.name);
+    books.input_tokens = estimate::input_tokens(endpoint, &req, model, first_model);
+    let max_output = match endpoint {
+        Endpoint::Embeddings => 0,
+        _ => parsed
+            .max_tokens
+            .map_or(model.max_output_tokens, |(_, n)| n),
+    };
+    let facts = RequestFacts {
+        request_id: &books.request_id,
+        model,
+        input_tokens: books.input_tokens,
+        max_output_tokens: max_output,
+        body: &bytes,
+    };
+    let admitted = books.state.policy.admit(config, &who, &facts).await?;
+    if let Some(n) = admitted.clamp_max_tokens {
+        let field = parsed.max_tokens.map_or("max_tokens", |(f, _)| f);
+        req.insert(field.into(), Value::from(n));
+    }
+    let reply_headers = admitted.headers.clone();
+    books.admitted = Some(admitted);
+
+    if parsed.stream {
+        // Usage is always requested so that the stream can be billed; the
+        // extra chunk is stripped again for clients that did not ask for it.
+        let opts = req
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(o) = opts {
+            o.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
+    let upstream_started = Instant::now();
+    let sent = forward::send(
+        rt,
+        &targets,
+        endpoint,
+        &req,
+        parsed.stream,
+        &books.request_id,
+    )
+    .await;
+    books.upstream = upstream_started.elapsed();
+    let (provider, provider_model, resp) = sent?;
+    books.provider = provider;
+    books.provider_model = provider_model;
+    Ok(match resp {
+        UpstreamResponse::Complete { body, usage } => {
+            let usage = usage.unwrap_or_else(|| books.usage_from_body(&body));
+            Reply::Complete {
+                body,
+                usage,
+                headers: reply_headers,
+            }
+        }
+        UpstreamResponse::Stream(events) => Reply::Stream {
+            events,
+            include_usage: parsed.include_usage,
+            headers: reply_headers,
+        },
+    })
+}
+
+/// Settles a complete answer and sends it with its cost headers.
+async fn complete(
+    books: Books,
+    ingress: Ingress,
+    body: Bytes,
+    usage: Usage,
+    headers: Vec<(HeaderName, HeaderValue)>,
+) -> Response {
+    let model = books.model.clone();
+    let settled = books.close(200, usage, None).await;
+    let body = match ingress {
+        Ingress::OpenAi(_) => body,
+        Ingress::Anthropic => match translate::openai_to_messages_response(&body, &model) {
+            Ok(v) => Bytes::from(v.to_string()),
+            Err(e) => {
+                return ApiError::UpstreamError(format!(
+                    "the provider's answer could not be translated: {e}"
+                ))
+                .into_response_as(ingress.error_format());
+            }
+        },
+    };
+    let mut resp = (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    for (name, value) in headers {
+        h.insert(name, value);
+    }
+    if let Ok(v) = HeaderValue::from_str(&settled.cost.to_string()) {
+        h.insert("x-tollgate-cost-usd", v);
+    }
+    if let Some(v) = settled
+        .budget_remaining
+        .and_then(|r| HeaderValue::from_str(&r.to_string()).ok())
+    {
+        h.insert("x-tollgate-budget-remaining-usd", v);
+    }
+    resp
+}
+
+/// Everything needed to close the books on one request. Owned, so that a
+/// stream's books can move into a tracked task when its client hangs up.
+pub(super) struct Books {
+    pub state: SharedState,
+    pub config: Arc<Config>,
+    pub key: Arc<KeyRecord>,
+    pub team: Option<Arc<TeamRecord>>,
+    pub request_id: String,
+    /// The client-facing model name (empty until the body was read).
+    pub model: String,
+    pub provider: String,
+    pub provider_model: String,
+    pub input_tokens: u64,
+    pub started: Instant,
+    /// Time spent waiting for the provider's answer (its head, for streams).
+    pub upstream: Duration,
+    pub admitted: Option<Admitted>,
+}
+
+impl Books {
+    fn model_config(&self) -> Option<&ModelConfig> {
+        self.config.model(&self.model)
+    }
+
+    /// Tokens of generated text, for answers that came without usage.
+    pub fn text_tokens(&self, text: &str) -> u64 {
+        match self.model_config() {
+            Some(m) => estimate::text_tokens(m, &self.provider_model, text),
+            None => text.len() as u64,
+        }
+    }
+
+    /// Usage of a complete answer that reported none: the input estimate and
+    /// the tokens of every generated text in it. Never $0 for real output.
+    fn usage_from_body(&self, body: &[u8]) -> Usage {
+        let mut text = String::new();
+        if let Ok(v) = serde_json::from_slice::<Value>(body) {
+            for choice in v
+                .get("choices")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let message = choice.get("message");
+                for s in [
+                    message
+                        .and_then(|m| m.get("content"))
+                        .and_then(Value::as_str),
+                    choice.get("text").and_then(Value::as_str),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    text.push_str(s);
+                }
+                let calls = message
+                    .and_then(|m| m.get("tool_calls"))
+                    .and_then(Value::as_array);
+                for call in calls.into_iter().flatten() {
+                    if let Some(args) = call.pointer("/function/arguments").and_then(Value::as_str)
+                    {
+                        text.push_str(args);
+                    }
+                }
+            }
+        }
+        Usage {
+            prompt_tokens: self.input_tokens,
+            completion_tokens: self.text_tokens(&text),
+            cached_tokens: 0,
+        }
+    }
+
+    /// A key whose error streak tripped the loop guard gets `loop_detected`
+    /// instead of repeating the same error.
+    async fn looping_instead(&self, err: ApiError) -> ApiError {
+        if !err.status().is_client_error() || matches!(err, ApiError::LoopDetected { .. }) {
+            return err;
+        }
+        let who = Subject { key: &self.key, team: self.team.as_deref() };
+        match self.state.policy.check_streak(&self.config, &who).await {
+            Err(looped) => looped,
+            Ok(()) => err,
+        }
+    }
+
+    /// Settles the reservation to `usage`, feeds the error-streak guard,
+    /// writes the ledger row, the metrics and the request's log line.
+    pub async fn close(mut self, status: u16, usage: Usage, error_code: Option<&str>) -> Settled {
+        let outcome = Outcome {
+            usage: Some(usage),
+            error_code: error_code.map(str::to_owned),
+        };
+        let settled = match self.admitted.take() {
+            Some(admitted) => {
+                self.state
+                    .policy
+                    .settle(&self.config, admitted, &outcome)
+                    .await
+            }
+            None => Settled {
+                cost: NanoUsd::ZERO,
+                budget_remaining: None,
+            },
+        };
+        // A client hanging up is not an error the key keeps making.
+        if error_code != Some("client_closed") {
+            let who = Subject {
+                key: &self.key,
+                team: self.team.as_deref(),
+            };
+            self.state
+                .policy
+                .record_outcome(&self.config, &who, error_code)
+                .await;
+        }
+
+        let latency = self.started.elapsed();
+        self.state.ledger.record(LedgerRow {
+            ts: self.state.clock.now(),
+            request_id: self.request_id.clone(),
+            key_id: self.key.id.clone(),
+            team: self.key.team.clone(),
+            model: self.model.clone(),
+            provider: self.provider.clone(),
+            status,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cost: settled.cost,
+            latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            error_code: error_code.map(str::to_owned),
+        });
+        self.observe(status, usage, settled.cost, error_code, latency);
+        settled
+    }
+
+    fn observe(
+        &self,
+        status: u16,
+        usage: Usage,
+        cost: NanoUsd,
+        error_code: Option<&str>,
+        latency: Duration,
+    ) {
+        let team = self.key.team.to_string();
+        let (model, provider) = (self.model.clone(), self.provider.clone());
+        metrics::counter!("tollgate_requests_total", "team" => team.clone(), "model" => model.clone(),
+            "provider" => provider.clone(), "status" => status.to_string())
+        .increment(1);
+        if let Some(code) = error_code {
+            metrics::counter!("tollgate_rejections_total", "code" => code.to_owned()).increment(1);
+        }
+        metrics::histogram!("tollgate_request_duration_seconds", "model" => model.clone())
+            .record(latency.as_secs_f64());
+        metrics::histogram!("tollgate_gateway_overhead_seconds")
+            .record(latency.saturating_sub(self.upstream).as_secs_f64());
+        if usage.prompt_tokens + usage.completion_tokens > 0 {
+            metrics::counter!("tollgate_tokens_total", "team" => team.clone(), "model" => model.clone(),
+                "provider" => provider.clone(), "kind" => "prompt")
+            .increment(usage.prompt_tokens);
+            metrics::counter!("tollgate_tokens_total", "team" => team.clone(), "model" => model.clone(),
+                "provider" => provider.clone(), "kind" => "completion")
+            .increment(usage.completion_tokens);
+        }
+        if cost > NanoUsd::ZERO {
+            metrics::counter!("tollgate_spend_nanousd_total", "team" => team, "model" => model, "provider" => provider)
+                .increment(cost.0);
+        }
+        tracing::info!(
+            target: "tollgate::request",
+            request_id = %self.request_id,
+            key_id = %self.key.id,
+            team = %self.key.team,
+            model = %self.model,
+            provider = %self.provider,
+            status,
+            latency_ms = latency.as_millis() as u64,
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            cost_usd = %cost,
+            error_code = error_code.unwrap_or(""),
+            "request"
+        );
+    }
+}

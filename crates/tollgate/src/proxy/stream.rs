@@ -1,0 +1,290 @@
+//! Streaming answers: events go to the client as they arrive, never
+//! buffered whole. On the way the usage is picked up (and its extra chunk
+//! stripped for clients that did not ask for it) and the generated text
+//! is counted, so a stream is billed even when it is cut short: when the
+//! stream ends, fails, or its client hangs up, the books are closed on a
+//! tracked task that outlives the connection.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::Stream;
+use http::{HeaderName, HeaderValue, StatusCode, header};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::pipeline::{Books, Ingress};
+use crate::error::ApiError;
+use crate::providers::{
+    EventStream, ProviderError, SseEvent, Usage, translate::MessagesStreamTranslator,
+};
+
+/// Ledger status of a stream whose client went away first (as nginx logs it).
+const CLIENT_CLOSED: u16 = 499;
+
+pub(super) fn respond(
+    books: Books,
+    ingress: Ingress,
+    events: EventStream,
+    include_usage: bool,
+    headers: Vec<(HeaderName, HeaderValue)>,
+) -> Response {
+    let encoder = match ingress {
+        Ingress::OpenAi(_) => Encoder::OpenAi,
+        Ingress::Anthropic => {
+            Encoder::Anthropic(Box::new(MessagesStreamTranslator::new(&books.model)))
+        }
+    };
+    let metered = Metered {
+        inner: events,
+        books: Some(books),
+        strip_usage: !include_usage,
+        encoder,
+        usage: None,
+        text: String::new(),
+        ended: false,
+    };
+    let mut resp = (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Body::from_stream(metered),
+    )
+        .into_response();
+    for (name, value) in headers {
+        resp.headers_mut().insert(name, value);
+    }
+    resp
+}
+
+/// How events are written to the client.
+enum Encoder {
+    /// As they came: canonical OpenAI chunks.
+    OpenAi,
+    /// Translated to Anthropic Messages events.
+    Anthropic(Box<MessagesStreamTranslator>),
+}
+
+impl Encoder {
+    fn data(&mut self, data: &[u8]) -> Bytes {
+        match self {
+            Encoder::OpenAi => frame(data),
+            Encoder::Anthropic(t) => t.chunk(data),
+        }
+    }
+
+    fn done(&mut self) -> Bytes {
+        match self {
+            Encoder::OpenAi => Bytes::from_static(b"data: [DONE]\n\n"),
+            Encoder::Anthropic(t) => t.finish(),
+        }
+    }
+
+    fn error(&mut self, err: &ApiError) -> Bytes {
+        match self {
+            Encoder::OpenAi => {
+                let body = json!({"error": {"message": err.to_string(), "type": "api_error", "code": err.code(), "param": null}});
+                frame(body.to_string().as_bytes())
+            }
+            Encoder::Anthropic(_) => {
+                let body = json!({"type": "error", "error": {"type": "api_error", "message": err.to_string()}});
+                Bytes::from(format!("event: error\ndata: {body}\n\n"))
+            }
+        }
+    }
+}
+
+fn frame(data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + 8);
+    out.put_slice(b"data: ");
+    out.put_slice(data);
+    out.put_slice(b"\n\n");
+    out.freeze()
+}
+
+/// The client-bound stream. Holds the books until the stream ends.
+struct Metered {
+    inner: EventStream,
+    books: Option<Books>,
+    strip_usage: bool,
+    encoder: Encoder,
+    usage: Option<Usage>,
+    /// Generated text so far, to bill a stream that ends without usage.
+    text: String,
+    ended: bool,
+}
+
+impl Metered {
+    /// Picks usage and generated text out of one chunk; `true` if the chunk
+    /// carries nothing but usage.
+    fn observe(&mut self, data: &[u8]) -> bool {
+        let Ok(chunk) = serde_json::from_slice::<ChunkView<'_>>(data) else {
+            return false;
+        };
+        for choice in &chunk.choices {
+            if let Some(t) = &choice.text {
+                self.text.push_str(t);
+            }
+            if let Some(delta) = &choice.delta {
+                if let Some(c) = &delta.content {
+                    self.text.push_str(c);
+                }
+                for call in delta.tool_calls.iter().flatten() {
+                    if let Some(args) = call.function.as_ref().and_then(|f| f.arguments.as_ref()) {
+                        self.text.push_str(args);
+                    }
+                }
+            }
+        }
+        match chunk.usage {
+            Some(u) => {
+                self.usage = Some(Usage {
+                    prompt_tokens: u.prompt_tokens,
+                    completion_tokens: u.completion_tokens,
+                    cached_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+                });
+                chunk.choices.is_empty()
+            }
+            None => false,
+        }
+    }
+
+    /// Closes the books once, on a tracked task (the connection may be gone).
+    fn finish(&mut self, status: u16, error_code: Option<&'static str>) {
+        self.ended = true;
+        let Some(books) = self.books.take() else {
+            return;
+        };
+        let usage = self.usage.unwrap_or_else(|| Usage {
+            prompt_tokens: books.input_tokens,
+            completion_tokens: books.text_tokens(&self.text),
+            cached_tokens: 0,
+        });
+        let tasks = books.state.tasks.clone();
+        let close = async move {
+            books.close(status, usage, error_code).await;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                tasks.spawn_on(close, &handle);
+            }
+            Err(_) => tracing::error!("stream ended outside the runtime: its settlement is lost"),
+        }
+    }
+}
+
+impl Stream for Metered {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(SseEvent::Data(data)))) => {
+                    if this.observe(&data) && this.strip_usage {
+                        continue;
+                    }
+                    let out = this.encoder.data(&data);
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                }
+                Poll::Ready(Some(Ok(SseEvent::Done))) => {
+                    let out = this.encoder.done();
+                    this.finish(200, None);
+                    return Poll::Ready(Some(Ok(out)));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let err = match e {
+                        ProviderError::Timeout { .. } => {
+                            ApiError::UpstreamTimeout(format!("{e}; the stream was cut"))
+                        }
+                        other => ApiError::UpstreamError(format!("{other}; the stream was cut")),
+                    };
+                    let out = this.encoder.error(&err);
+                    this.finish(200, Some(err.code()));
+                    return Poll::Ready(Some(Ok(out)));
+                }
+                Poll::Ready(None) => {
+                    // The provider closed without `[DONE]`: bill what was sent.
+                    this.finish(200, Some("stream_interrupted"));
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        if self.books.is_some() {
+            self.finish(CLIENT_CLOSED, Some("client_closed"));
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ChunkView<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<ChoiceView<'a>>,
+    #[serde(default)]
+    usage: Option<UsageView>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(default, borrow)]
+    delta: Option<DeltaView<'a>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct DeltaView<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<ToolCallView<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallView<'a> {
+    #[serde(default, borrow)]
+    function: Option<FunctionView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionView<'a> {
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct UsageView {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<CachedView>,
+}
+
+#[derive(Deserialize)]
+struct CachedView {
+    #[serde(default)]
+    cached_tokens: u64,
+}
