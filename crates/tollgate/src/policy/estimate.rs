@@ -64,15 +64,23 @@ pub fn input_tokens(
 }
 
 /// The output a request may generate: `max_completion_tokens`, else
-/// `max_tokens` (OpenAI and Anthropic), else the model's `max_output_tokens`.
-/// A value that is not a positive integer falls back to the model's (the
-/// handler rejects it as invalid before this matters).
+/// `max_tokens` (OpenAI and Anthropic), else the model's `max_output_tokens`;
+/// times `n` (or `best_of`, which generates that many server-side), since
+/// every choice is billed. A value that is not a positive integer falls
+/// back to the default (the handler rejects it as invalid before this matters).
 pub fn max_output_tokens(body: &Map<String, Value>, model: &ModelConfig) -> u64 {
-    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+    let per_choice = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
         .iter()
         .find_map(|k| body.get(*k).and_then(Value::as_u64))
         .filter(|n| *n > 0)
-        .unwrap_or(model.max_output_tokens)
+        .unwrap_or(model.max_output_tokens);
+    let choices = ["n", "best_of"]
+        .iter()
+        .filter_map(|k| body.get(*k).and_then(Value::as_u64))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    per_choice.saturating_mul(choices)
 }
 
 /// Tokens of a piece of generated text (a stream cut short with no usage),
@@ -167,6 +175,10 @@ fn count(counter: Counter, text: &str) -> u64 {
 
 fn chat_tokens(counter: Counter, body: &Map<String, Value>, image: u64) -> u64 {
     let mut n = REPLY_PRIMING;
+    // Anthropic-shaped bodies carry the system prompt outside `messages`.
+    if let Some(system) = body.get("system") {
+        n += PER_MESSAGE + content_tokens(counter, system, image);
+    }
     if let Some(Value::Array(messages)) = body.get("messages") {
         for m in messages {
             n += PER_MESSAGE + message_tokens(counter, m, image);

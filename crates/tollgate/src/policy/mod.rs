@@ -500,13 +500,19 @@ impl PolicyEngine {
         let Ok(applied) = resolve::applied(config, who.key, who.team) else {
             return Ok(());
         };
-        let mut req = AdmitRequest { request_id: format!("streak-check:{}", who.key.id), ..AdmitRequest::default() };
+        let mut req = AdmitRequest {
+            request_id: format!("streak-check:{}", who.key.id),
+            ..AdmitRequest::default()
+        };
         let mut names = Vec::new();
         for a in &applied {
             if let PolicyKind::LoopGuard(guard) = &*a.kind
                 && a.mode == PolicyMode::Enforce
             {
-                req.streaks.push(StreakCheck { key: streak_key(who.key.id.as_str(), a.name), enforce: true });
+                req.streaks.push(StreakCheck {
+                    key: streak_key(who.key.id.as_str(), a.name),
+                    enforce: true,
+                });
                 names.push((a.name, *guard));
             }
         }

@@ -329,7 +329,10 @@ impl Books {
         if !err.status().is_client_error() || matches!(err, ApiError::LoopDetected { .. }) {
             return err;
         }
-        let who = Subject { key: &self.key, team: self.team.as_deref() };
+        let who = Subject {
+            key: &self.key,
+            team: self.team.as_deref(),
+        };
         match self.state.policy.check_streak(&self.config, &who).await {
             Err(looped) => looped,
             Ok(()) => err,

@@ -31,7 +31,10 @@ fn body_100() -> Value {
 
 async fn total_cost(h: &Harness) -> (u64, usize) {
     let rows = h.ledger().await;
-    (rows.iter().map(|r| r.cost.0).sum(), rows.iter().filter(|r| r.status == 200).count())
+    (
+        rows.iter().map(|r| r.cost.0).sum(),
+        rows.iter().filter(|r| r.status == 200).count(),
+    )
 }
 
 /// Sends until the first 402 (bounded), returning how many got through.
@@ -49,9 +52,15 @@ async fn drain_budget(h: &Harness, key: &str, body: &Value) -> usize {
 async fn fire(h: &Harness, key: &str, body: Value, n: usize) -> Vec<u16> {
     let tasks: Vec<_> = (0..n)
         .map(|_| {
-            let (http, url, key, body) = (h.http.clone(), h.url.clone(), key.to_owned(), body.clone());
+            let (http, url, key, body) =
+                (h.http.clone(), h.url.clone(), key.to_owned(), body.clone());
             tokio::spawn(async move {
-                let resp = http.post(format!("{url}/v1/chat/completions")).bearer_auth(key).json(&body).send().await;
+                let resp = http
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(key)
+                    .json(&body)
+                    .send()
+                    .await;
                 let resp = resp.expect("request");
                 let status = resp.status().as_u16();
                 // Read streams to the end so their settlement is the normal one.
@@ -70,13 +79,28 @@ async fn fire(h: &Harness, key: &str, body: Value, n: usize) -> Vec<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_concurrent_requests_never_overshoot_the_team_cap() {
-    let h = Harness::start_with(MockConfig { completion_tokens: 1000, ..MockConfig::default() }, &capped(CAP, ""), Arc::new(SystemClock)).await;
+    let h = Harness::start_with(
+        MockConfig {
+            completion_tokens: 1000,
+            ..MockConfig::default()
+        },
+        &capped(CAP, ""),
+        Arc::new(SystemClock),
+    )
+    .await;
     let (_, key) = h.key(json!({})).await;
     let statuses = fire(&h, &key, body_100(), 1000).await;
     let ok = statuses.iter().filter(|s| **s == 200).count();
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 402), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 402),
+        "{statuses:?}"
+    );
     assert!(ok > 0 && ok < 60, "{ok} admitted");
-    assert_eq!(h.mock.calls() as usize, ok, "every forwarded request was admitted; no 402 reached the provider");
+    assert_eq!(
+        h.mock.calls() as usize,
+        ok,
+        "every forwarded request was admitted; no 402 reached the provider"
+    );
     // Spend what is left sequentially: the cap is then exhausted to within
     // one worst-case request, and still never exceeded.
     let more = drain_budget(&h, &key, &body_100()).await;
@@ -84,19 +108,30 @@ async fn a_thousand_concurrent_requests_never_overshoot_the_team_cap() {
     for _ in 0..20 {
         assert_eq!(h.chat(&key, &body_100()).await.status(), 402);
     }
-    assert_eq!(h.mock.calls(), calls_at_exhaustion, "no call reaches the provider once the budget is spent");
+    assert_eq!(
+        h.mock.calls(),
+        calls_at_exhaustion,
+        "no call reaches the provider once the budget is spent"
+    );
     let (spent, rows_ok) = total_cost(&h).await;
     assert_eq!(rows_ok, ok + more);
     let limit = (CAP * 1e9) as u64;
     let worst = 250_000; // > input estimate + 100 output tokens
     assert!(spent <= limit, "spent {spent} over the limit {limit}");
-    assert!(spent + worst >= limit, "spent {spent} is not within one request of {limit}");
+    assert!(
+        spent + worst >= limit,
+        "spent {spent} is not within one request of {limit}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_concurrent_streams_never_overshoot_the_cap() {
     let h = Harness::start_with(
-        MockConfig { completion_tokens: 1000, chunk_delay: Duration::from_millis(1), ..MockConfig::default() },
+        MockConfig {
+            completion_tokens: 1000,
+            chunk_delay: Duration::from_millis(1),
+            ..MockConfig::default()
+        },
         &capped(CAP, ""),
         Arc::new(SystemClock),
     )
@@ -112,7 +147,10 @@ async fn two_hundred_concurrent_streams_never_overshoot_the_cap() {
     let (spent, _) = total_cost(&h).await;
     let limit = (CAP * 1e9) as u64;
     assert!(spent <= limit, "streams overshot: {spent} > {limit}");
-    assert!(spent + 250_000 >= limit, "spent {spent} is not within one request of {limit}");
+    assert!(
+        spent + 250_000 >= limit,
+        "spent {spent} is not within one request of {limit}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -120,13 +158,17 @@ async fn clamp_lowers_max_tokens_instead_of_rejecting_and_the_cap_holds() {
     // No max_tokens in the request: worst case is the model's 1000 output
     // tokens ($0.002). With clamp, the last requests run with fewer.
     let h = Harness::start_with(
-        MockConfig { completion_tokens: 1000, ..MockConfig::default() },
+        MockConfig {
+            completion_tokens: 1000,
+            ..MockConfig::default()
+        },
         &capped(CAP, ", on_insufficient: clamp"),
         Arc::new(SystemClock),
     )
     .await;
     let (_, key) = h.key(json!({})).await;
-    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Write a lot"}]});
+    let body =
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Write a lot"}]});
     let statuses = fire(&h, &key, body.clone(), 300).await;
     assert!(statuses.iter().all(|s| *s == 200 || *s == 402));
     let clamped = h
@@ -147,10 +189,17 @@ async fn clamp_lowers_max_tokens_instead_of_rejecting_and_the_cap_holds() {
         .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
         .filter(|b| b["max_tokens"].as_u64().is_some_and(|n| n < 1000))
         .count();
-    assert!(clamped + clamped_after >= 1, "some request ran with a lowered max_tokens");
+    assert!(
+        clamped + clamped_after >= 1,
+        "some request ran with a lowered max_tokens"
+    );
     // Clamping uses the budget down to less than one output token's worth
     // plus the input.
-    assert!(spent + 50_000 >= limit, "clamp left {} nano-USD unused", limit - spent);
+    assert!(
+        spent + 50_000 >= limit,
+        "clamp left {} nano-USD unused",
+        limit - spent
+    );
 }
 
 #[tokio::test]
@@ -159,23 +208,49 @@ async fn rejection_is_402_with_policy_limit_spend_reset_and_retry_after() {
     let (_, key) = h.key(json!({})).await;
     let ok = h.chat(&key, &body_100()).await;
     assert_eq!(ok.status(), 200);
-    let cost: f64 = ok.headers()["x-tollgate-cost-usd"].to_str().unwrap().parse().unwrap();
-    let remaining: f64 = ok.headers()["x-tollgate-budget-remaining-usd"].to_str().unwrap().parse().unwrap();
+    let cost: f64 = ok.headers()["x-tollgate-cost-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let remaining: f64 = ok.headers()["x-tollgate-budget-remaining-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(cost > 0.0);
-    assert!((remaining - (0.001 - cost)).abs() < 1e-9, "{remaining} vs {}", 0.001 - cost);
+    assert!(
+        (remaining - (0.001 - cost)).abs() < 1e-9,
+        "{remaining} vs {}",
+        0.001 - cost
+    );
     drain_budget(&h, &key, &body_100()).await;
     let resp = h.chat(&key, &body_100()).await;
-    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let now = chrono::Utc::now();
-    let midnight = (now + chrono::Duration::days(1)).date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let midnight = (now + chrono::Duration::days(1))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
     let to_reset = (midnight - now).num_seconds() as u64;
-    assert!(retry.abs_diff(to_reset) <= 2, "Retry-After {retry} vs {to_reset} s to midnight UTC");
+    assert!(
+        retry.abs_diff(to_reset) <= 2,
+        "Retry-After {retry} vs {to_reset} s to midnight UTC"
+    );
     let (status, code, body) = error_code(resp).await;
     assert_eq!((status, code.as_str()), (402, "budget_exceeded"));
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(msg.contains("cap"), "names the policy: {msg}");
     assert!(msg.contains("0.001"), "names the limit: {msg}");
-    assert!(msg.contains(&midnight.format("%Y-%m-%d").to_string()), "names the reset: {msg}");
+    assert!(
+        msg.contains(&midnight.format("%Y-%m-%d").to_string()),
+        "names the reset: {msg}"
+    );
 }
 
 #[tokio::test]
@@ -186,7 +261,12 @@ async fn key_budget_set_over_the_api_is_enforced_and_reported() {
     assert!((3..=5).contains(&n), "{n}");
     let (status, budgets) = h.admin(Method::GET, "/admin/budgets?team=t1", None).await;
     assert_eq!(status, 200);
-    let b = budgets["data"].as_array().unwrap().iter().find(|b| b["id"] == id.as_str()).expect("key budget reported");
+    let b = budgets["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == id.as_str())
+        .expect("key budget reported");
     assert_eq!(b["limit_usd"], 0.001);
     assert!(b["spent_usd"].as_f64().unwrap() <= 0.001);
     assert_eq!(b["reserved_usd"], 0.0);
@@ -194,15 +274,27 @@ async fn key_budget_set_over_the_api_is_enforced_and_reported() {
 
 #[tokio::test]
 async fn a_new_period_starts_a_new_budget_on_controlled_time() {
-    let clock = Arc::new(ManualClock::new(chrono::Utc.with_ymd_and_hms(2026, 11, 27, 23, 59, 0).unwrap()));
+    let clock = Arc::new(ManualClock::new(
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, 27, 23, 59, 0)
+            .unwrap(),
+    ));
     let h = Harness::start_with(MockConfig::default(), &capped(0.001, ""), clock.clone()).await;
     let (_, key) = h.key(json!({})).await;
     drain_budget(&h, &key, &body_100()).await;
     let resp = h.chat(&key, &body_100()).await;
     assert_eq!(resp.status(), 402);
-    assert_eq!(resp.headers()["retry-after"], "60", "one minute to midnight on the test clock");
+    assert_eq!(
+        resp.headers()["retry-after"],
+        "60",
+        "one minute to midnight on the test clock"
+    );
     clock.advance(chrono::Duration::seconds(61));
-    assert_eq!(h.chat(&key, &body_100()).await.status(), 200, "the budget is available again in the new day");
+    assert_eq!(
+        h.chat(&key, &body_100()).await.status(),
+        200,
+        "the budget is available again in the new day"
+    );
 }
 
 #[tokio::test]
@@ -214,9 +306,18 @@ async fn shadow_budget_lets_traffic_through_and_reports_what_it_would_have_block
         assert_eq!(h.chat(&key, &body_100()).await.status(), 200);
     }
     let (_, budgets) = h.admin(Method::GET, "/admin/budgets", None).await;
-    let b = &budgets["data"].as_array().unwrap().iter().find(|b| b["policy"] == "trial").expect("reported").clone();
+    let b = &budgets["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["policy"] == "trial")
+        .expect("reported")
+        .clone();
     assert!(b["would_reject"].as_u64().unwrap() >= 4, "{b}");
-    assert!(b["spent_usd"].as_f64().unwrap() > 0.0001, "spend is still counted: {b}");
+    assert!(
+        b["spent_usd"].as_f64().unwrap() > 0.0001,
+        "spend is still counted: {b}"
+    );
 }
 
 #[tokio::test]
@@ -238,10 +339,28 @@ async fn alert_webhook_gets_each_threshold_once_and_the_first_block() {
         .filter(|e| e["event"] == "budget_threshold")
         .map(|e| e["threshold"].as_f64().unwrap())
         .collect();
-    assert!(thresholds.contains(&0.5) && thresholds.contains(&0.8), "{events:?}");
+    assert!(
+        thresholds.contains(&0.5) && thresholds.contains(&0.8),
+        "{events:?}"
+    );
     let mut sorted = thresholds.clone();
     sorted.dedup();
-    assert_eq!(sorted.len(), thresholds.len(), "each threshold once: {events:?}");
-    assert_eq!(events.iter().filter(|e| e["event"] == "budget_blocked").count(), 1, "{events:?}");
-    assert!(events.iter().all(|e| e["policy"] == "cap" && e["limit_usd"] == 0.002));
+    assert_eq!(
+        sorted.len(),
+        thresholds.len(),
+        "each threshold once: {events:?}"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "budget_blocked")
+            .count(),
+        1,
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["policy"] == "cap" && e["limit_usd"] == 0.002)
+    );
 }

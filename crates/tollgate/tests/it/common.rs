@@ -26,7 +26,11 @@ pub struct Harness {
 /// (policies, teams, defaults, alerts…). A team `t1` exists unless `tail`
 /// declares `teams:` itself.
 pub fn config_yaml(mock_base: &str, store: &str, tail: &str) -> String {
-    let teams = if tail.contains("teams:") { "" } else { "teams:\n  - id: t1\n" };
+    let teams = if tail.contains("teams:") {
+        ""
+    } else {
+        "teams:\n  - id: t1\n"
+    };
     format!(
         r#"listen: 127.0.0.1:0
 admin_key: {ADMIN_KEY}
@@ -66,13 +70,21 @@ impl Harness {
     }
 
     pub async fn start_with(mock: MockConfig, tail: &str, clock: Arc<dyn Clock>) -> Harness {
-        let mock = MockProvider::start(mock).await.expect("mock provider starts");
+        let mock = MockProvider::start(mock)
+            .await
+            .expect("mock provider starts");
         let dir = tempfile::tempdir().expect("temp dir");
         let store = format!("sqlite://{}", dir.path().join("tollgate.db").display());
         let yaml = config_yaml(&mock.base_url(), &store, tail);
         let gw = start_gateway(&yaml, clock).await;
         let url = format!("http://{}", gw.addr);
-        Harness { gw: Some(gw), mock, url, http: reqwest::Client::new(), dir }
+        Harness {
+            gw: Some(gw),
+            mock,
+            url,
+            http: reqwest::Client::new(),
+            dir,
+        }
     }
 
     pub fn gw(&self) -> &Gateway {
@@ -96,8 +108,16 @@ impl Harness {
         self.gw = Some(gw);
     }
 
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(ADMIN_KEY);
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_KEY);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -112,9 +132,14 @@ impl Harness {
         if body.get("team").is_none() {
             body["team"] = json!("t1");
         }
-        let (status, created) = self.admin(reqwest::Method::POST, "/admin/keys", Some(body)).await;
+        let (status, created) = self
+            .admin(reqwest::Method::POST, "/admin/keys", Some(body))
+            .await;
         assert_eq!(status, 201, "key creation failed: {created}");
-        (created["id"].as_str().unwrap().to_owned(), created["key"].as_str().unwrap().to_owned())
+        (
+            created["id"].as_str().unwrap().to_owned(),
+            created["key"].as_str().unwrap().to_owned(),
+        )
     }
 
     pub async fn post(&self, path: &str, key: &str, body: &Value) -> reqwest::Response {
@@ -144,7 +169,11 @@ impl Harness {
         state.ledger.flush().await;
         state
             .store
-            .requests(&tollgate::store::RequestsQuery { team: None, key: None, limit: 100_000 })
+            .requests(&tollgate::store::RequestsQuery {
+                team: None,
+                key: None,
+                limit: 100_000,
+            })
             .await
             .expect("ledger query")
     }
@@ -152,8 +181,11 @@ impl Harness {
 
 pub async fn start_gateway(yaml: &str, clock: Arc<dyn Clock>) -> Gateway {
     let env = |k: &str| std::env::var(k).ok();
-    let config = tollgate::config::load_str(yaml, "test.yaml", &env).unwrap_or_else(|e| panic!("config: {e}\n{yaml}"));
-    app::start(config, None, clock).await.expect("gateway starts")
+    let config = tollgate::config::load_str(yaml, "test.yaml", &env)
+        .unwrap_or_else(|e| panic!("config: {e}\n{yaml}"));
+    app::start(config, None, clock)
+        .await
+        .expect("gateway starts")
 }
 
 pub fn chat_body(text: &str) -> Value {
@@ -164,8 +196,19 @@ pub fn chat_body(text: &str) -> Value {
 pub async fn error_code(resp: reqwest::Response) -> (u16, String, Value) {
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.expect("error body is JSON");
-    let code = body["error"]["code"].as_str().unwrap_or_default().to_owned();
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "error has a message: {body}");
-    assert!(body["error"].get("type").is_some() && body["error"].get("param").is_some(), "OpenAI shape: {body}");
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error has a message: {body}"
+    );
+    assert!(
+        body["error"].get("type").is_some() && body["error"].get("param").is_some(),
+        "OpenAI shape: {body}"
+    );
     (status, code, body)
 }

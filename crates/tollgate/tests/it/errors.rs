@@ -17,7 +17,8 @@ async fn malformed_json_is_400_never_forwarded_never_billed() {
         "[1,2]".to_owned(),
         json!({"messages": [{"role": "user", "content": "x"}]}).to_string(),
         json!({"model": "gpt-4o-mini"}).to_string(),
-        json!({"model": "gpt-4o-mini", "messages": [{"role": "user"}], "max_tokens": "lots"}).to_string(),
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user"}], "max_tokens": "lots"})
+            .to_string(),
     ];
     for body in &bad_bodies {
         let resp = h
@@ -36,24 +37,43 @@ async fn malformed_json_is_400_never_forwarded_never_billed() {
     assert_eq!(h.mock.calls(), 0, "bad input must never reach the provider");
     let rows = h.ledger().await;
     assert_eq!(rows.len(), bad_bodies.len());
-    assert!(rows.iter().all(|r| r.cost.0 == 0 && r.error_code.as_deref() == Some("invalid_request")));
+    assert!(
+        rows.iter()
+            .all(|r| r.cost.0 == 0 && r.error_code.as_deref() == Some("invalid_request"))
+    );
 }
 
 #[tokio::test]
 async fn missing_unknown_and_foreign_keys_are_401() {
     let h = Harness::start("").await;
     let body = chat_body("hi");
-    let no_key = h.http.post(format!("{}/v1/chat/completions", h.url)).json(&body).send().await.unwrap();
+    let no_key = h
+        .http
+        .post(format!("{}/v1/chat/completions", h.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(no_key).await.1, "invalid_api_key");
-    for key in ["sk-proj-somebodyelse", "sk-tg-0123456789ab-wrongsecret", ADMIN_KEY] {
+    for key in [
+        "sk-proj-somebodyelse",
+        "sk-tg-0123456789ab-wrongsecret",
+        ADMIN_KEY,
+    ] {
         let (status, code, _) = error_code(h.chat(key, &body).await).await;
         assert_eq!((status, code.as_str()), (401, "invalid_api_key"), "{key}");
     }
     // Also through the `api-key` and `x-api-key` headers.
     let (_, key) = h.key(json!({})).await;
     for header in ["api-key", "x-api-key"] {
-        let resp =
-            h.http.post(format!("{}/v1/chat/completions", h.url)).header(header, &key).json(&body).send().await.unwrap();
+        let resp = h
+            .http
+            .post(format!("{}/v1/chat/completions", h.url))
+            .header(header, &key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200, "{header}");
     }
     assert_eq!(h.mock.calls(), 2);
@@ -63,14 +83,38 @@ async fn missing_unknown_and_foreign_keys_are_401() {
 async fn model_outside_the_keys_access_is_403() {
     let h = Harness::start("").await;
     let (_, key) = h.key(json!({"models": ["gpt-4o-*"]})).await;
-    let (status, code, body) = error_code(h.chat(&key, &json!({"model": "other-model", "messages": [{"role": "user", "content": "x"}]})).await).await;
-    assert_eq!((status, code.as_str()), (403, "model_not_allowed"), "{body}");
+    let (status, code, body) = error_code(
+        h.chat(
+            &key,
+            &json!({"model": "other-model", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "model_not_allowed"),
+        "{body}"
+    );
     assert_eq!(h.chat(&key, &chat_body("x")).await.status(), 200);
     assert_eq!(h.mock.calls(), 1);
     // `/v1/models` lists only what the key may use.
-    let models: serde_json::Value =
-        h.http.get(format!("{}/v1/models", h.url)).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
-    let ids: Vec<_> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let models: serde_json::Value = h
+        .http
+        .get(format!("{}/v1/models", h.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<_> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["gpt-4o-mini"]);
 }
 
@@ -78,8 +122,14 @@ async fn model_outside_the_keys_access_is_403() {
 async fn unknown_model_is_404() {
     let h = Harness::start("").await;
     let (_, key) = h.key(json!({})).await;
-    let (status, code, body) =
-        error_code(h.chat(&key, &json!({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]})).await).await;
+    let (status, code, body) = error_code(
+        h.chat(
+            &key,
+            &json!({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!((status, code.as_str()), (404, "model_not_found"));
     assert!(body["error"]["message"].as_str().unwrap().contains("gpt-9"));
     assert_eq!(h.mock.calls(), 0);
@@ -110,19 +160,33 @@ async fn oversized_body_is_413_never_forwarded() {
 async fn provider_failure_is_502_and_timeout_is_504() {
     let h = Harness::start("").await;
     let (_, key) = h.key(json!({})).await;
-    for failure in [FailureMode::Status(500, "boom".into()), FailureMode::Reset, FailureMode::Malformed] {
+    for failure in [
+        FailureMode::Status(500, "boom".into()),
+        FailureMode::Reset,
+        FailureMode::Malformed,
+    ] {
         h.mock.set_failure(failure.clone());
         let (status, code, body) = error_code(h.chat(&key, &chat_body("x")).await).await;
-        assert_eq!((status, code.as_str()), (502, "upstream_error"), "{failure:?}");
+        assert_eq!(
+            (status, code.as_str()),
+            (502, "upstream_error"),
+            "{failure:?}"
+        );
         assert!(!body.to_string().contains(UPSTREAM_KEY));
     }
     h.mock.set_failure(FailureMode::Hang);
     let started = std::time::Instant::now();
     let (status, code, _) = error_code(h.chat(&key, &chat_body("x")).await).await;
     assert_eq!((status, code.as_str()), (504, "upstream_timeout"));
-    assert!(started.elapsed() < Duration::from_secs(10), "the provider timeout (2 s) applies");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the provider timeout (2 s) applies"
+    );
     let rows = h.ledger().await;
-    assert!(rows.iter().all(|r| r.cost.0 == 0), "failed calls cost nothing");
+    assert!(
+        rows.iter().all(|r| r.cost.0 == 0),
+        "failed calls cost nothing"
+    );
 }
 
 #[tokio::test]
@@ -130,12 +194,17 @@ async fn provider_4xx_passes_through_with_its_status() {
     let h = Harness::start("").await;
     let (_, key) = h.key(json!({})).await;
     let upstream_error = json!({"error": {"message": "bad tool schema", "type": "invalid_request_error", "code": null, "param": "tools"}});
-    h.mock.set_failure(FailureMode::Status(422, upstream_error.to_string()));
+    h.mock
+        .set_failure(FailureMode::Status(422, upstream_error.to_string()));
     let resp = h.chat(&key, &chat_body("x")).await;
     assert_eq!(resp.status(), 422);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["message"], "bad tool schema");
-    assert_eq!(h.mock.calls(), 1, "a provider 4xx is not retried on another target");
+    assert_eq!(
+        h.mock.calls(),
+        1,
+        "a provider 4xx is not retried on another target"
+    );
 }
 
 #[tokio::test]
@@ -159,13 +228,28 @@ async fn fallback_target_answers_when_the_first_fails() {
     // Append a provider and a model: rebuild the config text by hand.
     let h = Harness::start("").await;
     let store = format!("sqlite://{}", h.dir.path().join("fallback.db").display());
-    let yaml = config_yaml(&h.mock.base_url(), &store, "")
-        .replace("models:\n", &format!("  - name: broken\n    kind: openai\n    base_url: {}\nmodels:\n{tail}", broken.base_url()));
+    let yaml = config_yaml(&h.mock.base_url(), &store, "").replace(
+        "models:\n",
+        &format!(
+            "  - name: broken\n    kind: openai\n    base_url: {}\nmodels:\n{tail}",
+            broken.base_url()
+        ),
+    );
     let gw = start_gateway(&yaml, std::sync::Arc::new(tollgate::types::SystemClock)).await;
     let url = format!("http://{}", gw.addr);
     let (_, created) = {
-        let resp = h.http.post(format!("{url}/admin/keys")).bearer_auth(ADMIN_KEY).json(&json!({"team": "t1"})).send().await.unwrap();
-        (resp.status(), resp.json::<serde_json::Value>().await.unwrap())
+        let resp = h
+            .http
+            .post(format!("{url}/admin/keys"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({"team": "t1"}))
+            .send()
+            .await
+            .unwrap();
+        (
+            resp.status(),
+            resp.json::<serde_json::Value>().await.unwrap(),
+        )
     };
     let key = created["key"].as_str().unwrap();
     let resp = h
@@ -201,7 +285,13 @@ async fn provider_key_is_injected_and_client_credentials_are_not_forwarded() {
     assert!(!text.contains(UPSTREAM_KEY));
     let seen = h.mock.last_request().unwrap();
     let all_headers = format!("{:?}", seen.headers);
-    assert!(all_headers.contains(UPSTREAM_KEY), "provider key injected: {all_headers}");
-    assert!(!all_headers.contains(&key), "client key never forwarded: {all_headers}");
+    assert!(
+        all_headers.contains(UPSTREAM_KEY),
+        "provider key injected: {all_headers}"
+    );
+    assert!(
+        !all_headers.contains(&key),
+        "client key never forwarded: {all_headers}"
+    );
     assert!(!all_headers.contains("session=abc"));
 }

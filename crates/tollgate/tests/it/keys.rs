@@ -13,11 +13,18 @@ async fn revoke_takes_effect_on_the_next_request() {
     let h = Harness::start("").await;
     let (id, key) = h.key(json!({"name": "ci"})).await;
     assert_eq!(h.chat(&key, &chat_body("x")).await.status(), 200);
-    let (status, _) = h.admin(Method::POST, &format!("/admin/keys/{id}/revoke"), None).await;
+    let (status, _) = h
+        .admin(Method::POST, &format!("/admin/keys/{id}/revoke"), None)
+        .await;
     assert_eq!(status, 200);
     let (status, code, body) = error_code(h.chat(&key, &chat_body("x")).await).await;
     assert_eq!((status, code.as_str()), (401, "invalid_api_key"));
-    assert!(body["error"]["message"].as_str().unwrap().contains("revoked"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
     assert_eq!(h.mock.calls(), 1);
 }
 
@@ -25,14 +32,28 @@ async fn revoke_takes_effect_on_the_next_request() {
 async fn rotation_keeps_the_old_key_for_the_grace_period_only() {
     let h = Harness::start("").await;
     let (id, old) = h.key(json!({})).await;
-    let (status, rotated) = h.admin(Method::POST, &format!("/admin/keys/{id}/rotate"), Some(json!({"grace_seconds": 1}))).await;
+    let (status, rotated) = h
+        .admin(
+            Method::POST,
+            &format!("/admin/keys/{id}/rotate"),
+            Some(json!({"grace_seconds": 1})),
+        )
+        .await;
     assert_eq!(status, 200, "{rotated}");
     let new = rotated["key"].as_str().unwrap().to_owned();
     assert_ne!(new, old);
     assert_eq!(h.chat(&new, &chat_body("x")).await.status(), 200);
-    assert_eq!(h.chat(&old, &chat_body("x")).await.status(), 200, "old key works during the grace period");
+    assert_eq!(
+        h.chat(&old, &chat_body("x")).await.status(),
+        200,
+        "old key works during the grace period"
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(h.chat(&old, &chat_body("x")).await.status(), 401, "old key stops after the grace period");
+    assert_eq!(
+        h.chat(&old, &chat_body("x")).await.status(),
+        401,
+        "old key stops after the grace period"
+    );
     assert_eq!(h.chat(&new, &chat_body("x")).await.status(), 200);
 }
 
@@ -44,7 +65,12 @@ async fn expired_keys_are_rejected() {
     let (_, expired) = h.key(json!({"expires_at": past})).await;
     let (status, code, body) = error_code(h.chat(&expired, &chat_body("x")).await).await;
     assert_eq!((status, code.as_str()), (401, "invalid_api_key"));
-    assert!(body["error"]["message"].as_str().unwrap().contains("expired"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
     let (_, expiring) = h.key(json!({"expires_at": soon})).await;
     assert_eq!(h.chat(&expiring, &chat_body("x")).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(900)).await;
@@ -59,11 +85,17 @@ async fn keys_and_ledger_survive_a_restart() {
         assert_eq!(h.chat(&key, &chat_body("x")).await.status(), 200);
     }
     h.restart("").await;
-    assert_eq!(h.chat(&key, &chat_body("x")).await.status(), 200, "the key works after a restart");
+    assert_eq!(
+        h.chat(&key, &chat_body("x")).await.status(),
+        200,
+        "the key works after a restart"
+    );
     let rows = h.ledger().await;
     assert_eq!(rows.len(), 4);
     assert!(rows.iter().all(|r| r.key_id.as_str() == id));
-    let (status, spend) = h.admin(Method::GET, "/admin/spend?group_by=key", None).await;
+    let (status, spend) = h
+        .admin(Method::GET, "/admin/spend?group_by=key", None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(spend["data"][0]["requests"], 4);
 }
@@ -72,11 +104,25 @@ async fn keys_and_ledger_survive_a_restart() {
 async fn the_admin_api_refuses_virtual_keys() {
     let h = Harness::start("").await;
     let (_, key) = h.key(json!({})).await;
-    let resp = h.http.get(format!("{}/admin/keys", h.url)).bearer_auth(&key).send().await.unwrap();
+    let resp = h
+        .http
+        .get(format!("{}/admin/keys", h.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
-    let resp = h.http.get(format!("{}/admin/keys", h.url)).send().await.unwrap();
+    let resp = h
+        .http
+        .get(format!("{}/admin/keys", h.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     let (status, listed) = h.admin(Method::GET, "/admin/keys", None).await;
     assert_eq!(status, 200);
-    assert!(!listed.to_string().contains(&key), "listings never show the key");
+    assert!(
+        !listed.to_string().contains(&key),
+        "listings never show the key"
+    );
 }

@@ -13,11 +13,18 @@ use tollgate::types::{ManualClock, SystemClock};
 use crate::common::*;
 
 fn manual_clock() -> Arc<ManualClock> {
-    Arc::new(ManualClock::new(chrono::Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()))
+    Arc::new(ManualClock::new(
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
+            .unwrap(),
+    ))
 }
 
 fn header(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -30,13 +37,20 @@ async fn requests_per_minute_holds_over_a_window_refills_smoothly_and_says_when(
         let resp = h.chat(&key, &chat_body("x")).await;
         assert_eq!(resp.status(), 200, "request {i}");
         assert_eq!(header(&resp, "x-ratelimit-limit-requests"), "60");
-        assert_eq!(header(&resp, "x-ratelimit-remaining-requests"), (59 - i).to_string());
+        assert_eq!(
+            header(&resp, "x-ratelimit-remaining-requests"),
+            (59 - i).to_string()
+        );
     }
     // …then it refills at one per second, not all at once at a minute's edge.
     let resp = h.chat(&key, &chat_body("x")).await;
     assert_eq!(header(&resp, "retry-after"), "1");
     let (status, code, body) = error_code(resp).await;
-    assert_eq!((status, code.as_str()), (429, "rate_limit_exceeded"), "{body}");
+    assert_eq!(
+        (status, code.as_str()),
+        (429, "rate_limit_exceeded"),
+        "{body}"
+    );
     clock.advance(chrono::Duration::milliseconds(1000));
     assert_eq!(h.chat(&key, &chat_body("x")).await.status(), 200);
     assert_eq!(h.chat(&key, &chat_body("x")).await.status(), 429);
@@ -61,7 +75,10 @@ async fn tokens_per_minute_reserves_the_estimate_and_refuses_what_can_never_fit(
     body["max_tokens"] = json!(2000);
     let (status, code, err) = error_code(h.chat(&key, &body).await).await;
     assert_eq!((status, code.as_str()), (429, "rate_limit_exceeded"));
-    assert!(err["error"]["message"].as_str().unwrap().contains("never"), "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("never"),
+        "{err}"
+    );
     body["max_tokens"] = json!(300);
     let ok = h.chat(&key, &body).await;
     assert_eq!(ok.status(), 200);
@@ -77,7 +94,10 @@ async fn tokens_per_minute_reserves_the_estimate_and_refuses_what_can_never_fit(
 async fn two_hundred_concurrent_requests_never_exceed_max_parallel_at_the_provider() {
     let tail = "policies:\n  - name: par\n    type: rate-limit\n    config: { max_parallel: 4 }\nteams:\n  - id: t1\n    policies: [par]\n";
     let h = Harness::start_with(
-        MockConfig { latency: Duration::from_millis(50), ..MockConfig::default() },
+        MockConfig {
+            latency: Duration::from_millis(50),
+            ..MockConfig::default()
+        },
         tail,
         Arc::new(SystemClock),
     )
@@ -104,7 +124,11 @@ async fn two_hundred_concurrent_requests_never_exceed_max_parallel_at_the_provid
     }
     assert!(statuses.iter().all(|s| *s == 200 || *s == 429));
     assert!(statuses.contains(&200));
-    assert!(h.mock.max_in_flight() <= 4, "provider saw {} in flight", h.mock.max_in_flight());
+    assert!(
+        h.mock.max_in_flight() <= 4,
+        "provider saw {} in flight",
+        h.mock.max_in_flight()
+    );
     // Slots are released: after the burst, requests pass again.
     assert_eq!(h.chat(&key, &chat_body("after")).await.status(), 200);
 }
@@ -122,7 +146,13 @@ async fn a_request_rejected_by_one_limit_consumes_nothing_from_the_others() {
         assert_eq!(h.chat(&key, &chat_body("x")).await.status(), 429);
     }
     let (_, budgets) = h.admin(Method::GET, "/admin/budgets", None).await;
-    let b = budgets["data"].as_array().unwrap().iter().find(|b| b["policy"] == "cap").unwrap().clone();
+    let b = budgets["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["policy"] == "cap")
+        .unwrap()
+        .clone();
     assert_eq!(b["reserved_usd"], 0.0, "{b}");
     let rows = h.ledger().await;
     let billed: u64 = rows.iter().map(|r| r.cost.0).sum();
@@ -144,7 +174,13 @@ async fn a_runaway_retry_loop_is_stopped_after_max_identical_calls() {
             tokio::spawn(async move {
                 let mut out = Vec::new();
                 for _ in 0..125 {
-                    let r = http.post(format!("{url}/v1/chat/completions")).bearer_auth(&key).json(&body).send().await.unwrap();
+                    let r = http
+                        .post(format!("{url}/v1/chat/completions"))
+                        .bearer_auth(&key)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
                     out.push(r.status().as_u16());
                 }
                 out
@@ -156,16 +192,27 @@ async fn a_runaway_retry_loop_is_stopped_after_max_identical_calls() {
             *codes.entry(s).or_default() += 1;
         }
     }
-    assert!(h.mock.calls() <= 20, "the provider saw {} of the loop", h.mock.calls());
+    assert!(
+        h.mock.calls() <= 20,
+        "the provider saw {} of the loop",
+        h.mock.calls()
+    );
     assert_eq!(codes.get(&200).copied().unwrap_or(0) as u64, h.mock.calls());
     assert_eq!(codes.values().sum::<usize>(), 2000);
     let rows = h.ledger().await;
-    assert_eq!(rows.iter().filter(|r| r.cost.0 > 0).count() as u64, h.mock.calls(), "spend is only theirs");
+    assert_eq!(
+        rows.iter().filter(|r| r.cost.0 > 0).count() as u64,
+        h.mock.calls(),
+        "spend is only theirs"
+    );
     let looped = h.chat(&key, &body).await;
     assert!(looped.headers().contains_key("retry-after"));
     assert_eq!(error_code(looped).await.1, "loop_detected");
     // A different body still goes through.
-    assert_eq!(h.chat(&key, &chat_body("something else")).await.status(), 200);
+    assert_eq!(
+        h.chat(&key, &chat_body("something else")).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -179,7 +226,10 @@ async fn a_loop_on_a_malformed_payload_is_throttled_after_the_streak() {
         let (_, code, _) = error_code(h.chat(&key, &malformed).await).await;
         codes.push(code);
     }
-    assert!(codes[..5].iter().all(|c| c == "invalid_request"), "{codes:?}");
+    assert!(
+        codes[..5].iter().all(|c| c == "invalid_request"),
+        "{codes:?}"
+    );
     assert!(codes[6..].iter().all(|c| c == "loop_detected"), "{codes:?}");
     assert_eq!(h.mock.calls(), 0);
 }
@@ -193,10 +243,22 @@ async fn shadow_rate_limit_and_loop_guard_let_everything_through() {
         assert_eq!(h.chat(&key, &chat_body("same")).await.status(), 200);
     }
     assert_eq!(h.mock.calls(), 10);
-    let metrics = h.http.get(format!("{}/metrics", h.url)).bearer_auth(ADMIN_KEY).send().await.unwrap().text().await.unwrap();
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for policy in ["slow", "lg", "narrow"] {
         assert!(
-            metrics.lines().any(|l| l.starts_with("tollgate_policy_would_reject_total") && l.contains(&format!("policy=\"{policy}\""))),
+            metrics
+                .lines()
+                .any(|l| l.starts_with("tollgate_policy_would_reject_total")
+                    && l.contains(&format!("policy=\"{policy}\""))),
             "shadow rejections of `{policy}` are reported:\n{metrics}"
         );
     }

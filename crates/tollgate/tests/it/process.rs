@@ -46,29 +46,59 @@ pub fn spawn(dir: &Path, yaml: &str, log_name: &str) -> Proc {
 }
 
 fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "kill {sig}");
 }
 
 async fn create_key(http: &reqwest::Client, url: &str, body: serde_json::Value) -> String {
-    let resp = http.post(format!("{url}/admin/keys")).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
+    let resp = http
+        .post(format!("{url}/admin/keys"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 201);
-    resp.json::<serde_json::Value>().await.unwrap()["key"].as_str().unwrap().to_owned()
+    resp.json::<serde_json::Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn ledger_rows(dir: &Path) -> Vec<tollgate::store::LedgerRow> {
-    let store = tollgate::store::connect(&format!("sqlite://{}", dir.join("tollgate.db").display())).await.unwrap();
-    store.requests(&tollgate::store::RequestsQuery { team: None, key: None, limit: 100_000 }).await.unwrap()
+    let store =
+        tollgate::store::connect(&format!("sqlite://{}", dir.join("tollgate.db").display()))
+            .await
+            .unwrap();
+    store
+        .requests(&tollgate::store::RequestsQuery {
+            team: None,
+            key: None,
+            limit: 100_000,
+        })
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_flushes_the_ledger() {
-    let mock = MockProvider::start(MockConfig { latency: Duration::from_millis(300), ..MockConfig::default() })
-        .await
-        .unwrap();
+    let mock = MockProvider::start(MockConfig {
+        latency: Duration::from_millis(300),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("tollgate.db").display());
-    let mut p = spawn(dir.path(), &config_yaml(&mock.base_url(), &store, ""), "gateway.log");
+    let mut p = spawn(
+        dir.path(),
+        &config_yaml(&mock.base_url(), &store, ""),
+        "gateway.log",
+    );
     let http = reqwest::Client::new();
     let key = create_key(&http, &p.url, json!({"team": "t1"})).await;
     // 20 requests in flight when SIGTERM arrives: all must finish and be billed.
@@ -87,12 +117,23 @@ async fn sigterm_drains_in_flight_requests_and_flushes_the_ledger() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     signal(&p.child, "-TERM");
     for t in inflight {
-        assert_eq!(t.await.unwrap().unwrap(), 200, "in-flight requests finish during the drain");
+        assert_eq!(
+            t.await.unwrap().unwrap(),
+            200,
+            "in-flight requests finish during the drain"
+        );
     }
-    let status = tokio::task::spawn_blocking(move || p.child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || p.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "exit 0 after SIGTERM, got {status:?}");
     let rows = ledger_rows(dir.path()).await;
-    assert_eq!(rows.len(), 20, "every billed request is in the ledger after SIGTERM");
+    assert_eq!(
+        rows.len(),
+        20,
+        "every billed request is in the ledger after SIGTERM"
+    );
     assert!(rows.iter().all(|r| r.cost.0 > 0));
 }
 
@@ -104,9 +145,20 @@ async fn sigkill_loses_at_most_the_last_second_and_budgets_survive() {
     let yaml = config_yaml(&mock.base_url(), &store, "");
     let mut p = spawn(dir.path(), &yaml, "gateway.log");
     let http = reqwest::Client::new();
-    let key = create_key(&http, &p.url, json!({"team": "t1", "budget_usd": 0.05, "period": "daily"})).await;
+    let key = create_key(
+        &http,
+        &p.url,
+        json!({"team": "t1", "budget_usd": 0.05, "period": "daily"}),
+    )
+    .await;
     for _ in 0..10 {
-        let r = http.post(format!("{}/v1/chat/completions", p.url)).bearer_auth(&key).json(&chat_body("x")).send().await.unwrap();
+        let r = http
+            .post(format!("{}/v1/chat/completions", p.url))
+            .bearer_auth(&key)
+            .json(&chat_body("x"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
     // The documented bound: rows older than one second are durable.
@@ -119,14 +171,36 @@ async fn sigkill_loses_at_most_the_last_second_and_budgets_survive() {
 
     // After the restart the budget remembers that spend.
     let p2 = spawn(dir.path(), &yaml, "gateway2.log");
-    let resp = http.get(format!("{}/admin/budgets", p2.url)).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    let resp = http
+        .get(format!("{}/admin/budgets", p2.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
     let budgets: serde_json::Value = resp.json().await.unwrap();
-    let r = http.post(format!("{}/v1/chat/completions", p2.url)).bearer_auth(&key).json(&chat_body("x")).send().await.unwrap();
+    let r = http
+        .post(format!("{}/v1/chat/completions", p2.url))
+        .bearer_auth(&key)
+        .json(&chat_body("x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let remaining: f64 = r.headers()["x-tollgate-budget-remaining-usd"].to_str().unwrap().parse().unwrap();
-    let cost: f64 = r.headers()["x-tollgate-cost-usd"].to_str().unwrap().parse().unwrap();
+    let remaining: f64 = r.headers()["x-tollgate-budget-remaining-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cost: f64 = r.headers()["x-tollgate-cost-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let expected = 0.05 - (spent as f64 / 1e9) - cost;
-    assert!((remaining - expected).abs() < 1e-6, "remaining {remaining} vs {expected}; budgets: {budgets}");
+    assert!(
+        (remaining - expected).abs() < 1e-6,
+        "remaining {remaining} vs {expected}; budgets: {budgets}"
+    );
     let mut child = p2.child;
     let _ = child.kill();
     let _ = child.wait();
@@ -137,13 +211,20 @@ async fn the_provider_key_never_appears_in_logs_or_responses() {
     let mock = MockProvider::start(MockConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("tollgate.db").display());
-    let mut p = spawn(dir.path(), &config_yaml(&mock.base_url(), &store, ""), "gateway.log");
+    let mut p = spawn(
+        dir.path(),
+        &config_yaml(&mock.base_url(), &store, ""),
+        "gateway.log",
+    );
     let http = reqwest::Client::new();
     let key = create_key(&http, &p.url, json!({"team": "t1"})).await;
     let mut bodies = String::new();
     for failure in [
         FailureMode::None,
-        FailureMode::Status(401, r#"{"error":{"message":"Incorrect API key provided"}}"#.into()),
+        FailureMode::Status(
+            401,
+            r#"{"error":{"message":"Incorrect API key provided"}}"#.into(),
+        ),
         FailureMode::Status(500, "oops".into()),
         FailureMode::Reset,
         FailureMode::Malformed,
@@ -152,7 +233,13 @@ async fn the_provider_key_never_appears_in_logs_or_responses() {
         for stream in [false, true] {
             let mut body = chat_body("x");
             body["stream"] = json!(stream);
-            let r = http.post(format!("{}/v1/chat/completions", p.url)).bearer_auth(&key).json(&body).send().await.unwrap();
+            let r = http
+                .post(format!("{}/v1/chat/completions", p.url))
+                .bearer_auth(&key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             bodies.push_str(&format!("{:?}", r.headers()));
             bodies.push_str(&r.text().await.unwrap_or_default());
         }
@@ -160,10 +247,23 @@ async fn the_provider_key_never_appears_in_logs_or_responses() {
     signal(&p.child, "-TERM");
     let _ = p.child.wait();
     let log = std::fs::read_to_string(&p.log).unwrap();
-    assert!(log.contains("\"request_id\""), "the log has one line per request: {log}");
-    assert!(!log.contains(UPSTREAM_KEY), "provider key leaked into the log");
+    assert!(
+        log.contains("\"request_id\""),
+        "the log has one line per request: {log}"
+    );
+    assert!(
+        !log.contains(UPSTREAM_KEY),
+        "provider key leaked into the log"
+    );
     assert!(!log.contains(&key), "a virtual key leaked into the log");
-    assert!(!bodies.contains(UPSTREAM_KEY), "provider key leaked into a response");
+    assert!(
+        !bodies.contains(UPSTREAM_KEY),
+        "provider key leaked into a response"
+    );
     // The mock got it, so it was really in play.
-    assert!(mock.requests().iter().any(|r| format!("{:?}", r.headers).contains(UPSTREAM_KEY)));
+    assert!(
+        mock.requests()
+            .iter()
+            .any(|r| format!("{:?}", r.headers).contains(UPSTREAM_KEY))
+    );
 }

@@ -40,7 +40,11 @@ async fn read_events(resp: reqwest::Response) -> (Vec<String>, Vec<Instant>) {
 #[tokio::test]
 async fn chunks_arrive_one_by_one_not_as_one_blob() {
     let h = Harness::start_with(
-        MockConfig { chunk_delay: Duration::from_millis(40), completion_tokens: 8, ..MockConfig::default() },
+        MockConfig {
+            chunk_delay: Duration::from_millis(40),
+            completion_tokens: 8,
+            ..MockConfig::default()
+        },
         "",
         std::sync::Arc::new(tollgate::types::SystemClock),
     )
@@ -54,11 +58,17 @@ async fn chunks_arrive_one_by_one_not_as_one_blob() {
     // 8 content chunks 40 ms apart: the first and the last content chunk
     // must arrive well apart if nothing buffers the stream.
     let spread = times[times.len() - 2].duration_since(times[1]);
-    assert!(spread >= Duration::from_millis(200), "chunks arrived together ({spread:?}): the stream was buffered");
+    assert!(
+        spread >= Duration::from_millis(200),
+        "chunks arrived together ({spread:?}): the stream was buffered"
+    );
     // The client did not ask for usage: no usage-only chunk reaches it.
     for e in &events[..events.len() - 1] {
         let v: Value = serde_json::from_str(e).unwrap();
-        assert!(!(v["choices"].as_array().is_some_and(|c| c.is_empty())), "usage chunk leaked: {e}");
+        assert!(
+            !(v["choices"].as_array().is_some_and(|c| c.is_empty())),
+            "usage chunk leaked: {e}"
+        );
     }
     // …but the gateway asked for it upstream and billed from it.
     let sent: Value = serde_json::from_slice(&h.mock.last_request().unwrap().body).unwrap();
@@ -86,7 +96,11 @@ async fn usage_chunk_is_kept_when_the_client_asks() {
 #[tokio::test]
 async fn client_hanging_up_mid_stream_is_still_billed() {
     let h = Harness::start_with(
-        MockConfig { chunk_delay: Duration::from_millis(30), completion_tokens: 200, ..MockConfig::default() },
+        MockConfig {
+            chunk_delay: Duration::from_millis(30),
+            completion_tokens: 200,
+            ..MockConfig::default()
+        },
         "",
         std::sync::Arc::new(tollgate::types::SystemClock),
     )
@@ -114,7 +128,10 @@ async fn client_hanging_up_mid_stream_is_still_billed() {
     }
     assert_eq!(rows.len(), 1, "the hung-up stream has its ledger row");
     assert_eq!(rows[0].error_code.as_deref(), Some("client_closed"));
-    assert!(rows[0].completion_tokens >= 1, "tokens sent before the hang-up are billed");
+    assert!(
+        rows[0].completion_tokens >= 1,
+        "tokens sent before the hang-up are billed"
+    );
     assert!(rows[0].completion_tokens < 200);
     assert!(rows[0].cost.0 > 0);
 }
@@ -123,7 +140,8 @@ async fn client_hanging_up_mid_stream_is_still_billed() {
 async fn a_stream_cut_by_the_provider_is_billed_for_what_was_sent() {
     let h = Harness::start("").await;
     let (_, key) = h.key(json!({})).await;
-    h.mock.set_failure(FailureMode::StreamCut { after_chunks: 5 });
+    h.mock
+        .set_failure(FailureMode::StreamCut { after_chunks: 5 });
     let (events, _) = read_events(h.chat(&key, &stream_body(true)).await).await;
     assert!(!events.iter().any(|e| e == "[DONE]"));
     let rows = h.ledger().await;
