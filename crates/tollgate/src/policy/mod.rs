@@ -70,6 +70,9 @@ pub struct Admitted {
     price: Price,
     /// `None` when no counter-backed policy applies.
     plan: Option<Box<Plan>>,
+    /// `policy:code` of each shadow policy that would have refused this
+    /// request, for the request log.
+    would_reject: Vec<String>,
 }
 
 impl Admitted {
@@ -80,7 +83,14 @@ impl Admitted {
             headers: Vec::new(),
             price,
             plan: None,
+            would_reject: Vec::new(),
         }
+    }
+
+    /// `policy:code` of each shadow policy that would have refused this
+    /// request (for the request log line); empty when none did.
+    pub fn would_reject(&self) -> &[String] {
+        &self.would_reject
     }
 
     /// What was reserved on every budget.
@@ -361,9 +371,11 @@ impl PolicyEngine {
             }
             Err(e) => return Err(counters_down(&e)),
         };
-        for r in &grant.would_reject {
-            self.shadow_rejection(&plan, facts, r, now);
-        }
+        let would_reject = grant
+            .would_reject
+            .iter()
+            .filter_map(|r| self.shadow_rejection(&plan, facts, r, now))
+            .collect();
         plan.grant = grant;
         let cost = plan.req.cost;
         let clamp_max_tokens = (plan.grant.reserved < cost).then(|| {
@@ -389,6 +401,7 @@ impl PolicyEngine {
             headers,
             price,
             plan: Some(Box::new(plan)),
+            would_reject,
         })
     }
 
@@ -810,20 +823,19 @@ impl PolicyEngine {
         }
     }
 
+    /// Counts and logs a shadow policy's would-be refusal; `policy:code`.
     fn shadow_rejection(
         &self,
         plan: &Plan,
         facts: &RequestFacts<'_>,
         r: &Rejection,
         now: DateTime<Utc>,
-    ) {
-        let Some(named) = plan.named(&r.reason, r.index) else {
-            return;
-        };
+    ) -> Option<String> {
+        let named = plan.named(&r.reason, r.index)?;
         // Non-enforcing `action: alert` budgets are not shadows: their
         // overrun is reported by the threshold alerts.
         if named.mode != PolicyMode::Shadow {
-            return;
+            return None;
         }
         let err = rejection_error(plan, facts, r, now);
         self.count_would_reject(
@@ -833,6 +845,7 @@ impl PolicyEngine {
             err.code(),
             &err.to_string(),
         );
+        Some(format!("{}:{}", named.policy, err.code()))
     }
 
     fn count_would_reject(

@@ -1031,6 +1031,19 @@ async fn shadow_policies_record_but_never_reject() {
         assert!(a.clamp_max_tokens.is_none());
         // Shadow limits stay invisible to the client.
         assert!(a.headers.is_empty(), "{:?}", a.headers);
+        if !held.is_empty() {
+            let mut hits = a.would_reject().to_vec();
+            hits.sort();
+            assert_eq!(
+                hits,
+                [
+                    "cap:budget_exceeded",
+                    "lg:loop_detected",
+                    "rl:rate_limit_exceeded",
+                    "rl:rate_limit_exceeded"
+                ]
+            );
+        }
         held.push(a);
     }
     assert!(env.engine.model_allowed(&cfg, &subject(&k), "m"));
