@@ -1510,3 +1510,115 @@ mod prop {
         }
     }
 }
+
+/// Against the real Redis at 127.0.0.1:6379 (CI runs one; these tests fail,
+/// never skip, when it is down): two gateways share one cap, and a restart
+/// over live Redis counters does not add the ledger's spend a second time.
+mod redis {
+    use super::*;
+    use crate::counters::RedisCounters;
+    use crate::types::SystemClock;
+
+    async fn redis_counters(namespace: &str) -> Arc<dyn Counters> {
+        let url = std::env::var("TOLLGATE_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let c = RedisCounters::connect(&url, Arc::new(SystemClock))
+            .await
+            .unwrap_or_else(|e| panic!("these tests need Redis at `{url}`: {e}"));
+        Arc::new(c.with_namespace(namespace))
+    }
+
+    fn gateway(counters: Arc<dyn Counters>, store: &Arc<dyn Store>) -> PolicyEngine {
+        PolicyEngine::new(
+            counters,
+            store.clone(),
+            KeyCache::new(store.clone()),
+            Arc::new(SystemClock),
+            reqwest::Client::new(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_gateways_share_one_cap() {
+        let ns = format!("test:policy:{}", uuid::Uuid::now_v7());
+        let store = crate::store::connect("sqlite::memory:").await.unwrap();
+        let gateways = [
+            Arc::new(gateway(redis_counters(&ns).await, &store)),
+            Arc::new(gateway(redis_counters(&ns).await, &store)),
+        ];
+        let cfg = Arc::new(config(
+            vec![budget("cap", 0.03, Period::Daily)],
+            vec![team("t", &["cap"])],
+            &[],
+        ));
+        let k = Arc::new(key("k", "t"));
+        let mut tasks = Vec::new();
+        for i in 0..100 {
+            let (g, cfg, k) = (gateways[i % 2].clone(), cfg.clone(), k.clone());
+            tasks.push(tokio::spawn(async move {
+                let m = model();
+                let (id, body) = (format!("r{i}"), i.to_string());
+                let f = RequestFacts {
+                    request_id: &id,
+                    ..facts(&m, IN, OUT, body.as_bytes())
+                };
+                match g.admit(&cfg, &subject(&k), &f).await {
+                    Ok(a) => {
+                        g.settle(&cfg, a, &usage(IN, OUT)).await;
+                        1
+                    }
+                    Err(e) => {
+                        assert_eq!(e.code(), "budget_exceeded");
+                        0
+                    }
+                }
+            }));
+        }
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += t.await.unwrap();
+        }
+        assert_eq!(admitted, 10);
+        let report = gateways[0].budgets(&cfg, None).await.unwrap();
+        assert_eq!(report[0].spent_usd, 0.03);
+    }
+
+    #[tokio::test]
+    async fn restart_over_live_redis_does_not_count_the_ledger_twice() {
+        let ns = format!("test:policy:{}", uuid::Uuid::now_v7());
+        let store = crate::store::connect("sqlite::memory:").await.unwrap();
+        let cfg = config(
+            vec![budget("cap", 0.03, Period::Daily)],
+            vec![team("t", &["cap"])],
+            &[],
+        );
+        let k = key("k", "t");
+        let first = gateway(redis_counters(&ns).await, &store);
+        let m = model();
+        let a = first
+            .admit(&cfg, &subject(&k), &facts(&m, IN, OUT, b"1"))
+            .await
+            .unwrap();
+        let settled = first.settle(&cfg, a, &usage(IN, OUT)).await;
+        // What the ledger writer would have stored for it.
+        let row = LedgerRow {
+            ts: Utc::now(),
+            request_id: "1".into(),
+            key_id: k.id.clone(),
+            team: k.team.clone(),
+            model: "m".into(),
+            provider: "mock".into(),
+            status: 200,
+            prompt_tokens: IN,
+            completion_tokens: OUT,
+            cost: settled.cost,
+            latency_ms: 1,
+            error_code: None,
+        };
+        store.insert_ledger(&[row]).await.unwrap();
+        drop(first);
+        let restarted = gateway(redis_counters(&ns).await, &store);
+        let report = restarted.budgets(&cfg, None).await.unwrap();
+        assert_eq!(report[0].spent_usd, 0.003);
+    }
+}
