@@ -243,6 +243,7 @@ const OWN_CODES: [&str; 4] = [
 /// Bound on remembered shadow counts (policy × scope); beyond it only the
 /// metric counts.
 const WOULD_REJECT_CAPACITY: usize = 100_000;
+const RESEED_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 const COUNTERS_DOWN: &str = "shared counters (Redis) are unreachable; requests for budgeted or rate-limited keys are \
                              refused until they return";
 
@@ -253,7 +254,10 @@ pub struct PolicyEngine {
     clock: Arc<dyn Clock>,
     /// Budget counters already restored from the ledger in this process.
     /// `try_get_with` runs one restore per counter however many requests
-    /// arrive at once.
+    /// arrive at once. Entries expire after [`RESEED_AFTER`]: seeding a live
+    /// counter changes nothing, but one lost meanwhile (a Redis restarted
+    /// without persistence) is restored from the ledger instead of starting
+    /// again from zero.
     seeded: moka::future::Cache<String, ()>,
     /// Shadow rejections by (policy, scope, scope id).
     would_reject: parking_lot::Mutex<HashMap<(String, Scope, String), u64>>,
@@ -277,7 +281,10 @@ impl PolicyEngine {
             store,
             keys,
             clock,
-            seeded: moka::future::Cache::builder().max_capacity(100_000).build(),
+            seeded: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(RESEED_AFTER)
+                .build(),
             would_reject: parking_lot::Mutex::new(HashMap::new()),
             loop_trips: moka::sync::Cache::builder().max_capacity(10_000).build(),
             alerts,
@@ -782,7 +789,8 @@ impl PolicyEngine {
                 true
             }
         };
-        if !fresh {
+        // A shadow guard only records: no webhook, no suspension.
+        if !fresh || meta.named.mode == PolicyMode::Shadow {
             return;
         }
         if let Some(a) = &config.alerts {
@@ -795,7 +803,7 @@ impl PolicyEngine {
                 ts: now,
             });
         }
-        if meta.guard.on_trip == OnTrip::Suspend && meta.named.mode == PolicyMode::Enforce {
+        if meta.guard.on_trip == OnTrip::Suspend {
             self.suspend(key_id, &meta.named.policy, now).await;
         }
     }
