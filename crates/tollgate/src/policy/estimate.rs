@@ -32,9 +32,13 @@ const TOOLS_OVERHEAD_OTHER: u64 = 800;
 /// 2833 + 8 × 5667 tokens; other models stay below 4,000.
 const IMAGE_TOKENS_4O_MINI: u64 = 48_200;
 const IMAGE_TOKENS: u64 = 4_000;
-/// Above this many bytes in one string the BPE pass would cost
+/// Above this many bytes in one string the BPE pass would cost tens of
 /// milliseconds; the byte count is a safe upper bound at no cost.
 const BPE_MAX_BYTES: usize = 1 << 20;
+/// BPE time grows with the square of a pre-tokenizer piece's length, and a
+/// run of letters is one piece: a megabyte of `aaaa…` would take a second.
+/// No real word is this long; such strings get the byte count.
+const MAX_LETTER_RUN: usize = 512;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Counter {
@@ -168,9 +172,30 @@ fn count(counter: Counter, text: &str) -> u64 {
     match bpe(counter) {
         // Special-token text such as `<|endoftext|>` in a prompt is encoded
         // as ordinary text by the API, which is what `encode_ordinary` does.
-        Some(bpe) if text.len() <= BPE_MAX_BYTES => bpe.encode_ordinary(text).len() as u64,
+        Some(bpe) if text.len() <= BPE_MAX_BYTES && !has_long_letter_run(text) => {
+            bpe.encode_ordinary(text).len() as u64
+        }
         _ => text.len() as u64,
     }
+}
+
+fn has_long_letter_run(text: &str) -> bool {
+    // Short strings cannot hold a long run; skip the scan.
+    if text.len() <= MAX_LETTER_RUN {
+        return false;
+    }
+    let mut run = 0;
+    for c in text.chars() {
+        if c.is_alphabetic() {
+            run += 1;
+            if run > MAX_LETTER_RUN {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
 }
 
 fn chat_tokens(counter: Counter, body: &Map<String, Value>, image: u64) -> u64 {
@@ -433,6 +458,26 @@ mod tests {
             max_output_tokens(&body(json!({"max_tokens": -1})), &m),
             4096
         );
+    }
+
+    #[test]
+    fn pathological_strings_stay_fast_and_safe() {
+        let m = model("gpt-4o");
+        let blob = "a".repeat(1_000_000);
+        let start = std::time::Instant::now();
+        let n = text_tokens(&m, "gpt-4o", &blob);
+        assert!(
+            start.elapsed() < std::time::Duration::from_millis(100),
+            "{:?}",
+            start.elapsed()
+        );
+        // tiktoken needs 125,000 tokens for it; bytes are an upper bound.
+        assert_eq!(n, 1_000_000);
+        // Ordinary long text keeps the exact count.
+        let prose = "the quick brown fox jumps over the lazy dog ".repeat(100);
+        // Nine tokens a sentence, plus the trailing space.
+        assert_eq!(text_tokens(&m, "gpt-4o", &prose), 901);
+        assert!(!has_long_letter_run(&prose));
     }
 
     #[test]
