@@ -32,9 +32,13 @@ const TOOLS_OVERHEAD_OTHER: u64 = 800;
 /// 2833 + 8 × 5667 tokens; other models stay below 4,000.
 const IMAGE_TOKENS_4O_MINI: u64 = 48_200;
 const IMAGE_TOKENS: u64 = 4_000;
-/// Above this many bytes in one string the BPE pass would cost
+/// Above this many bytes in one string the BPE pass would cost tens of
 /// milliseconds; the byte count is a safe upper bound at no cost.
 const BPE_MAX_BYTES: usize = 1 << 20;
+/// BPE time grows with the square of a pre-tokenizer piece's length, and a
+/// run of letters is one piece: a megabyte of `aaaa…` would take a second.
+/// No real word is this long; such strings get the byte count.
+const MAX_LETTER_RUN: usize = 512;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Counter {
@@ -61,6 +65,26 @@ pub fn input_tokens(
         Endpoint::Embeddings => body.get("input").map_or(0, |p| prompt_tokens(counter, p)),
     };
     with_margin(n)
+}
+
+/// The output a request may generate: `max_completion_tokens`, else
+/// `max_tokens` (OpenAI and Anthropic), else the model's `max_output_tokens`;
+/// times `n` (or `best_of`, which generates that many server-side), since
+/// every choice is billed. A value that is not a positive integer falls
+/// back to the default (the handler rejects it as invalid before this matters).
+pub fn max_output_tokens(body: &Map<String, Value>, model: &ModelConfig) -> u64 {
+    let per_choice = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_u64))
+        .filter(|n| *n > 0)
+        .unwrap_or(model.max_output_tokens);
+    let choices = ["n", "best_of"]
+        .iter()
+        .filter_map(|k| body.get(*k).and_then(Value::as_u64))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    per_choice.saturating_mul(choices)
 }
 
 /// Tokens of a piece of generated text (a stream cut short with no usage),
@@ -148,13 +172,38 @@ fn count(counter: Counter, text: &str) -> u64 {
     match bpe(counter) {
         // Special-token text such as `<|endoftext|>` in a prompt is encoded
         // as ordinary text by the API, which is what `encode_ordinary` does.
-        Some(bpe) if text.len() <= BPE_MAX_BYTES => bpe.encode_ordinary(text).len() as u64,
+        Some(bpe) if text.len() <= BPE_MAX_BYTES && !has_long_letter_run(text) => {
+            bpe.encode_ordinary(text).len() as u64
+        }
         _ => text.len() as u64,
     }
 }
 
+fn has_long_letter_run(text: &str) -> bool {
+    // Short strings cannot hold a long run; skip the scan.
+    if text.len() <= MAX_LETTER_RUN {
+        return false;
+    }
+    let mut run = 0;
+    for c in text.chars() {
+        if c.is_alphabetic() {
+            run += 1;
+            if run > MAX_LETTER_RUN {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
+}
+
 fn chat_tokens(counter: Counter, body: &Map<String, Value>, image: u64) -> u64 {
     let mut n = REPLY_PRIMING;
+    // Anthropic-shaped bodies carry the system prompt outside `messages`.
+    if let Some(system) = body.get("system") {
+        n += PER_MESSAGE + content_tokens(counter, system, image);
+    }
     if let Some(Value::Array(messages)) = body.get("messages") {
         for m in messages {
             n += PER_MESSAGE + message_tokens(counter, m, image);
@@ -391,6 +440,44 @@ mod tests {
         assert!((4..20).contains(&e), "{e}");
         let ids = body(json!({"prompt": [1, 2, 3, 4]}));
         assert!(input_tokens(Endpoint::Completions, &ids, &m, "gpt-4o") >= 4);
+    }
+
+    #[test]
+    fn max_output_tokens_prefers_the_request() {
+        let m = model("gpt-4o");
+        assert_eq!(max_output_tokens(&body(json!({"max_tokens": 10})), &m), 10);
+        assert_eq!(
+            max_output_tokens(
+                &body(json!({"max_completion_tokens": 20, "max_tokens": 10})),
+                &m
+            ),
+            20
+        );
+        assert_eq!(max_output_tokens(&body(json!({})), &m), 4096);
+        assert_eq!(
+            max_output_tokens(&body(json!({"max_tokens": -1})), &m),
+            4096
+        );
+    }
+
+    #[test]
+    fn pathological_strings_stay_fast_and_safe() {
+        let m = model("gpt-4o");
+        let blob = "a".repeat(1_000_000);
+        let start = std::time::Instant::now();
+        let n = text_tokens(&m, "gpt-4o", &blob);
+        assert!(
+            start.elapsed() < std::time::Duration::from_millis(100),
+            "{:?}",
+            start.elapsed()
+        );
+        // tiktoken needs 125,000 tokens for it; bytes are an upper bound.
+        assert_eq!(n, 1_000_000);
+        // Ordinary long text keeps the exact count.
+        let prose = "the quick brown fox jumps over the lazy dog ".repeat(100);
+        // Nine tokens a sentence, plus the trailing space.
+        assert_eq!(text_tokens(&m, "gpt-4o", &prose), 901);
+        assert!(!has_long_letter_run(&prose));
     }
 
     #[test]

@@ -8,6 +8,8 @@ mod alerts;
 pub mod estimate;
 mod messages;
 mod resolve;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,6 +70,9 @@ pub struct Admitted {
     price: Price,
     /// `None` when no counter-backed policy applies.
     plan: Option<Box<Plan>>,
+    /// `policy:code` of each shadow policy that would have refused this
+    /// request, for the request log.
+    would_reject: Vec<String>,
 }
 
 impl Admitted {
@@ -78,7 +83,14 @@ impl Admitted {
             headers: Vec::new(),
             price,
             plan: None,
+            would_reject: Vec::new(),
         }
+    }
+
+    /// `policy:code` of each shadow policy that would have refused this
+    /// request (for the request log line); empty when none did.
+    pub fn would_reject(&self) -> &[String] {
+        &self.would_reject
     }
 
     /// What was reserved on every budget.
@@ -231,6 +243,7 @@ const OWN_CODES: [&str; 4] = [
 /// Bound on remembered shadow counts (policy × scope); beyond it only the
 /// metric counts.
 const WOULD_REJECT_CAPACITY: usize = 100_000;
+const RESEED_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 const COUNTERS_DOWN: &str = "shared counters (Redis) are unreachable; requests for budgeted or rate-limited keys are \
                              refused until they return";
 
@@ -241,7 +254,10 @@ pub struct PolicyEngine {
     clock: Arc<dyn Clock>,
     /// Budget counters already restored from the ledger in this process.
     /// `try_get_with` runs one restore per counter however many requests
-    /// arrive at once.
+    /// arrive at once. Entries expire after [`RESEED_AFTER`]: seeding a live
+    /// counter changes nothing, but one lost meanwhile (a Redis restarted
+    /// without persistence) is restored from the ledger instead of starting
+    /// again from zero.
     seeded: moka::future::Cache<String, ()>,
     /// Shadow rejections by (policy, scope, scope id).
     would_reject: parking_lot::Mutex<HashMap<(String, Scope, String), u64>>,
@@ -265,7 +281,10 @@ impl PolicyEngine {
             store,
             keys,
             clock,
-            seeded: moka::future::Cache::builder().max_capacity(100_000).build(),
+            seeded: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(RESEED_AFTER)
+                .build(),
             would_reject: parking_lot::Mutex::new(HashMap::new()),
             loop_trips: moka::sync::Cache::builder().max_capacity(10_000).build(),
             alerts,
@@ -287,27 +306,33 @@ impl PolicyEngine {
             if rule.allows(model) {
                 continue;
             }
+            let globs: Vec<String> = rule.globs.iter().map(|g| format!("`{g}`")).collect();
             let message = format!(
                 "model `{model}` is not allowed for key `{}` (team `{}`): {} allows only {}",
                 who.key.id,
                 who.key.team,
-                rule.source,
-                rule.globs
-                    .iter()
-                    .map(|g| format!("`{g}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                rule.describe(who),
+                globs.join(", ")
             );
             if rule.mode == PolicyMode::Shadow {
-                if let Some((scope, id)) = rule.scope {
-                    self.count_would_reject(rule.name, scope, id, "model_not_allowed", &message);
+                if let AccessSource::Policy {
+                    name,
+                    scope,
+                    scope_id,
+                } = rule.source
+                {
+                    self.count_would_reject(
+                        Some(name),
+                        scope,
+                        scope_id,
+                        "model_not_allowed",
+                        &message,
+                    );
                 }
                 continue;
             }
-            if let Some(name) = rule.name {
-                metrics::counter!("tollgate_policy_rejections_total", "policy" => name.to_owned(), "code" => "model_not_allowed")
-                    .increment(1);
-            }
+            metrics::counter!("tollgate_policy_rejections_total", "policy" => rule.label(), "code" => "model_not_allowed")
+                .increment(1);
             return Err(ApiError::ModelNotAllowed(message));
         }
         Ok(())
@@ -353,9 +378,11 @@ impl PolicyEngine {
             }
             Err(e) => return Err(counters_down(&e)),
         };
-        for r in &grant.would_reject {
-            self.shadow_rejection(&plan, facts, r, now);
-        }
+        let would_reject = grant
+            .would_reject
+            .iter()
+            .filter_map(|r| self.shadow_rejection(&plan, facts, r, now))
+            .collect();
         plan.grant = grant;
         let cost = plan.req.cost;
         let clamp_max_tokens = (plan.grant.reserved < cost).then(|| {
@@ -365,12 +392,12 @@ impl PolicyEngine {
         });
         // Alert-action budgets never block, so their thresholds are checked
         // on the reservation, as early as possible.
-        for (meta, state) in plan.budgets.iter().zip(&plan.grant.budgets) {
+        for (index, (meta, state)) in plan.budgets.iter().zip(&plan.grant.budgets).enumerate() {
             if meta.limit.action == CostAction::Alert {
                 self.maybe_alert(
                     config,
                     &plan,
-                    meta,
+                    index,
                     state.spent.saturating_add(state.reserved),
                 );
             }
@@ -381,6 +408,7 @@ impl PolicyEngine {
             headers,
             price,
             plan: Some(Box::new(plan)),
+            would_reject,
         })
     }
 
@@ -413,7 +441,7 @@ impl PolicyEngine {
                 "cannot settle a reservation; it stays reserved until the counter expires");
         }
         let mut remaining: Option<NanoUsd> = None;
-        for (meta, state) in plan.budgets.iter().zip(&plan.grant.budgets) {
+        for (index, (meta, state)) in plan.budgets.iter().zip(&plan.grant.budgets).enumerate() {
             if meta.named.mode == PolicyMode::Shadow {
                 continue;
             }
@@ -423,7 +451,7 @@ impl PolicyEngine {
             let used = state.spent.saturating_add(others).saturating_add(cost);
             let left = meta.limit.limit.saturating_sub(used);
             remaining = Some(remaining.map_or(left, |r| r.min(left)));
-            self.maybe_alert(config, &plan, meta, used);
+            self.maybe_alert(config, &plan, index, used);
         }
         Settled {
             cost,
@@ -557,7 +585,8 @@ impl PolicyEngine {
             None => config.teams.iter().map(|t| t.id.clone()).collect(),
         };
         team_ids.extend(api_teams.iter().map(|t| t.id.0.clone()));
-        team_ids.dedup();
+        let mut seen = std::collections::HashSet::new();
+        team_ids.retain(|t| seen.insert(t.clone()));
         if let Some(t) = team
             && config.team(t.as_str()).is_none()
             && api_teams.is_empty()
@@ -760,7 +789,8 @@ impl PolicyEngine {
                 true
             }
         };
-        if !fresh {
+        // A shadow guard only records: no webhook, no suspension.
+        if !fresh || meta.named.mode == PolicyMode::Shadow {
             return;
         }
         if let Some(a) = &config.alerts {
@@ -773,7 +803,7 @@ impl PolicyEngine {
                 ts: now,
             });
         }
-        if meta.guard.on_trip == OnTrip::Suspend && meta.named.mode == PolicyMode::Enforce {
+        if meta.guard.on_trip == OnTrip::Suspend {
             self.suspend(key_id, &meta.named.policy, now).await;
         }
     }
@@ -801,20 +831,19 @@ impl PolicyEngine {
         }
     }
 
+    /// Counts and logs a shadow policy's would-be refusal; `policy:code`.
     fn shadow_rejection(
         &self,
         plan: &Plan,
         facts: &RequestFacts<'_>,
         r: &Rejection,
         now: DateTime<Utc>,
-    ) {
-        let Some(named) = plan.named(&r.reason, r.index) else {
-            return;
-        };
+    ) -> Option<String> {
+        let named = plan.named(&r.reason, r.index)?;
         // Non-enforcing `action: alert` budgets are not shadows: their
         // overrun is reported by the threshold alerts.
         if named.mode != PolicyMode::Shadow {
-            return;
+            return None;
         }
         let err = rejection_error(plan, facts, r, now);
         self.count_would_reject(
@@ -824,6 +853,7 @@ impl PolicyEngine {
             err.code(),
             &err.to_string(),
         );
+        Some(format!("{}:{}", named.policy, err.code()))
     }
 
     fn count_would_reject(
@@ -858,14 +888,14 @@ impl PolicyEngine {
 
     /// Queues a threshold check when `used` may have crossed a threshold
     /// that has not fired yet.
-    fn maybe_alert(&self, config: &Config, plan: &Plan, meta: &BudgetMeta, used: NanoUsd) {
+    fn maybe_alert(&self, config: &Config, plan: &Plan, index: usize, used: NanoUsd) {
+        let Some(meta) = plan.budgets.get(index) else {
+            return;
+        };
         if meta.named.mode == PolicyMode::Shadow {
             return;
         }
         let Some(target) = alert_target(config) else {
-            return;
-        };
-        let Some(index) = plan.budgets.iter().position(|m| std::ptr::eq(m, meta)) else {
             return;
         };
         let subject = alert_subject(plan, meta, index);
@@ -1266,15 +1296,24 @@ fn budget_error(
     }
 }
 
+/// Where a model-access glob set comes from.
+#[derive(Clone, Copy)]
+enum AccessSource<'a> {
+    ConfigTeam,
+    ApiTeam,
+    Key,
+    Policy {
+        name: &'a str,
+        scope: Scope,
+        scope_id: &'a str,
+    },
+}
+
 /// A glob set in force for model access.
 struct AccessRule<'a> {
-    /// For messages: which setting restricts.
-    source: String,
+    source: AccessSource<'a>,
     globs: &'a [String],
     mode: PolicyMode,
-    /// The policy's name and scope, for shadow counts and metrics.
-    name: Option<&'a str>,
-    scope: Option<(Scope, &'a str)>,
 }
 
 impl AccessRule<'_> {
@@ -1282,6 +1321,24 @@ impl AccessRule<'_> {
         self.globs
             .iter()
             .any(|g| wildmatch::WildMatch::new(g).matches(model))
+    }
+
+    /// The `policy` label of the rejection metrics.
+    fn label(&self) -> String {
+        match self.source {
+            AccessSource::ConfigTeam | AccessSource::ApiTeam => "team-models".to_owned(),
+            AccessSource::Key => "key-models".to_owned(),
+            AccessSource::Policy { name, .. } => name.to_owned(),
+        }
+    }
+
+    fn describe(&self, who: &Subject<'_>) -> String {
+        match self.source {
+            AccessSource::ConfigTeam => format!("team `{}` (`models` in the config)", who.key.team),
+            AccessSource::ApiTeam => format!("team `{}` (`models`)", who.key.team),
+            AccessSource::Key => format!("key `{}` (`models`)", who.key.id),
+            AccessSource::Policy { name, .. } => format!("policy `{name}`"),
+        }
     }
 }
 
@@ -1291,43 +1348,34 @@ fn access_rules<'a>(
     applied: &'a [Applied<'a>],
 ) -> Vec<AccessRule<'a>> {
     let mut rules = Vec::new();
-    let team = who.key.team.as_str();
-    if let Some(globs) = config.team(team).and_then(|t| t.models.as_deref()) {
-        rules.push(AccessRule {
-            source: format!("team `{team}` (`models` in the config)"),
-            globs,
-            mode: PolicyMode::Enforce,
-            name: None,
-            scope: None,
-        });
+    let enforce = |source, globs| AccessRule {
+        source,
+        globs,
+        mode: PolicyMode::Enforce,
+    };
+    if let Some(globs) = config
+        .team(who.key.team.as_str())
+        .and_then(|t| t.models.as_deref())
+    {
+        rules.push(enforce(AccessSource::ConfigTeam, globs));
     }
     if let Some(globs) = who.team.and_then(|t| t.models.as_deref()) {
-        rules.push(AccessRule {
-            source: format!("team `{team}` (`models`)"),
-            globs,
-            mode: PolicyMode::Enforce,
-            name: None,
-            scope: None,
-        });
+        rules.push(enforce(AccessSource::ApiTeam, globs));
     }
     if let Some(globs) = who.key.models.as_deref() {
-        rules.push(AccessRule {
-            source: format!("key `{}` (`models`)", who.key.id),
-            globs,
-            mode: PolicyMode::Enforce,
-            name: None,
-            scope: None,
-        });
+        rules.push(enforce(AccessSource::Key, globs));
     }
     for a in applied {
         if let PolicyKind::ModelAccess(m) = &*a.kind {
-            let globs: &'a [String] = &m.allow;
+            let source = AccessSource::Policy {
+                name: a.name,
+                scope: a.scope,
+                scope_id: a.scope_id,
+            };
             rules.push(AccessRule {
-                source: format!("policy `{}`", a.name),
-                globs,
+                source,
+                globs: &m.allow,
                 mode: a.mode,
-                name: Some(a.name),
-                scope: Some((a.scope, a.scope_id)),
             });
         }
     }

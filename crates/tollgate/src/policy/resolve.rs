@@ -93,7 +93,7 @@ pub(crate) fn team_policies<'a>(
             Scope::Team,
             team_id,
             name,
-            &format!("team `{team_id}`"),
+            || format!("team `{team_id}`"),
             out,
         )?;
     }
@@ -119,7 +119,7 @@ pub(crate) fn key_policies<'a>(
 ) -> Result<(), MissingPolicy> {
     let id = key.id.as_str();
     for name in &key.policies {
-        push_named(config, Scope::Key, id, name, &format!("key `{id}`"), out)?;
+        push_named(config, Scope::Key, id, name, || format!("key `{id}`"), out)?;
     }
     if let Some(limit) = key.budget {
         out.push(Applied {
@@ -144,7 +144,14 @@ pub(crate) fn key_policies<'a>(
         });
     }
     for name in &config.defaults.policies {
-        push_named(config, Scope::Key, id, name, "`defaults.policies`", out)?;
+        push_named(
+            config,
+            Scope::Key,
+            id,
+            name,
+            || "`defaults.policies`".to_owned(),
+            out,
+        )?;
     }
     Ok(())
 }
@@ -169,12 +176,12 @@ fn push_named<'a>(
     scope: Scope,
     scope_id: &'a str,
     name: &'a str,
-    owner: &str,
+    owner: impl FnOnce() -> String,
     out: &mut Vec<Applied<'a>>,
 ) -> Result<(), MissingPolicy> {
     let policy = config.policy(name).ok_or_else(|| MissingPolicy {
         name: name.to_owned(),
-        owner: owner.to_owned(),
+        owner: owner(),
     })?;
     out.push(Applied {
         scope,
