@@ -22,6 +22,8 @@ mod client;
 mod mock;
 mod openai;
 pub mod sse;
+#[cfg(test)]
+mod tests;
 pub mod translate;
 mod upstream;
 
