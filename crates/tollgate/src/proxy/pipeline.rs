@@ -141,12 +141,16 @@ async fn proxy(
         .map(|t| t.model.as_str())
         .unwrap_or(&model.name);
     books.input_tokens = estimate::input_tokens(endpoint, &req, model, first_model);
+    // Every choice of `n` (or `best_of`) is billed: the worst case covers them all.
     let max_output = match endpoint {
         Endpoint::Embeddings => 0,
-        _ => parsed
-            .max_tokens
-            .map_or(model.max_output_tokens, |(_, n)| n),
+        _ => estimate::max_output_tokens(&req, model),
     };
+    let choices = max_output
+        / parsed
+            .max_tokens
+            .map_or(model.max_output_tokens, |(_, n)| n)
+            .max(1);
     let facts = RequestFacts {
         request_id: &books.request_id,
         model,
@@ -155,9 +159,10 @@ async fn proxy(
         body: &bytes,
     };
     let admitted = books.state.policy.admit(config, &who, &facts).await?;
-    if let Some(n) = admitted.clamp_max_tokens {
+    if let Some(total) = admitted.clamp_max_tokens {
+        // The clamp covers all choices together; `max_tokens` is per choice.
         let field = parsed.max_tokens.map_or("max_tokens", |(f, _)| f);
-        req.insert(field.into(), Value::from(n));
+        req.insert(field.into(), Value::from((total / choices.max(1)).max(1)));
     }
     let reply_headers = admitted.headers.clone();
     books.admitted = Some(admitted);
