@@ -39,13 +39,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => runtime.block_on(tollgate::app::serve(args.into()))?,
         command => {
             let mut stdout = std::io::stdout().lock();
-            runtime.block_on(tollgate::cli::run_client(
-                command,
-                &cli.url,
-                cli.admin_key,
-                &mut stdout,
-            ))?;
-            stdout.flush()?;
+            let done = runtime
+                .block_on(tollgate::cli::run_client(
+                    command,
+                    &cli.url,
+                    cli.admin_key,
+                    &mut stdout,
+                ))
+                .and_then(|()| stdout.flush().map_err(Into::into));
+            match done {
+                // `tollgate keys create … | head -1` closes the pipe early: that
+                // is the reader's choice, not an error.
+                Err(tollgate::cli::CliError::Output(e))
+                    if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other?,
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,8 @@
 //! per request is written by the proxy with the request id, key id, team,
 //! model, provider, status, latency and cost — never a key or a prompt.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -11,6 +13,7 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // `try_init`: a second init (tests starting several gateways) is harmless.
     let _ = match format {

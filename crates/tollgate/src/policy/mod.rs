@@ -1278,9 +1278,14 @@ fn budget_error(
         ),
     };
     let message = format!(
-        "budget {} is exhausted: {} limit ${}, spent ${} (${} settled + ${} reserved by requests in flight); this \
+        "budget {} {}: {} limit ${}, spent ${} (${} settled + ${} reserved by requests in flight); this \
          request could cost up to ${cost} ({} input + {} output tokens of `{}`).{hint}{reset}",
         meta.named.describe(),
+        if remaining.0 == 0 {
+            "is exhausted"
+        } else {
+            "cannot cover this request"
+        },
         meta.limit.period.as_str(),
         meta.limit.limit,
         state.spent.saturating_add(state.reserved),
