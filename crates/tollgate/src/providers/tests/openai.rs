@@ -441,3 +441,23 @@ async fn https_goes_through_rustls() {
     assert!(matches!(err, ProviderError::Failed { .. }), "{err:?}");
     assert_no_key(&err);
 }
+
+#[tokio::test]
+async fn json_answer_to_a_stream_request_is_a_failure() {
+    let server = serve(|_| async { response(200, "application/json", CHAT_BODY) }).await;
+    for kind in [ProviderKind::OpenAi, ProviderKind::Anthropic] {
+        let provider = build(&config(kind, &server.base_url, Some(KEY)), http_client());
+        let err = match provider
+            .send(call(Endpoint::ChatCompletions, chat(), true))
+            .await
+        {
+            Err(e) => e,
+            Ok(_) => panic!("{kind:?}: a JSON body must not pass for an event stream"),
+        };
+        assert!(matches!(err, ProviderError::Failed { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("instead of server-sent events"),
+            "{err}"
+        );
+    }
+}
