@@ -120,6 +120,8 @@ impl Provider for Anthropic {
                 .and_then(|o| o.get("include_usage"))
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
+            let response =
+                upstream::expect_event_stream(&self.ctx, response, deadline, call.timeout).await?;
             let translator = ChunkTranslator::new(model, created, include_usage);
             return Ok(UpstreamResponse::Stream(translated_stream(
                 self.ctx.clone(),

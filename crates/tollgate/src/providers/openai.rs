@@ -95,6 +95,8 @@ impl Provider for OpenAiCompatible {
         let request = self.request(&call)?;
         let response = upstream::send(&self.ctx, request, deadline, call.timeout).await?;
         if call.stream {
+            let response =
+                upstream::expect_event_stream(&self.ctx, response, deadline, call.timeout).await?;
             return Ok(UpstreamResponse::Stream(openai_stream(
                 self.ctx.clone(),
                 response,

@@ -156,6 +156,35 @@ pub(crate) async fn send(
     Err(ctx.failed(format!("answered `{status}`: {}", snippet.trim())))
 }
 
+/// `response` to a streaming request, checked to be one: a server that
+/// answers `stream: true` with a JSON document (an error with a 200, or a
+/// server that does not stream) would otherwise look like an empty stream.
+pub(crate) async fn expect_event_stream(
+    ctx: &Ctx,
+    response: reqwest::Response,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<reqwest::Response, ProviderError> {
+    let is_json = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if !is_json {
+        return Ok(response);
+    }
+    let body = read_body(ctx, response, deadline, timeout).await?;
+    let snippet = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_SNIPPET)]).into_owned();
+    Err(ctx.failed(format!(
+        "answered a streaming request with a JSON body instead of server-sent events: {}",
+        snippet.trim()
+    )))
+}
+
 /// The whole body, before `deadline`.
 pub(crate) async fn read_body(
     ctx: &Ctx,

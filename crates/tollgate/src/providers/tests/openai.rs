@@ -422,3 +422,42 @@ async fn azure_uses_deployment_url_and_api_key_header() {
         "a request without a deployment is not sent"
     );
 }
+
+#[tokio::test]
+async fn https_goes_through_rustls() {
+    // A plain-HTTP server behind an `https://` URL: the client must get as
+    // far as a TLS handshake (so TLS is built in) and fail it cleanly.
+    let server = serve(|_| async { response(200, "application/json", CHAT_BODY) }).await;
+    let base = server.base_url.replace("http://", "https://");
+    let provider = build(
+        &config(ProviderKind::OpenAi, &base, Some(KEY)),
+        http_client(),
+    );
+    let err = provider
+        .send(call(Endpoint::ChatCompletions, chat(), false))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, ProviderError::Failed { .. }), "{err:?}");
+    assert_no_key(&err);
+}
+
+#[tokio::test]
+async fn json_answer_to_a_stream_request_is_a_failure() {
+    let server = serve(|_| async { response(200, "application/json", CHAT_BODY) }).await;
+    for kind in [ProviderKind::OpenAi, ProviderKind::Anthropic] {
+        let provider = build(&config(kind, &server.base_url, Some(KEY)), http_client());
+        let err = match provider
+            .send(call(Endpoint::ChatCompletions, chat(), true))
+            .await
+        {
+            Err(e) => e,
+            Ok(_) => panic!("{kind:?}: a JSON body must not pass for an event stream"),
+        };
+        assert!(matches!(err, ProviderError::Failed { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("instead of server-sent events"),
+            "{err}"
+        );
+    }
+}
