@@ -11,7 +11,9 @@ use tokio::time::Instant;
 
 use super::translate::to_anthropic::{self, ChunkTranslator};
 use super::upstream::{self, Ctx};
-use super::{Endpoint, EventStream, Provider, ProviderError, UpstreamCall, UpstreamResponse};
+use super::{
+    Endpoint, EventStream, Provider, ProviderError, SseEvent, UpstreamCall, UpstreamResponse,
+};
 use crate::config::ProviderConfig;
 
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -152,19 +154,17 @@ fn translated_stream(
     let fail_ctx = ctx.clone();
     let events = upstream::sse_events(ctx, response, idle)
         .scan(translator, move |translator, item| {
-            let out = if translator.finished() {
-                None
-            } else {
-                Some(match item {
-                    Ok(raw) => match translator.on_event(raw.event.as_deref(), &raw.data) {
-                        Ok(events) => events.into_iter().map(Ok).collect(),
-                        Err(message) => vec![Err(fail_ctx.failed(message))],
-                    },
-                    Err(e) => vec![Err(e)],
-                })
+            let out: Vec<Result<SseEvent, ProviderError>> = match item {
+                Ok(raw) => match translator.on_event(raw.event.as_deref(), &raw.data) {
+                    Ok(events) => events.into_iter().map(Ok).collect(),
+                    Err(message) => vec![Err(fail_ctx.failed(message))],
+                },
+                Err(e) => vec![Err(e)],
             };
-            std::future::ready(out)
+            std::future::ready(Some(out))
         })
         .flat_map(futures_util::stream::iter);
+    // `message_stop` is Anthropic's `[DONE]`: the stream ends with it.
+    let events = upstream::end_after(events, |item| matches!(item, Ok(SseEvent::Done)));
     Box::pin(events)
 }

@@ -15,8 +15,14 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 /// The client every networked provider shares, so connections are pooled
 /// across providers, models and requests.
 pub fn http_client() -> reqwest::Client {
+    client_with_env(|name| std::env::var(name).ok())
+}
+
+/// [`http_client`] with the environment read through `env`, so tests can
+/// give it proxy settings without touching the process environment.
+pub(crate) fn client_with_env(env: impl Fn(&str) -> Option<String>) -> reqwest::Client {
     let mut builder = base_builder();
-    for proxy in env_proxies() {
+    for proxy in env_proxies(env) {
         builder = builder.proxy(proxy);
     }
     match builder.build() {
@@ -48,11 +54,10 @@ fn base_builder() -> reqwest::ClientBuilder {
 
 /// `HTTPS_PROXY`, `HTTP_PROXY` and `ALL_PROXY` (either case) as reqwest
 /// would read them, with `NO_PROXY` extended by the local hosts.
-fn env_proxies() -> Vec<reqwest::Proxy> {
+fn env_proxies(env: impl Fn(&str) -> Option<String>) -> Vec<reqwest::Proxy> {
     let var = |name: &str| {
-        std::env::var(name)
-            .or_else(|_| std::env::var(name.to_lowercase()))
-            .ok()
+        env(name)
+            .or_else(|| env(&name.to_lowercase()))
             .filter(|v| !v.trim().is_empty())
     };
     let no_proxy = match var("NO_PROXY") {
@@ -70,7 +75,7 @@ fn env_proxies() -> Vec<reqwest::Proxy> {
     };
     add("HTTPS_PROXY", |u| reqwest::Proxy::https(u));
     // As reqwest does: under CGI, `HTTP_PROXY` can be set by the client (httpoxy).
-    if std::env::var_os("REQUEST_METHOD").is_none() {
+    if env("REQUEST_METHOD").is_none() {
         add("HTTP_PROXY", |u| reqwest::Proxy::http(u));
     }
     add("ALL_PROXY", |u| reqwest::Proxy::all(u));

@@ -116,13 +116,8 @@ impl Provider for OpenAiCompatible {
 /// OpenAI's SSE as canonical events: `data: [DONE]` ends the stream, every
 /// other `data` payload is passed on untouched.
 fn openai_stream(ctx: Ctx, response: reqwest::Response, idle: Duration) -> EventStream {
-    let events = upstream::sse_events(ctx, response, idle)
-        .map(|item| item.map(to_event))
-        .scan(false, |done, item| {
-            let out = if *done { None } else { Some(item) };
-            *done = matches!(out, Some(Ok(SseEvent::Done)));
-            std::future::ready(out)
-        });
+    let events = upstream::sse_events(ctx, response, idle).map(|item| item.map(to_event));
+    let events = upstream::end_after(events, |item| matches!(item, Ok(SseEvent::Done)));
     Box::pin(events)
 }
 

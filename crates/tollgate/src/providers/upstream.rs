@@ -263,6 +263,37 @@ pub(crate) fn sse_events(
     })
 }
 
+/// How long the rest of a finished stream's body may take to arrive before
+/// the connection is given up instead of going back to the pool.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Ends `events` right after the item `last` picks (the `[DONE]`), without
+/// waiting for the provider to close the body. The rest of the body (usually
+/// just the end of the chunked encoding) is read in the background so the
+/// connection goes back to the pool instead of being torn down.
+pub(crate) fn end_after<S, T>(
+    events: S,
+    last: fn(&T) -> bool,
+) -> impl Stream<Item = T> + Send + 'static
+where
+    S: Stream<Item = T> + Send + 'static,
+    T: Send + 'static,
+{
+    futures_util::stream::unfold(Some(Box::pin(events)), move |state| async move {
+        let mut events = state?;
+        let item = events.next().await?;
+        if last(&item) {
+            tokio::spawn(async move {
+                let _ =
+                    tokio::time::timeout(DRAIN, async { while events.next().await.is_some() {} })
+                        .await;
+            });
+            return Some((item, None));
+        }
+        Some((item, Some(events)))
+    })
+}
+
 /// `segment` percent-encoded for use as one URL path segment.
 pub(crate) fn path_segment(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());

@@ -1,6 +1,7 @@
 //! Kind `anthropic` (translation out and back, streaming included) and the
 //! `/v1/messages` ingress translators, against fixtures.
 
+use futures_util::StreamExt;
 use serde_json::json;
 
 use super::*;
@@ -389,7 +390,19 @@ async fn provider_sends_translated_request_with_anthropic_headers() {
 
 #[tokio::test]
 async fn provider_streams_translated_chunks() {
-    let server = serve(|_| async { response(200, "text/event-stream", STREAM) }).await;
+    // The body stays open after `message_stop`: the stream must end anyway.
+    let server = serve(|_| async {
+        let body = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(Bytes::from_static(STREAM.as_bytes()))
+        })
+        .chain(futures_util::stream::pending());
+        response(
+            200,
+            "text/event-stream",
+            axum::body::Body::from_stream(body),
+        )
+    })
+    .await;
     let provider = build(
         &config(ProviderKind::Anthropic, &server.base_url, Some(KEY)),
         http_client(),

@@ -163,13 +163,10 @@ async fn stream_arrives_event_by_event() {
         })
     );
     assert_eq!(events.next().await.unwrap().unwrap(), SseEvent::Done);
-    // `[DONE]` ends the stream even though the server keeps the connection open.
-    assert!(
-        tokio::time::timeout(Duration::from_secs(5), events.next())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    // `[DONE]` ends the stream at once, though the server keeps the body open
+    // (well within the 5 s idle timeout, which would end it otherwise).
+    let end = tokio::time::timeout(Duration::from_secs(1), events.next()).await;
+    assert!(end.expect("the stream ends right after `[DONE]`").is_none());
 }
 
 #[tokio::test]
@@ -460,4 +457,45 @@ async fn json_answer_to_a_stream_request_is_a_failure() {
             "{err}"
         );
     }
+}
+
+#[tokio::test]
+async fn proxy_from_env_is_used_except_for_local_hosts() {
+    let proxy = serve(|_| async { response(200, "application/json", CHAT_BODY) }).await;
+    let direct = serve(|_| async { response(200, "application/json", CHAT_BODY) }).await;
+    let proxy_url = proxy.base_url.clone();
+    let client = crate::providers::client::client_with_env(move |name| match name {
+        "HTTP_PROXY" => Some(proxy_url.clone()),
+        "NO_PROXY" => Some("internal.example".to_owned()),
+        _ => None,
+    });
+    // A local provider is called directly, never through the proxy.
+    let local = build(
+        &config(ProviderKind::OpenAi, &direct.base_url, Some(KEY)),
+        client.clone(),
+    );
+    expect_complete(
+        local
+            .send(call(Endpoint::ChatCompletions, chat(), false))
+            .await,
+    );
+    assert_eq!(direct.seen.lock().len(), 1);
+    assert_eq!(proxy.seen.lock().len(), 0);
+    // A remote one goes through the proxy (which answers in its place here).
+    let remote = build(
+        &config(
+            ProviderKind::OpenAi,
+            "http://api.remote.example/v1",
+            Some(KEY),
+        ),
+        client,
+    );
+    expect_complete(
+        remote
+            .send(call(Endpoint::ChatCompletions, chat(), false))
+            .await,
+    );
+    let seen = proxy.seen.lock().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers["host"], "api.remote.example");
 }

@@ -365,4 +365,96 @@ mod tests {
         assert_eq!(usage_from_openai(&usage_to_openai(u)), u);
         assert_eq!(usage_from_anthropic(&usage_to_anthropic(u)), u);
     }
+
+    /// JSON biased towards the keys and values the translators look at, so
+    /// the fuzzing reaches past the first type check.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just("type"),
+            Just("role"),
+            Just("content"),
+            Just("text"),
+            Just("messages"),
+            Just("model"),
+            Just("max_tokens"),
+            Just("tool_calls"),
+            Just("function"),
+            Just("arguments"),
+            Just("name"),
+            Just("source"),
+            Just("tools"),
+            Just("tool_choice"),
+            Just("delta"),
+            Just("choices"),
+            Just("usage"),
+            Just("index"),
+            Just("image_url"),
+            Just("url"),
+            Just("tool_use_id"),
+            Just("system"),
+            Just("stop"),
+            Just("input"),
+            Just("id"),
+            Just("finish_reason"),
+            Just("partial_json"),
+            Just("content_block"),
+        ]
+        .prop_map(str::to_owned);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (0u64..5).prop_map(Value::from),
+            prop_oneof![
+                Just("user"),
+                Just("assistant"),
+                Just("tool"),
+                Just("system"),
+                Just("text"),
+                Just("image"),
+                Just("image_url"),
+                Just("tool_use"),
+                Just("tool_result"),
+                Just("function"),
+                Just("base64"),
+                Just("data:image/png;base64,AA=="),
+                Just("https://x"),
+                Just("{\"a\":1}"),
+                Just("auto"),
+                Just("text_delta"),
+                Just("input_json_delta"),
+                Just("message_start"),
+                Just("content_block_start"),
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(key.clone(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn translators_never_panic_on_any_json(v in json_value(), w in json_value()) {
+            let _ = from_anthropic::messages_to_openai(&v);
+            if let Some(obj) = v.as_object() {
+                let _ = to_anthropic::chat_request(obj);
+            }
+            let bytes = v.to_string();
+            let _ = to_anthropic::chat_response(bytes.as_bytes(), 0);
+            let _ = from_anthropic::openai_to_messages_response(bytes.as_bytes(), "m");
+            let mut up = to_anthropic::ChunkTranslator::new("m", 0, true);
+            let _ = up.on_event(None, bytes.as_bytes());
+            let _ = up.on_event(Some("message_delta"), w.to_string().as_bytes());
+            let mut down = MessagesStreamTranslator::new("m");
+            let _ = down.chunk(bytes.as_bytes());
+            let _ = down.chunk(w.to_string().as_bytes());
+            let _ = down.finish();
+        }
+    }
 }

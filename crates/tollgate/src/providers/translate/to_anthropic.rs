@@ -268,7 +268,6 @@ pub struct ChunkTranslator {
     /// Anthropic content block index → OpenAI `tool_calls[].index`.
     tool_index: HashMap<u64, u64>,
     usage: Value,
-    finished: bool,
 }
 
 impl ChunkTranslator {
@@ -280,7 +279,6 @@ impl ChunkTranslator {
             include_usage,
             tool_index: HashMap::new(),
             usage: json!({}),
-            finished: false,
         }
     }
 
@@ -392,7 +390,6 @@ impl ChunkTranslator {
                     out.push(SseEvent::Data(Bytes::from(chunk.to_string())));
                 }
                 out.push(SseEvent::Done);
-                self.finished = true;
             }
             "error" => {
                 let message = v
@@ -415,11 +412,6 @@ impl ChunkTranslator {
     /// The usage reported so far.
     pub fn usage(&self) -> Usage {
         usage_from_anthropic(&self.usage)
-    }
-
-    /// `message_stop` has been seen (and `Done` emitted).
-    pub fn finished(&self) -> bool {
-        self.finished
     }
 }
 
