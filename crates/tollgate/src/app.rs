@@ -213,7 +213,8 @@ pub async fn build_state(
         keys.clone(),
         clock.clone(),
         http.clone(),
-    );
+    )
+    .with_ledger(ledger.clone());
     Ok(Arc::new(AppState {
         runtime: ArcSwap::from_pointee(runtime(config, &http)),
         store,

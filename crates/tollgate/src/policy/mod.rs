@@ -93,6 +93,14 @@ impl Admitted {
         &self.would_reject
     }
 
+    /// What the request costs for `outcome`, at the model's price.
+    pub fn cost(&self, outcome: &Outcome) -> NanoUsd {
+        outcome.usage.map_or(NanoUsd::ZERO, |u| {
+            self.price
+                .cost_with_cache(u.prompt_tokens, u.cached_tokens, u.completion_tokens)
+        })
+    }
+
     /// What was reserved on every budget.
     pub fn reserved(&self) -> NanoUsd {
         self.plan
@@ -265,6 +273,9 @@ pub struct PolicyEngine {
     /// and one suspension per trip, not one per refused request.
     loop_trips: moka::sync::Cache<String, i64>,
     alerts: alerts::Alerter,
+    /// Flushed before a budget is restored from the ledger, so the restore
+    /// counts this process's own rows that are not written yet.
+    ledger: Option<crate::store::ledger::LedgerHandle>,
 }
 
 impl PolicyEngine {
@@ -288,7 +299,15 @@ impl PolicyEngine {
             would_reject: parking_lot::Mutex::new(HashMap::new()),
             loop_trips: moka::sync::Cache::builder().max_capacity(10_000).build(),
             alerts,
+            ledger: None,
         }
+    }
+
+    /// Lets budget restores include the rows this process has not written
+    /// yet (see [`PolicyEngine::admit`]).
+    pub fn with_ledger(mut self, ledger: crate::store::ledger::LedgerHandle) -> Self {
+        self.ledger = Some(ledger);
+        self
     }
 
     /// 403 `model_not_allowed` unless every model-access glob set in force
@@ -376,7 +395,14 @@ impl PolicyEngine {
                     .reject(config, who, facts, &plan, &rejection, now)
                     .await);
             }
-            Err(e) => return Err(counters_down(&e)),
+            Err(e) => {
+                // The shared counters may come back empty (Redis keeps
+                // nothing on disk): restore every budget from the ledger
+                // again on its next use. Seeding is set-if-absent, so a
+                // counter that survived is left as it is.
+                self.seeded.invalidate_all();
+                return Err(counters_down(&e));
+            }
         };
         let would_reject = grant
             .would_reject
@@ -415,17 +441,10 @@ impl PolicyEngine {
     /// Settles to the actual usage; never fails (logs counter errors); fires
     /// alerts off the request path.
     pub async fn settle(&self, config: &Config, admitted: Admitted, outcome: &Outcome) -> Settled {
-        let (cost, tokens) = match outcome.usage {
-            Some(u) => (
-                admitted.price.cost_with_cache(
-                    u.prompt_tokens,
-                    u.cached_tokens,
-                    u.completion_tokens,
-                ),
-                u.prompt_tokens.saturating_add(u.completion_tokens),
-            ),
-            None => (NanoUsd::ZERO, 0),
-        };
+        let cost = admitted.cost(outcome);
+        let tokens = outcome
+            .usage
+            .map_or(0, |u| u.prompt_tokens.saturating_add(u.completion_tokens));
         let Some(plan) = admitted.plan else {
             return Settled {
                 cost,
@@ -442,13 +461,20 @@ impl PolicyEngine {
         }
         let mut remaining: Option<NanoUsd> = None;
         for (index, (meta, state)) in plan.budgets.iter().zip(&plan.grant.budgets).enumerate() {
-            if meta.named.mode == PolicyMode::Shadow {
-                continue;
-            }
             // Spend as the counter now holds it: our reservation replaced by
             // the actual cost, other requests' reservations still in.
             let others = state.reserved.saturating_sub(plan.grant.reserved);
             let used = state.spent.saturating_add(others).saturating_add(cost);
+            if meta.limit.limit > NanoUsd::ZERO {
+                metrics::gauge!("tollgate_budget_utilisation_ratio",
+                    "policy" => meta.named.policy.clone(),
+                    "scope" => meta.named.scope.as_str(),
+                    "id" => meta.named.scope_id.clone())
+                .set(used.0 as f64 / meta.limit.limit.0 as f64);
+            }
+            if meta.named.mode == PolicyMode::Shadow {
+                continue;
+            }
             let left = meta.limit.limit.saturating_sub(used);
             remaining = Some(remaining.map_or(left, |r| r.min(left)));
             self.maybe_alert(config, &plan, index, used);
@@ -684,6 +710,17 @@ impl PolicyEngine {
             Scope::Key => SpendScope::Key(KeyId(meta.named.scope_id.clone())),
         };
         let restore = async {
+            if let Some(ledger) = &self.ledger
+                && tokio::time::timeout(std::time::Duration::from_secs(2), ledger.flush())
+                    .await
+                    .is_err()
+            {
+                return Err(ApiError::CountersUnavailable(format!(
+                    "cannot restore the spend of budget {}: the ledger store is not accepting writes; requests \
+                     for this budget are refused until it does",
+                    meta.named.describe()
+                )));
+            }
             let spent = self.store.spend_since(&scope, meta.start).await.map_err(|e| {
                 ApiError::CountersUnavailable(format!(
                     "cannot restore the spend of budget {} from the ledger: {e}; requests for this budget are \

@@ -6,7 +6,7 @@
 use rand::Rng;
 use serde_json::{Map, Value};
 
-use crate::config::{ModelConfig, Target};
+use crate::config::{ModelConfig, ProviderKind, Target};
 use crate::error::ApiError;
 use crate::providers::{Endpoint, ProviderError, UpstreamCall, UpstreamResponse};
 use crate::state::Runtime;
@@ -51,6 +51,7 @@ pub(super) async fn send(
     body: &Map<String, Value>,
     stream: bool,
     request_id: &str,
+    reserved_output: u64,
 ) -> Result<(String, String, UpstreamResponse), ApiError> {
     let mut last: Option<ProviderError> = None;
     for target in targets {
@@ -62,6 +63,15 @@ pub(super) async fn send(
         };
         let mut body = body.clone();
         body.insert("model".into(), Value::String(target.model.clone()));
+        // Anthropic requires `max_tokens` and would pick its own default;
+        // send the per-choice output the budget reserved for instead.
+        if pcfg.kind == ProviderKind::Anthropic
+            && !body.contains_key("max_tokens")
+            && !body.contains_key("max_completion_tokens")
+            && endpoint == Endpoint::ChatCompletions
+        {
+            body.insert("max_tokens".into(), Value::from(reserved_output.max(1)));
+        }
         let call = UpstreamCall {
             endpoint,
             body,

@@ -185,6 +185,7 @@ async fn proxy(
         &req,
         parsed.stream,
         &books.request_id,
+        max_output / choices.max(1),
     )
     .await;
     books.upstream = upstream_started.elapsed();
@@ -351,6 +352,29 @@ impl Books {
             usage: Some(usage),
             error_code: error_code.map(str::to_owned),
         };
+        let cost = self
+            .admitted
+            .as_ref()
+            .map_or(NanoUsd::ZERO, |a| a.cost(&outcome));
+        // The ledger row goes first: it is the durable record a budget is
+        // rebuilt from, so it must not wait behind a settlement that is
+        // stuck on unreachable counters.
+        let latency = self.started.elapsed();
+        self.state.ledger.record(LedgerRow {
+            ts: self.state.clock.now(),
+            request_id: self.request_id.clone(),
+            key_id: self.key.id.clone(),
+            team: self.key.team.clone(),
+            model: self.model.clone(),
+            provider: self.provider.clone(),
+            status,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cost,
+            latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            error_code: error_code.map(str::to_owned),
+        });
+        self.observe(status, usage, cost, error_code, latency);
         let settled = match self.admitted.take() {
             Some(admitted) => {
                 self.state
@@ -359,7 +383,7 @@ impl Books {
                     .await
             }
             None => Settled {
-                cost: NanoUsd::ZERO,
+                cost,
                 budget_remaining: None,
             },
         };
@@ -374,23 +398,6 @@ impl Books {
                 .record_outcome(&self.config, &who, error_code)
                 .await;
         }
-
-        let latency = self.started.elapsed();
-        self.state.ledger.record(LedgerRow {
-            ts: self.state.clock.now(),
-            request_id: self.request_id.clone(),
-            key_id: self.key.id.clone(),
-            team: self.key.team.clone(),
-            model: self.model.clone(),
-            provider: self.provider.clone(),
-            status,
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            cost: settled.cost,
-            latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
-            error_code: error_code.map(str::to_owned),
-        });
-        self.observe(status, usage, settled.cost, error_code, latency);
         settled
     }
 
