@@ -13,7 +13,9 @@ use tokio::time::Instant;
 
 use super::sse::{RawEvent, usage_from_body};
 use super::upstream::{self, Ctx};
-use super::{EventStream, Provider, ProviderError, SseEvent, UpstreamCall, UpstreamResponse};
+use super::{
+    Endpoint, EventStream, Provider, ProviderError, SseEvent, UpstreamCall, UpstreamResponse,
+};
 use crate::config::ProviderConfig;
 
 /// Where the request goes and how the key is presented.
@@ -29,25 +31,71 @@ pub(crate) struct OpenAiCompatible {
     base_url: String,
     dialect: Dialect,
     http: reqwest::Client,
+    /// The three endpoint URLs of the OpenAI dialect, parsed once rather
+    /// than on every request (URL parsing showed in the request profile).
+    endpoints: Option<[reqwest::Url; 3]>,
+    /// The key header, built once; `None` without a key or when the key
+    /// cannot be a header value (reported per request).
+    auth: Option<(HeaderName, http::HeaderValue)>,
 }
 
 impl OpenAiCompatible {
     pub fn new(config: &ProviderConfig, dialect: Dialect, http: reqwest::Client) -> Self {
+        let ctx = Ctx::new(&config.name, config.api_key.clone());
+        let base_url = config.base_url.trim_end_matches('/').to_owned();
+        let endpoints = match dialect {
+            Dialect::OpenAi => {
+                let parse =
+                    |e: Endpoint| reqwest::Url::parse(&format!("{base_url}{}", e.path())).ok();
+                match (
+                    parse(Endpoint::ChatCompletions),
+                    parse(Endpoint::Completions),
+                    parse(Endpoint::Embeddings),
+                ) {
+                    (Some(a), Some(b), Some(c)) => Some([a, b, c]),
+                    _ => None,
+                }
+            }
+            Dialect::Azure { .. } => None,
+        };
+        let auth = ctx.key().and_then(|key| {
+            let (name, value) = match dialect {
+                Dialect::OpenAi => (AUTHORIZATION, format!("Bearer {key}")),
+                Dialect::Azure { .. } => (HeaderName::from_static("api-key"), key.to_owned()),
+            };
+            upstream::secret_header(&value).map(|v| (name, v))
+        });
         OpenAiCompatible {
-            ctx: Ctx::new(&config.name, config.api_key.clone()),
-            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            ctx,
+            base_url,
             dialect,
             http,
+            endpoints,
+            auth,
         }
     }
 
-    fn url(&self, call: &UpstreamCall) -> Result<String, ProviderError> {
-        match &self.dialect {
-            Dialect::OpenAi => Ok(format!("{}{}", self.base_url, call.endpoint.path())),
-            Dialect::Azure { api_version } => {
-                super::azure::url(&self.ctx, &self.base_url, api_version, call)
-            }
+    fn url(&self, call: &UpstreamCall) -> Result<reqwest::Url, ProviderError> {
+        if let Some(urls) = &self.endpoints {
+            let i = match call.endpoint {
+                Endpoint::ChatCompletions => 0,
+                Endpoint::Completions => 1,
+                Endpoint::Embeddings => 2,
+            };
+            return Ok(urls[i].clone());
         }
+        let url = match &self.dialect {
+            Dialect::OpenAi => format!("{}{}", self.base_url, call.endpoint.path()),
+            Dialect::Azure { api_version } => {
+                super::azure::url(&self.ctx, &self.base_url, api_version, call)?
+            }
+        };
+        reqwest::Url::parse(&url).map_err(|e| {
+            self.ctx.failed(format!(
+                "`base_url` of provider `{}` does not make a valid URL: {e}",
+                self.ctx.provider
+            ))
+        })
     }
 
     fn request(&self, call: &UpstreamCall) -> Result<reqwest::RequestBuilder, ProviderError> {
@@ -61,18 +109,15 @@ impl OpenAiCompatible {
             .post(url)
             .header(CONTENT_TYPE, "application/json")
             .body(body);
-        if let Some(key) = self.ctx.key() {
-            let (name, value) = match self.dialect {
-                Dialect::OpenAi => (AUTHORIZATION, format!("Bearer {key}")),
-                Dialect::Azure { .. } => (HeaderName::from_static("api-key"), key.to_owned()),
-            };
-            let value = upstream::secret_header(&value).ok_or_else(|| {
-                self.ctx.failed(format!(
+        match (&self.auth, self.ctx.key()) {
+            (Some((name, value)), _) => request = request.header(name.clone(), value.clone()),
+            (None, Some(_)) => {
+                return Err(self.ctx.failed(format!(
                     "the `api_key` of provider `{}` holds characters an HTTP header cannot carry",
                     self.ctx.provider
-                ))
-            })?;
-            request = request.header(name, value);
+                )));
+            }
+            (None, None) => {}
         }
         if let Some(id) = upstream::request_id_header(&call.request_id) {
             request = request.header("x-request-id", id);

@@ -15,3 +15,4 @@ mod process;
 mod scaleout;
 mod sdk;
 mod streaming;
+mod translation;

@@ -267,3 +267,67 @@ async fn the_provider_key_never_appears_in_logs_or_responses() {
             .any(|r| format!("{:?}", r.headers).contains(UPSTREAM_KEY))
     );
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_config_and_an_invalid_file_keeps_the_old_one() {
+    let mock = MockProvider::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("tollgate.db").display());
+    let yaml = config_yaml(&mock.base_url(), &store, "");
+    let mut p = spawn(dir.path(), &yaml, "gateway.log");
+    let http = reqwest::Client::new();
+    let key = create_key(&http, &p.url, json!({"team": "t1"})).await;
+    let ask = |model: &'static str| {
+        let (http, url, key) = (http.clone(), p.url.clone(), key.clone());
+        async move {
+            http.post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&json!({"model": model, "messages": [{"role": "user", "content": "x"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(ask("renamed").await, 404);
+    // A new model appears after SIGHUP, on the same connection pool.
+    let renamed = yaml.replace("  - name: other-model\n", "  - name: renamed\n");
+    std::fs::write(dir.path().join("tollgate.yaml"), &renamed).unwrap();
+    signal(&p.child, "-HUP");
+    let mut reloaded = false;
+    for _ in 0..50 {
+        if ask("renamed").await == 200 {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reloaded, "SIGHUP reloaded the models");
+    // An invalid file is rejected and the running config stays.
+    std::fs::write(
+        dir.path().join("tollgate.yaml"),
+        format!("{renamed}\nbudgte: 5\n"),
+    )
+    .unwrap();
+    signal(&p.child, "-HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        ask("renamed").await,
+        200,
+        "the previous config stays in force"
+    );
+    let resp = http
+        .post(format!("{}/admin/reload", p.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(
+        resp.text().await.unwrap().contains("budgte"),
+        "the reload error names the problem"
+    );
+    signal(&p.child, "-TERM");
+    assert!(p.child.wait().unwrap().success());
+}
