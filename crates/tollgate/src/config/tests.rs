@@ -644,13 +644,21 @@ fn alert_thresholds_are_fractions_of_the_limit() {
 fn top_level_options() {
     let text = "counters_unavailable: allow_local
 max_body_bytes: 1048576
-log_bodies: true
+log_bodies: false
 drain_timeout_s: 5
 ";
     let config = load_str(text, "t.yaml", &no_env).unwrap();
     assert_eq!(config.counters_unavailable, CountersUnavailable::AllowLocal);
     assert_eq!(config.max_body_bytes, 1_048_576);
-    assert!(config.log_bodies);
+    assert!(!config.log_bodies);
+    // Body logging is not built: asking for it is an error, not a no-op.
+    let err = load_str("log_bodies: true\n", "t.yaml", &no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("t.yaml:1: log_bodies: `true` is not supported yet"),
+        "{err}"
+    );
     assert_eq!(config.drain_timeout, Duration::from_secs(5));
 
     let defaults = load_str("", "t.yaml", &no_env).unwrap();

@@ -399,10 +399,20 @@ impl<'e> Validator<'e> {
             self.whole(v, "max_body_bytes", 1)
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
         });
-        let log_bodies = raw
-            .log_bodies
-            .as_ref()
-            .map(|v| self.boolean(v, "log_bodies"));
+        let log_bodies = raw.log_bodies.as_ref().map(|v| {
+            let on = self.boolean(v, "log_bodies");
+            // Storing prompts and completions is not built yet; saying so
+            // beats silently storing nothing when the file asks for it.
+            if on == Some(true) {
+                self.error(
+                    line_of(v),
+                    "log_bodies: `true` is not supported yet: tollgate stores no prompts or completions; \
+                     remove the key or set it to `false`"
+                        .to_owned(),
+                );
+            }
+            on
+        });
         let drain_timeout = raw
             .drain_timeout_s
             .as_ref()

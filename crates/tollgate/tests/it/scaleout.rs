@@ -339,3 +339,31 @@ async fn postgres_down_under_load_loses_no_ledger_row() {
     drop(proxy);
     pg.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_local_keeps_budgeted_keys_flowing_on_local_counters_while_redis_is_down() {
+    let pg = PgSchema::new().await;
+    let mut redis = PrivateRedis::start();
+    let mock = MockProvider::start(MockConfig::default()).await.unwrap();
+    let tail = format!("counters_unavailable: allow_local\n{CAP_TAIL}");
+    let (gw, url) = gateway(&mock.base_url(), &pg.url_via(None), &redis.url(), &tail).await;
+    let http = reqwest::Client::new();
+    let (_, capped) = create_key(&http, &url, json!({"team": "t1"})).await;
+    assert_eq!(send(&http, &url, &capped, &chat_body("x")).await, 200);
+    redis.stop();
+    for _ in 0..5 {
+        assert_eq!(
+            send(&http, &url, &capped, &chat_body("x")).await,
+            200,
+            "local counters admit"
+        );
+    }
+    let ready = http.get(format!("{url}/readyz")).send().await.unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "/readyz still reports the shared counters as down"
+    );
+    gw.shutdown().await;
+    pg.drop_now().await;
+}
