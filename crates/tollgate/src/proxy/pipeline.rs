@@ -345,8 +345,8 @@ impl Books {
         }
     }
 
-    /// Settles the reservation to `usage`, feeds the error-streak guard,
-    /// writes the ledger row, the metrics and the request's log line.
+    /// Writes the ledger row, the metrics and the request's log line, then
+    /// settles the reservation to `usage` and feeds the error-streak guard.
     pub async fn close(mut self, status: u16, usage: Usage, error_code: Option<&str>) -> Settled {
         let outcome = Outcome {
             usage: Some(usage),
@@ -375,29 +375,37 @@ impl Books {
             error_code: error_code.map(str::to_owned),
         });
         self.observe(status, usage, cost, error_code, latency);
-        let settled = match self.admitted.take() {
-            Some(admitted) => {
+        // Settlement and the error-streak record touch different counters:
+        // run them together (one round trip's wait on Redis, not two).
+        let admitted = self.admitted.take();
+        let who = Subject {
+            key: &self.key,
+            team: self.team.as_deref(),
+        };
+        let settle = async {
+            match admitted {
+                Some(admitted) => {
+                    self.state
+                        .policy
+                        .settle(&self.config, admitted, &outcome)
+                        .await
+                }
+                None => Settled {
+                    cost,
+                    budget_remaining: None,
+                },
+            }
+        };
+        let streak = async {
+            // A client hanging up is not an error the key keeps making.
+            if error_code != Some("client_closed") {
                 self.state
                     .policy
-                    .settle(&self.config, admitted, &outcome)
-                    .await
+                    .record_outcome(&self.config, &who, error_code)
+                    .await;
             }
-            None => Settled {
-                cost,
-                budget_remaining: None,
-            },
         };
-        // A client hanging up is not an error the key keeps making.
-        if error_code != Some("client_closed") {
-            let who = Subject {
-                key: &self.key,
-                team: self.team.as_deref(),
-            };
-            self.state
-                .policy
-                .record_outcome(&self.config, &who, error_code)
-                .await;
-        }
+        let (settled, ()) = tokio::join!(settle, streak);
         settled
     }
 
