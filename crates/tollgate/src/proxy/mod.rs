@@ -13,8 +13,7 @@ mod validate;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Extension, State};
-use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use http::HeaderMap;
 
 use crate::app::RequestId;
@@ -26,70 +25,34 @@ pub use pipeline::Ingress;
 
 pub fn router() -> Router<SharedState> {
     Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/completions", post(completions))
-        .route("/v1/embeddings", post(embeddings))
-        .route("/v1/messages", post(messages))
+        .route(
+            "/v1/chat/completions",
+            handler(Ingress::OpenAi(Endpoint::ChatCompletions)),
+        )
+        .route(
+            "/v1/completions",
+            handler(Ingress::OpenAi(Endpoint::Completions)),
+        )
+        .route(
+            "/v1/embeddings",
+            handler(Ingress::OpenAi(Endpoint::Embeddings)),
+        )
+        // Anthropic Messages API ingress: translated to the canonical
+        // (OpenAI) request, routed to any provider, answered in Anthropic's format.
+        .route("/v1/messages", handler(Ingress::Anthropic))
         .route("/v1/models", get(models::list))
 }
 
-async fn chat_completions(
-    State(state): State<SharedState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    pipeline::handle(
-        state,
-        id.0,
-        Ingress::OpenAi(Endpoint::ChatCompletions),
-        headers,
-        body,
+/// A `POST` route running the pipeline for one ingress.
+fn handler(ingress: Ingress) -> MethodRouter<SharedState> {
+    post(
+        move |State(state): State<SharedState>,
+              Extension(id): Extension<RequestId>,
+              headers: HeaderMap,
+              body: Body| async move {
+            pipeline::handle(state, id.0, ingress, headers, body).await
+        },
     )
-    .await
-}
-
-async fn completions(
-    State(state): State<SharedState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    pipeline::handle(
-        state,
-        id.0,
-        Ingress::OpenAi(Endpoint::Completions),
-        headers,
-        body,
-    )
-    .await
-}
-
-async fn embeddings(
-    State(state): State<SharedState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    pipeline::handle(
-        state,
-        id.0,
-        Ingress::OpenAi(Endpoint::Embeddings),
-        headers,
-        body,
-    )
-    .await
-}
-
-/// Anthropic Messages API ingress: translated to the canonical (OpenAI)
-/// request, routed to any provider, answered in Anthropic's format.
-async fn messages(
-    State(state): State<SharedState>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    pipeline::handle(state, id.0, Ingress::Anthropic, headers, body).await
 }
 
 impl Ingress {
