@@ -48,20 +48,30 @@ pub(super) async fn send(
     rt: &Runtime,
     targets: &[&Target],
     endpoint: Endpoint,
-    body: &Map<String, Value>,
+    body: Map<String, Value>,
     stream: bool,
     request_id: &str,
     reserved_output: u64,
 ) -> Result<(String, String, UpstreamResponse), ApiError> {
     let mut last: Option<ProviderError> = None;
-    for target in targets {
+    // The body is moved into the last attempt and cloned only for the ones
+    // before it: a single-target model (the common case) never copies it.
+    let mut body = Some(body);
+    for (i, target) in targets.iter().enumerate() {
         let (Some(provider), Some(pcfg)) = (
             rt.providers.get(&target.provider),
             rt.config.provider(&target.provider),
         ) else {
             continue;
         };
-        let mut body = body.clone();
+        let mut body = match (i + 1 == targets.len(), &mut body) {
+            (true, owned) => match owned.take() {
+                Some(b) => b,
+                None => break,
+            },
+            (false, Some(b)) => b.clone(),
+            (false, None) => break,
+        };
         body.insert("model".into(), Value::String(target.model.clone()));
         // Anthropic requires `max_tokens` and would pick its own default;
         // send the per-choice output the budget reserved for instead.

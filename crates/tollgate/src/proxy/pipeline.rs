@@ -182,7 +182,7 @@ async fn proxy(
         rt,
         &targets,
         endpoint,
-        &req,
+        req,
         parsed.stream,
         &books.request_id,
         max_output / choices.max(1),
