@@ -331,3 +331,61 @@ async fn sighup_reloads_the_config_and_an_invalid_file_keeps_the_old_one() {
     signal(&p.child, "-TERM");
     assert!(p.child.wait().unwrap().success());
 }
+
+#[test]
+fn config_check_lists_every_problem_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "listen: nope\npolicies:\n  - name: a\n    type: cost-limit\n    config: {limit_usd: 5, period: dayly}\nteams:\n  - id: t\n    policies: [b]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let shown = bad.display().to_string();
+    for expected in [
+        format!("{shown}:1: listen: `nope`"),
+        format!(
+            "{shown}:5: policies[0].config.period: `dayly` is not one of hourly, daily, weekly, monthly, total"
+        ),
+        format!("{shown}:8: teams[0].policies[0]: `b` is not a policy"),
+    ] {
+        assert!(err.contains(&expected), "missing `{expected}` in:\n{err}");
+    }
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        config_yaml("http://127.0.0.1:9/v1", "sqlite://x.db", ""),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["config", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The example config in the repository is valid as shipped.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tollgate.example.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["config", "check", example])
+        .env("TOLLGATE_ADMIN_KEY", "x")
+        .env("OPENAI_API_KEY", "x")
+        .env("ANTHROPIC_API_KEY", "x")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
