@@ -101,6 +101,24 @@ impl Admitted {
         })
     }
 
+    /// The cost and the budget left once this request is settled to
+    /// `outcome`, computed from the admission's own view of the counters
+    /// (no round trip), so a response can carry them before the
+    /// settlement itself has run.
+    pub fn settled(&self, outcome: &Outcome) -> Settled {
+        let cost = self.cost(outcome);
+        let budget_remaining = self.plan.as_ref().and_then(|plan| {
+            plan.used_after(cost)
+                .filter(|(_, meta, _)| meta.named.mode != PolicyMode::Shadow)
+                .map(|(_, meta, used)| meta.limit.limit.saturating_sub(used))
+                .min()
+        });
+        Settled {
+            cost,
+            budget_remaining,
+        }
+    }
+
     /// What was reserved on every budget.
     pub fn reserved(&self) -> NanoUsd {
         self.plan
@@ -219,6 +237,19 @@ struct Plan {
 }
 
 impl Plan {
+    /// Each budget's spend once this request's reservation is replaced by
+    /// `cost`, with other requests' reservations still in.
+    fn used_after(&self, cost: NanoUsd) -> impl Iterator<Item = (usize, &BudgetMeta, NanoUsd)> {
+        self.budgets
+            .iter()
+            .zip(&self.grant.budgets)
+            .enumerate()
+            .map(move |(index, (meta, state))| {
+                let others = state.reserved.saturating_sub(self.grant.reserved);
+                (index, meta, state.spent.saturating_add(others).saturating_add(cost))
+            })
+    }
+
     fn is_empty(&self) -> bool {
         let r = &self.req;
         r.budgets.is_empty()
@@ -441,16 +472,14 @@ impl PolicyEngine {
     /// Settles to the actual usage; never fails (logs counter errors); fires
     /// alerts off the request path.
     pub async fn settle(&self, config: &Config, admitted: Admitted, outcome: &Outcome) -> Settled {
-        let cost = admitted.cost(outcome);
+        let settled = admitted.settled(outcome);
         let tokens = outcome
             .usage
             .map_or(0, |u| u.prompt_tokens.saturating_add(u.completion_tokens));
         let Some(plan) = admitted.plan else {
-            return Settled {
-                cost,
-                budget_remaining: None,
-            };
+            return settled;
         };
+        let cost = settled.cost;
         if let Err(e) = self
             .counters
             .settle(&plan.req, &plan.grant, Actual { cost, tokens })
@@ -459,12 +488,7 @@ impl PolicyEngine {
             tracing::error!(error = %e, request_id = %plan.req.request_id, cost = %cost,
                 "cannot settle a reservation; it stays reserved until the counter expires");
         }
-        let mut remaining: Option<NanoUsd> = None;
-        for (index, (meta, state)) in plan.budgets.iter().zip(&plan.grant.budgets).enumerate() {
-            // Spend as the counter now holds it: our reservation replaced by
-            // the actual cost, other requests' reservations still in.
-            let others = state.reserved.saturating_sub(plan.grant.reserved);
-            let used = state.spent.saturating_add(others).saturating_add(cost);
+        for (index, meta, used) in plan.used_after(cost) {
             if meta.limit.limit > NanoUsd::ZERO {
                 metrics::gauge!("tollgate_budget_utilisation_ratio",
                     "policy" => meta.named.policy.clone(),
@@ -472,17 +496,11 @@ impl PolicyEngine {
                     "id" => meta.named.scope_id.clone())
                 .set(used.0 as f64 / meta.limit.limit.0 as f64);
             }
-            if meta.named.mode == PolicyMode::Shadow {
-                continue;
+            if meta.named.mode != PolicyMode::Shadow {
+                self.maybe_alert(config, &plan, index, used);
             }
-            let left = meta.limit.limit.saturating_sub(used);
-            remaining = Some(remaining.map_or(left, |r| r.min(left)));
-            self.maybe_alert(config, &plan, index, used);
         }
-        Settled {
-            cost,
-            budget_remaining: remaining,
-        }
+        settled
     }
 
     /// Records a request's final error code (or success) for the
