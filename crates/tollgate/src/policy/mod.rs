@@ -246,7 +246,11 @@ impl Plan {
             .enumerate()
             .map(move |(index, (meta, state))| {
                 let others = state.reserved.saturating_sub(self.grant.reserved);
-                (index, meta, state.spent.saturating_add(others).saturating_add(cost))
+                (
+                    index,
+                    meta,
+                    state.spent.saturating_add(others).saturating_add(cost),
+                )
             })
     }
 

@@ -79,9 +79,7 @@ pub(super) async fn handle(
         }) => stream::respond(books, ingress, events, include_usage, headers),
         Err(e) => {
             let e = books.looping_instead(e).await;
-            books
-                .close(e.status().as_u16(), Usage::default(), Some(e.code()))
-                .await;
+            books.close(e.status().as_u16(), Usage::default(), Some(e.code()));
             e.into_response_as(format)
         }
     }
@@ -218,7 +216,7 @@ async fn complete(
     headers: Vec<(HeaderName, HeaderValue)>,
 ) -> Response {
     let model = books.model.clone();
-    let settled = books.close(200, usage, None).await;
+    let settled = books.close(200, usage, None);
     let body = match ingress {
         Ingress::OpenAi(_) => body,
         Ingress::Anthropic => match translate::openai_to_messages_response(&body, &model) {
@@ -345,17 +343,23 @@ impl Books {
         }
     }
 
-    /// Writes the ledger row, the metrics and the request's log line, then
-    /// settles the reservation to `usage` and feeds the error-streak guard.
-    pub async fn close(mut self, status: u16, usage: Usage, error_code: Option<&str>) -> Settled {
+    /// Writes the ledger row, the metrics and the request's log line, and
+    /// returns the cost and the budget left. The counter work — settling the
+    /// reservation, feeding the error-streak guard — runs on a tracked task
+    /// after the answer: a client never waits for it (on Redis, one round
+    /// trip), and shutdown still waits for it to finish.
+    pub fn close(mut self, status: u16, usage: Usage, error_code: Option<&str>) -> Settled {
         let outcome = Outcome {
             usage: Some(usage),
             error_code: error_code.map(str::to_owned),
         };
-        let cost = self
-            .admitted
-            .as_ref()
-            .map_or(NanoUsd::ZERO, |a| a.cost(&outcome));
+        let settled = match &self.admitted {
+            Some(admitted) => admitted.settled(&outcome),
+            None => Settled {
+                cost: NanoUsd::ZERO,
+                budget_remaining: None,
+            },
+        };
         // The ledger row goes first: it is the durable record a budget is
         // rebuilt from, so it must not wait behind a settlement that is
         // stuck on unreachable counters.
@@ -370,42 +374,46 @@ impl Books {
             status,
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
-            cost,
+            cost: settled.cost,
             latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
             error_code: error_code.map(str::to_owned),
         });
-        self.observe(status, usage, cost, error_code, latency);
-        // Settlement and the error-streak record touch different counters:
-        // run them together (one round trip's wait on Redis, not two).
+        self.observe(status, usage, settled.cost, error_code, latency);
+
         let admitted = self.admitted.take();
-        let who = Subject {
-            key: &self.key,
-            team: self.team.as_deref(),
-        };
-        let settle = async {
-            match admitted {
-                Some(admitted) => {
-                    self.state
-                        .policy
-                        .settle(&self.config, admitted, &outcome)
-                        .await
+        // A client hanging up is not an error the key keeps making.
+        let feeds_streak = error_code != Some("client_closed");
+        let tasks = self.state.tasks.clone();
+        let (state, config, key, team) = (self.state, self.config, self.key, self.team);
+        let counters_work = async move {
+            let who = Subject {
+                key: &key,
+                team: team.as_deref(),
+            };
+            // Different counters: run both at once (one round trip's wait).
+            let settle = async {
+                if let Some(admitted) = admitted {
+                    state.policy.settle(&config, admitted, &outcome).await;
                 }
-                None => Settled {
-                    cost,
-                    budget_remaining: None,
-                },
-            }
+            };
+            let streak = async {
+                if feeds_streak {
+                    state
+                        .policy
+                        .record_outcome(&config, &who, outcome.error_code.as_deref())
+                        .await;
+                }
+            };
+            tokio::join!(settle, streak);
         };
-        let streak = async {
-            // A client hanging up is not an error the key keeps making.
-            if error_code != Some("client_closed") {
-                self.state
-                    .policy
-                    .record_outcome(&self.config, &who, error_code)
-                    .await;
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                tasks.spawn_on(counters_work, &handle);
             }
-        };
-        let (settled, ()) = tokio::join!(settle, streak);
+            Err(_) => tracing::error!(
+                "a request closed outside the runtime: its reservation is not settled"
+            ),
+        }
         settled
     }
 

@@ -2,8 +2,9 @@
 //! buffered whole. On the way the usage is picked up (and its extra chunk
 //! stripped for clients that did not ask for it) and the generated text
 //! is counted, so a stream is billed even when it is cut short: when the
-//! stream ends, fails, or its client hangs up, the books are closed on a
-//! tracked task that outlives the connection.
+//! stream ends, fails, or its client hangs up, the books are closed (the
+//! ledger row at once, the counters on a tracked task that outlives the
+//! connection).
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -170,16 +171,7 @@ impl Metered {
             completion_tokens: books.text_tokens(&self.text),
             cached_tokens: 0,
         });
-        let tasks = books.state.tasks.clone();
-        let close = async move {
-            books.close(status, usage, error_code).await;
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                tasks.spawn_on(close, &handle);
-            }
-            Err(_) => tracing::error!("stream ended outside the runtime: its settlement is lost"),
-        }
+        books.close(status, usage, error_code);
     }
 }
 

@@ -314,6 +314,7 @@ async fn shadow_budget_lets_traffic_through_and_reports_what_it_would_have_block
     for _ in 0..5 {
         assert_eq!(h.chat(&key, &body_100()).await.status(), 200);
     }
+    h.settled().await;
     let (_, budgets) = h.admin(Method::GET, "/admin/budgets", None).await;
     let b = &budgets["data"]
         .as_array()

@@ -156,16 +156,22 @@ impl Harness {
         self.post("/v1/chat/completions", key, body).await
     }
 
+    /// Waits (bounded) until every settlement has been applied to the
+    /// counters: they run on tracked tasks after each answer.
+    pub async fn settled(&self) {
+        let state = &self.gw().state;
+        for _ in 0..250 {
+            if state.tasks.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Every ledger row, newest first, after flushing the writer.
     pub async fn ledger(&self) -> Vec<tollgate::store::LedgerRow> {
+        self.settled().await;
         let state = &self.gw().state;
-        // Settlements of streams run on tracked tasks; give them a moment.
-        for _ in 0..50 {
-            if state.tasks.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         state.ledger.flush().await;
         state
             .store

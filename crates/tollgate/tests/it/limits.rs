@@ -86,6 +86,7 @@ async fn tokens_per_minute_reserves_the_estimate_and_refuses_what_can_never_fit(
     // Settled to the actual usage (16 completion tokens), so much more fits
     // than the 300-token reservations alone would allow.
     for _ in 0..5 {
+        h.settled().await;
         assert_eq!(h.chat(&key, &body).await.status(), 200);
     }
 }
@@ -130,6 +131,7 @@ async fn two_hundred_concurrent_requests_never_exceed_max_parallel_at_the_provid
         h.mock.max_in_flight()
     );
     // Slots are released: after the burst, requests pass again.
+    h.settled().await;
     assert_eq!(h.chat(&key, &chat_body("after")).await.status(), 200);
 }
 
@@ -145,6 +147,7 @@ async fn a_request_rejected_by_one_limit_consumes_nothing_from_the_others() {
     for _ in 0..10 {
         assert_eq!(h.chat(&key, &chat_body("x")).await.status(), 429);
     }
+    h.settled().await;
     let (_, budgets) = h.admin(Method::GET, "/admin/budgets", None).await;
     let b = budgets["data"]
         .as_array()
@@ -225,6 +228,7 @@ async fn a_loop_on_a_malformed_payload_is_throttled_after_the_streak() {
     for _ in 0..20 {
         let (_, code, _) = error_code(h.chat(&key, &malformed).await).await;
         codes.push(code);
+        h.settled().await;
     }
     assert!(
         codes[..5].iter().all(|c| c == "invalid_request"),
