@@ -71,7 +71,7 @@ pub(super) async fn handle(
             body,
             usage,
             headers,
-        }) => complete(books, ingress, body, usage, headers).await,
+        }) => complete(books, ingress, body, usage, headers),
         Ok(Reply::Stream {
             events,
             include_usage,
@@ -208,7 +208,7 @@ async fn proxy(
 }
 
 /// Settles a complete answer and sends it with its cost headers.
-async fn complete(
+fn complete(
     books: Books,
     ingress: Ingress,
     body: Bytes,
