@@ -16,6 +16,8 @@ pub struct Proc {
     pub child: Child,
     pub url: String,
     pub log: std::path::PathBuf,
+    /// What the process printed on stdout before its listening line.
+    pub banner: Vec<String>,
 }
 
 /// Starts `tollgate serve --config FILE` and waits for its listening line.
@@ -34,15 +36,22 @@ pub fn spawn(dir: &Path, yaml: &str, log_name: &str) -> Proc {
         .expect("the tollgate binary starts");
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
+    let mut banner = Vec::new();
     let url = loop {
         let line = lines.next().expect("tollgate printed its address").unwrap();
         if let Some(rest) = line.strip_prefix("tollgate listening on ") {
             break rest.trim().to_owned();
         }
+        banner.push(line);
     };
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Proc { child, url, log }
+    Proc {
+        child,
+        url,
+        log,
+        banner,
+    }
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -388,4 +397,55 @@ fn config_check_lists_every_problem_with_file_and_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test]
+async fn without_an_admin_key_one_is_generated_printed_once_and_only_its_hash_kept() {
+    let mock = MockProvider::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("tollgate.db").display());
+    let yaml =
+        config_yaml(&mock.base_url(), &store, "").replace(&format!("admin_key: {ADMIN_KEY}\n"), "");
+    let mut p = spawn(dir.path(), &yaml, "gateway.log");
+    let generated = p
+        .banner
+        .iter()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("sk-tg-")
+                .map(|rest| format!("sk-tg-{rest}"))
+        })
+        .unwrap_or_else(|| panic!("no generated admin key printed: {:?}", p.banner));
+    let http = reqwest::Client::new();
+    let ok = http
+        .get(format!("{}/admin/keys", p.url))
+        .bearer_auth(&generated)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    signal(&p.child, "-TERM");
+    assert!(p.child.wait().unwrap().success());
+    // Only its hash is stored; a restart prints nothing new and the same key works.
+    let db = std::fs::read(dir.path().join("tollgate.db")).unwrap();
+    assert!(
+        !db.windows(generated.len())
+            .any(|w| w == generated.as_bytes()),
+        "the admin key is stored in clear"
+    );
+    let mut p2 = spawn(dir.path(), &yaml, "gateway2.log");
+    assert!(
+        p2.banner.iter().all(|l| !l.contains("sk-tg-")),
+        "printed again: {:?}",
+        p2.banner
+    );
+    let ok = http
+        .get(format!("{}/admin/keys", p2.url))
+        .bearer_auth(&generated)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    signal(&p2.child, "-TERM");
+    assert!(p2.child.wait().unwrap().success());
 }
