@@ -202,6 +202,27 @@ impl ApiError {
         let status = self.status();
         let retry_after = self.retry_after_secs();
         let body = match self {
+            // `/v1/messages` clients speak Anthropic's error shape whatever
+            // the provider's: keep the status and the provider's message.
+            ApiError::UpstreamPassthrough { body, .. } if format == ErrorFormat::Anthropic => {
+                let message = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| {
+                        v.pointer("/error/message")
+                            .and_then(|m| m.as_str())
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+                let kind = match status.as_u16() {
+                    401 => "authentication_error",
+                    403 => "permission_error",
+                    404 => "not_found_error",
+                    413 => "request_too_large",
+                    429 => "rate_limit_error",
+                    _ => "invalid_request_error",
+                };
+                json!({"type": "error", "error": {"type": kind, "message": message}})
+            }
             ApiError::UpstreamPassthrough {
                 body, content_type, ..
             } => {
@@ -244,6 +265,27 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn provider_errors_take_the_anthropic_shape_on_v1_messages() {
+        let err = ApiError::UpstreamPassthrough {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: Bytes::from_static(
+                br#"{"error":{"message":"bad tool schema","type":"invalid_request_error"}}"#,
+            ),
+            content_type: None,
+        };
+        let resp = err.into_response_as(ErrorFormat::Anthropic);
+        assert_eq!(resp.status(), 422);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["message"], "bad tool schema");
+    }
 
     #[test]
     fn every_spec_code_has_its_status() {
