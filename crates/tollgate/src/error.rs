@@ -197,6 +197,25 @@ impl ApiError {
         }
     }
 
+    /// The JSON error body in the given wire format (also what a stream
+    /// sends as its last event when it fails midway).
+    pub fn body(&self, format: ErrorFormat) -> serde_json::Value {
+        match format {
+            ErrorFormat::OpenAi => json!({
+                "error": {
+                    "message": self.to_string(),
+                    "type": self.openai_type(),
+                    "code": self.code(),
+                    "param": self.param(),
+                }
+            }),
+            ErrorFormat::Anthropic => json!({
+                "type": "error",
+                "error": { "type": self.anthropic_type(), "message": self.to_string(), "code": self.code() }
+            }),
+        }
+    }
+
     /// Renders the error in the given wire format.
     pub fn into_response_as(self, format: ErrorFormat) -> Response {
         let status = self.status();
@@ -232,20 +251,7 @@ impl ApiError {
                 }
                 return resp;
             }
-            ref e => match format {
-                ErrorFormat::OpenAi => json!({
-                    "error": {
-                        "message": e.to_string(),
-                        "type": e.openai_type(),
-                        "code": e.code(),
-                        "param": e.param(),
-                    }
-                }),
-                ErrorFormat::Anthropic => json!({
-                    "type": "error",
-                    "error": { "type": e.anthropic_type(), "message": e.to_string(), "code": e.code() }
-                }),
-            },
+            ref e => e.body(format),
         };
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(secs) = retry_after {

@@ -17,10 +17,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::pipeline::{Books, Ingress};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorFormat};
 use crate::providers::{
     EventStream, ProviderError, SseEvent, Usage, translate::MessagesStreamTranslator,
 };
@@ -93,12 +92,9 @@ impl Encoder {
 
     fn error(&mut self, err: &ApiError) -> Bytes {
         match self {
-            Encoder::OpenAi => {
-                let body = json!({"error": {"message": err.to_string(), "type": "api_error", "code": err.code(), "param": null}});
-                frame(body.to_string().as_bytes())
-            }
+            Encoder::OpenAi => frame(err.body(ErrorFormat::OpenAi).to_string().as_bytes()),
             Encoder::Anthropic(_) => {
-                let body = json!({"type": "error", "error": {"type": "api_error", "message": err.to_string()}});
+                let body = err.body(ErrorFormat::Anthropic);
                 Bytes::from(format!("event: error\ndata: {body}\n\n"))
             }
         }
