@@ -96,7 +96,7 @@ async fn ledger_rows(dir: &Path) -> Vec<tollgate::store::LedgerRow> {
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_flushes_the_ledger() {
     let mock = MockProvider::start(MockConfig {
-        latency: Duration::from_millis(300),
+        latency: Duration::from_millis(1000),
         ..MockConfig::default()
     })
     .await
@@ -123,7 +123,15 @@ async fn sigterm_drains_in_flight_requests_and_flushes_the_ledger() {
                 .map(|r| r.status().as_u16())
         }));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Signal only once every request has reached the provider: one still in
+    // the kernel's accept queue is not in flight yet, and a shutdown may refuse it.
+    for _ in 0..500 {
+        if mock.calls() >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(mock.calls(), 20, "all 20 requests reached the provider");
     signal(&p.child, "-TERM");
     for t in inflight {
         assert_eq!(
