@@ -42,8 +42,7 @@ impl Anthropic {
             self.ctx
                 .failed(format!("could not encode the request body: {e}"))
         })?;
-        let mut request = self
-            .http
+        let mut request = super::client::pool(&self.http)
             .post(format!("{}/messages", self.base_url))
             .header(CONTENT_TYPE, "application/json")
             .header("anthropic-version", ANTHROPIC_VERSION)

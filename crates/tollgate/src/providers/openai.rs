@@ -104,8 +104,7 @@ impl OpenAiCompatible {
             self.ctx
                 .failed(format!("could not encode the request body: {e}"))
         })?;
-        let mut request = self
-            .http
+        let mut request = super::client::pool(&self.http)
             .post(url)
             .header(CONTENT_TYPE, "application/json")
             .body(body);
