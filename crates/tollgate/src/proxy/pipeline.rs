@@ -215,20 +215,22 @@ fn complete(
     usage: Usage,
     headers: Vec<(HeaderName, HeaderValue)>,
 ) -> Response {
-    let model = books.model.clone();
-    let settled = books.close(200, usage, None);
     let body = match ingress {
         Ingress::OpenAi(_) => body,
-        Ingress::Anthropic => match translate::openai_to_messages_response(&body, &model) {
+        Ingress::Anthropic => match translate::openai_to_messages_response(&body, &books.model) {
             Ok(v) => Bytes::from(v.to_string()),
             Err(e) => {
-                return ApiError::UpstreamError(format!(
+                let e = ApiError::UpstreamError(format!(
                     "the provider's answer could not be translated: {e}"
-                ))
-                .into_response_as(ingress.error_format());
+                ));
+                // The client gets an error, and the row says so; the
+                // provider billed us for the answer all the same.
+                books.close(e.status().as_u16(), usage, Some(e.code()));
+                return e.into_response_as(ingress.error_format());
             }
         },
     };
+    let settled = books.close(200, usage, None);
     let mut resp = (
         StatusCode::OK,
         [(

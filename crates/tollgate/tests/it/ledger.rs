@@ -160,3 +160,37 @@ async fn a_stream_the_provider_ends_without_done_is_logged_as_failed() {
     assert!(rows[0].completion_tokens >= 2, "{:?}", rows[0]);
     assert!(rows[0].cost.0 > 0);
 }
+
+#[tokio::test]
+async fn an_answer_v1_messages_cannot_translate_is_logged_as_the_error_the_client_got() {
+    let h = Harness::start("").await;
+    let (_, key) = h.key(json!({})).await;
+    // A 200 whose body is JSON with usage (the provider billed us) but no
+    // `choices`: nothing to translate into an Anthropic message.
+    h.mock.set_failure(FailureMode::Status(
+        200,
+        json!({"id": "x", "object": "chat.completion",
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}})
+        .to_string(),
+    ));
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 64,
+        "messages": [{"role": "user", "content": "Hello"}]});
+    let resp = h.post("/v1/messages", &key, &body).await;
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(status, 502, "{v}");
+    assert_eq!(v["type"], "error", "Anthropic's error shape: {v}");
+    let code = v["error"]["code"].as_str().unwrap().to_owned();
+
+    let rows = h.ledger().await;
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.status, status, "{row:?}");
+    assert_eq!(row.error_code.as_deref(), Some(code.as_str()));
+    assert_eq!(
+        (row.prompt_tokens, row.completion_tokens),
+        (7, 3),
+        "the provider's usage is still billed"
+    );
+    assert!(row.cost.0 > 0);
+}
