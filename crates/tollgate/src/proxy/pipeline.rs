@@ -48,15 +48,13 @@ pub(super) async fn handle(
             return e.into_response_as(format);
         }
     };
-    let team = match state.keys.team(&auth.key.team).await {
-        Ok(t) => t,
-        Err(e) => return e.into_response_as(format),
-    };
+    // From here on every way out closes `books`: one ledger row per
+    // authenticated request, whatever fails next.
     let mut books = Books {
         state: state.clone(),
         config: rt.config.clone(),
         key: auth.key,
-        team,
+        team: None,
         request_id,
         model: String::new(),
         provider: String::new(),
@@ -108,6 +106,7 @@ async fn proxy(
 ) -> Result<Reply, ApiError> {
     let config = &rt.config;
     let endpoint = ingress.endpoint();
+    books.team = books.state.keys.team(&books.key.team).await?;
     let bytes = body::read(headers, raw, config.max_body_bytes).await?;
     let mut req = match ingress {
         Ingress::OpenAi(_) => body::json_object(&bytes)?,
@@ -383,8 +382,10 @@ impl Books {
         self.observe(status, usage, settled.cost, error_code, latency);
 
         let admitted = self.admitted.take();
-        // A client hanging up is not an error the key keeps making.
-        let feeds_streak = error_code != Some("client_closed");
+        // Only errors the key keeps making feed its streak: not a client
+        // hanging up, nor a failure of the gateway's own (a store outage
+        // must not leave keys throttled as looping once it is over).
+        let feeds_streak = !matches!(error_code, Some("client_closed" | "internal_error"));
         let tasks = self.state.tasks.clone();
         let (state, config, key, team) = (self.state, self.config, self.key, self.team);
         let counters_work = async move {

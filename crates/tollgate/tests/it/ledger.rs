@@ -194,3 +194,58 @@ async fn an_answer_v1_messages_cannot_translate_is_logged_as_the_error_the_clien
     );
     assert!(row.cost.0 > 0);
 }
+
+/// Renames a table of the harness's SQLite store behind the gateway's
+/// back. Taking `teams` away makes looking up a key's team (when not
+/// cached yet) fail with a store error.
+async fn rename_table(h: &Harness, from: &str, to: &str) {
+    let db = h.dir.path().join("tollgate.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER TABLE {from} RENAME TO {to}"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_team_lookup_failure_still_leaves_one_ledger_row() {
+    let h = Harness::start("").await;
+    let (key_id, key) = h.key(json!({})).await;
+    rename_table(&h, "teams", "teams_gone").await;
+
+    let (status, code, _) = error_code(h.chat(&key, &chat_body("x")).await).await;
+    assert_eq!(status, 500);
+    assert_eq!(h.mock.calls(), 0);
+
+    let rows = h.ledger().await;
+    assert_eq!(rows.len(), 1, "one row per authenticated request");
+    assert_eq!(rows[0].key_id.to_string(), key_id);
+    assert_eq!(rows[0].status, status);
+    assert_eq!(rows[0].error_code.as_deref(), Some(code.as_str()));
+    assert_eq!(rows[0].cost.0, 0);
+}
+
+#[tokio::test]
+async fn a_store_outage_does_not_count_toward_the_keys_error_streak() {
+    let guard = "policies:\n  - name: lg\n    type: loop-guard\n    config: { max_identical: 2, window_seconds: 60 }\ndefaults:\n  policies: [lg]\n";
+    let h = Harness::start(guard).await;
+    let (_, key) = h.key(json!({})).await;
+    rename_table(&h, "teams", "teams_gone").await;
+    for i in 0..4 {
+        let resp = h.chat(&key, &chat_body(&format!("try {i}"))).await;
+        assert_eq!(resp.status(), 500);
+    }
+    rename_table(&h, "teams_gone", "teams").await;
+    h.settled().await;
+
+    // The failures were the gateway's, not a loop of the key's: once the
+    // store is back, the key is served.
+    let resp = h.chat(&key, &chat_body("back")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(h.ledger().await.len(), 5);
+}
