@@ -16,7 +16,9 @@ use serde_json::{Map, Value};
 use super::{body, forward, stream, validate};
 use crate::config::{Config, ModelConfig};
 use crate::error::ApiError;
-use crate::policy::{Admitted, Outcome, RequestFacts, Settled, Subject, estimate};
+use crate::policy::{
+    Admitted, BUDGET_REMAINING_HEADER, Outcome, RequestFacts, Settled, Subject, estimate,
+};
 use crate::providers::{Endpoint, UpstreamResponse, Usage, translate};
 use crate::state::{Runtime, SharedState};
 use crate::store::{KeyRecord, LedgerRow, TeamRecord};
@@ -240,8 +242,13 @@ fn complete(
     )
         .into_response();
     let h = resp.headers_mut();
+    // The admission's budget figure still counts the worst case as
+    // reserved; this answer is settled, so the exact figure is set below,
+    // once, instead.
     for (name, value) in headers {
-        h.insert(name, value);
+        if name != BUDGET_REMAINING_HEADER {
+            h.insert(name, value);
+        }
     }
     if let Ok(v) = HeaderValue::from_str(&settled.cost.to_string()) {
         h.insert("x-tollgate-cost-usd", v);
@@ -250,7 +257,7 @@ fn complete(
         .budget_remaining
         .and_then(|r| HeaderValue::from_str(&r.to_string()).ok())
     {
-        h.insert("x-tollgate-budget-remaining-usd", v);
+        h.insert(BUDGET_REMAINING_HEADER, v);
     }
     resp
 }
