@@ -283,6 +283,8 @@ const OWN_CODES: [&str; 4] = [
     "loop_detected",
     "counters_unavailable",
 ];
+/// The least budget left over the cost-limits in force (SPEC §3).
+pub const BUDGET_REMAINING_HEADER: &str = "x-tollgate-budget-remaining-usd";
 /// Bound on remembered shadow counts (policy × scope); beyond it only the
 /// metric counts.
 const WOULD_REJECT_CAPACITY: usize = 100_000;
@@ -1195,7 +1197,7 @@ fn success_headers(plan: &Plan) -> Vec<(HeaderName, HeaderValue)> {
         .map(|(_, s)| s.remaining())
         .min();
     if let Some(r) = remaining {
-        headers.extend(header("x-tollgate-budget-remaining-usd", r.to_string()));
+        headers.extend(header(BUDGET_REMAINING_HEADER, r.to_string()));
     }
     headers
 }

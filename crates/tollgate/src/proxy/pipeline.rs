@@ -16,7 +16,9 @@ use serde_json::{Map, Value};
 use super::{body, forward, stream, validate};
 use crate::config::{Config, ModelConfig};
 use crate::error::ApiError;
-use crate::policy::{Admitted, Outcome, RequestFacts, Settled, Subject, estimate};
+use crate::policy::{
+    Admitted, BUDGET_REMAINING_HEADER, Outcome, RequestFacts, Settled, Subject, estimate,
+};
 use crate::providers::{Endpoint, UpstreamResponse, Usage, translate};
 use crate::state::{Runtime, SharedState};
 use crate::store::{KeyRecord, LedgerRow, TeamRecord};
@@ -48,15 +50,13 @@ pub(super) async fn handle(
             return e.into_response_as(format);
         }
     };
-    let team = match state.keys.team(&auth.key.team).await {
-        Ok(t) => t,
-        Err(e) => return e.into_response_as(format),
-    };
+    // From here on every way out closes `books`: one ledger row per
+    // authenticated request, whatever fails next.
     let mut books = Books {
         state: state.clone(),
         config: rt.config.clone(),
         key: auth.key,
-        team,
+        team: None,
         request_id,
         model: String::new(),
         provider: String::new(),
@@ -108,6 +108,7 @@ async fn proxy(
 ) -> Result<Reply, ApiError> {
     let config = &rt.config;
     let endpoint = ingress.endpoint();
+    books.team = books.state.keys.team(&books.key.team).await?;
     let bytes = body::read(headers, raw, config.max_body_bytes).await?;
     let mut req = match ingress {
         Ingress::OpenAi(_) => body::json_object(&bytes)?,
@@ -215,20 +216,22 @@ fn complete(
     usage: Usage,
     headers: Vec<(HeaderName, HeaderValue)>,
 ) -> Response {
-    let model = books.model.clone();
-    let settled = books.close(200, usage, None);
     let body = match ingress {
         Ingress::OpenAi(_) => body,
-        Ingress::Anthropic => match translate::openai_to_messages_response(&body, &model) {
+        Ingress::Anthropic => match translate::openai_to_messages_response(&body, &books.model) {
             Ok(v) => Bytes::from(v.to_string()),
             Err(e) => {
-                return ApiError::UpstreamError(format!(
+                let e = ApiError::UpstreamError(format!(
                     "the provider's answer could not be translated: {e}"
-                ))
-                .into_response_as(ingress.error_format());
+                ));
+                // The client gets an error, and the row says so; the
+                // provider billed us for the answer all the same.
+                books.close(e.status().as_u16(), usage, Some(e.code()));
+                return e.into_response_as(ingress.error_format());
             }
         },
     };
+    let settled = books.close(200, usage, None);
     let mut resp = (
         StatusCode::OK,
         [(
@@ -239,8 +242,13 @@ fn complete(
     )
         .into_response();
     let h = resp.headers_mut();
+    // The admission's budget figure still counts the worst case as
+    // reserved; this answer is settled, so the exact figure is set below,
+    // once, instead.
     for (name, value) in headers {
-        h.insert(name, value);
+        if name != BUDGET_REMAINING_HEADER {
+            h.insert(name, value);
+        }
     }
     if let Ok(v) = HeaderValue::from_str(&settled.cost.to_string()) {
         h.insert("x-tollgate-cost-usd", v);
@@ -249,7 +257,7 @@ fn complete(
         .budget_remaining
         .and_then(|r| HeaderValue::from_str(&r.to_string()).ok())
     {
-        h.insert("x-tollgate-budget-remaining-usd", v);
+        h.insert(BUDGET_REMAINING_HEADER, v);
     }
     resp
 }
@@ -381,8 +389,10 @@ impl Books {
         self.observe(status, usage, settled.cost, error_code, latency);
 
         let admitted = self.admitted.take();
-        // A client hanging up is not an error the key keeps making.
-        let feeds_streak = error_code != Some("client_closed");
+        // Only errors the key keeps making feed its streak: not a client
+        // hanging up, nor a failure of the gateway's own (a store outage
+        // must not leave keys throttled as looping once it is over).
+        let feeds_streak = !matches!(error_code, Some("client_closed" | "internal_error"));
         let tasks = self.state.tasks.clone();
         let (state, config, key, team) = (self.state, self.config, self.key, self.team);
         let counters_work = async move {

@@ -24,7 +24,11 @@ use crate::providers::{
     EventStream, ProviderError, SseEvent, Usage, translate::MessagesStreamTranslator,
 };
 
-/// Ledger status of a stream whose client went away first (as nginx logs it).
+/// Ledger status of a stream whose client went away first. No one was sent
+/// it (the client had its `200`); it is nginx's 499 "client closed
+/// request", the status nginx and LiteLLM users look for, so a hang-up is
+/// told apart both from a success and from a failure of ours or the
+/// provider's. What was streamed until then is still billed.
 const CLIENT_CLOSED: u16 = 499;
 
 pub(super) fn respond(
@@ -156,6 +160,15 @@ impl Metered {
         }
     }
 
+    /// Ends the stream with `err` as its last event. The `200` went out
+    /// with the headers, but the ledger records what the client got in the
+    /// end: this failure, billed for what was streamed before it.
+    fn fail(&mut self, err: &ApiError) -> Bytes {
+        let out = self.encoder.error(err);
+        self.finish(err.status().as_u16(), Some(err.code()));
+        out
+    }
+
     /// Closes the books once, on a tracked task (the connection may be gone).
     fn finish(&mut self, status: u16, error_code: Option<&'static str>) {
         self.ended = true;
@@ -203,14 +216,16 @@ impl Stream for Metered {
                         }
                         other => ApiError::UpstreamError(format!("{other}; the stream was cut")),
                     };
-                    let out = this.encoder.error(&err);
-                    this.finish(200, Some(err.code()));
-                    return Poll::Ready(Some(Ok(out)));
+                    return Poll::Ready(Some(Ok(this.fail(&err))));
                 }
                 Poll::Ready(None) => {
-                    // The provider closed without `[DONE]`: bill what was sent.
-                    this.finish(200, Some("stream_interrupted"));
-                    return Poll::Ready(None);
+                    // The provider closed cleanly but without `[DONE]` (or
+                    // `message_stop`): the answer is incomplete, so the
+                    // client is told, as for a cut.
+                    let err = ApiError::UpstreamError(
+                        "the provider ended the stream before it was complete (no `[DONE]`)".into(),
+                    );
+                    return Poll::Ready(Some(Ok(this.fail(&err))));
                 }
             }
         }

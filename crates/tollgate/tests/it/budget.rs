@@ -256,6 +256,36 @@ async fn rejection_is_402_with_policy_limit_spend_reset_and_retry_after() {
 }
 
 #[tokio::test]
+async fn budget_remaining_header_is_sent_once_on_every_success_path() {
+    let h = Harness::start(&capped(1.0, "")).await;
+    // A key budget on top of the team's: two cost-limits, one header.
+    let (_, key) = h.key(json!({"budget_usd": 0.5, "period": "daily"})).await;
+    let chat = body_100();
+    let mut chat_stream = body_100();
+    chat_stream["stream"] = json!(true);
+    let messages = json!({"model": "gpt-4o-mini", "max_tokens": 100,
+        "messages": [{"role": "user", "content": "Count"}]});
+    let mut messages_stream = messages.clone();
+    messages_stream["stream"] = json!(true);
+    for (path, body) in [
+        ("/v1/chat/completions", chat),
+        ("/v1/chat/completions", chat_stream),
+        ("/v1/messages", messages),
+        ("/v1/messages", messages_stream),
+    ] {
+        let resp = h.post(path, &key, &body).await;
+        assert_eq!(resp.status(), 200, "{path} {body}");
+        let sent = resp
+            .headers()
+            .get_all("x-tollgate-budget-remaining-usd")
+            .iter()
+            .count();
+        assert_eq!(sent, 1, "{path} stream={}", body["stream"]);
+        resp.bytes().await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn key_budget_set_over_the_api_is_enforced_and_reported() {
     let h = Harness::start("").await;
     let (id, key) = h.key(json!({"budget_usd": 0.001, "period": "total"})).await;

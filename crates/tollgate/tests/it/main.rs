@@ -10,6 +10,7 @@ mod errors;
 mod hooks;
 mod infra;
 mod keys;
+mod ledger;
 mod limits;
 mod process;
 mod scaleout;
