@@ -48,7 +48,7 @@ impl Counters for DownCounters {
     ) -> Result<(), CountersError> {
         Err(CountersError::Unavailable("connection refused".into()))
     }
-    async fn budget(&self, _key: &str) -> Result<BudgetState, CountersError> {
+    async fn budget(&self, _key: &str) -> Result<Option<BudgetState>, CountersError> {
         Err(CountersError::Unavailable("connection refused".into()))
     }
     async fn record_outcome(
