@@ -93,6 +93,11 @@ impl Admitted {
         &self.would_reject
     }
 
+    /// Moves [`Admitted::would_reject`] out, for the ledger row.
+    pub fn take_would_reject(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.would_reject)
+    }
+
     /// What the request costs for `outcome`, at the model's price.
     pub fn cost(&self, outcome: &Outcome) -> NanoUsd {
         outcome.usage.map_or(NanoUsd::ZERO, |u| {
@@ -346,15 +351,19 @@ impl PolicyEngine {
 
     /// 403 `model_not_allowed` unless every model-access glob set in force
     /// (team config `models`, API team `models`, key `models`, and
-    /// `model-access` policies on team/key/defaults) allows `model`.
+    /// `model-access` policies on team/key/defaults) allows `model`. On
+    /// success, `policy:model_not_allowed` of each shadow `model-access`
+    /// policy that would have refused it, for the request log (empty, and
+    /// not allocated, when none would).
     pub fn check_model_access(
         &self,
         config: &Config,
         who: &Subject<'_>,
         model: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Vec<String>, ApiError> {
         let applied = resolve::applied(config, who.key, who.team)
             .map_err(|m| ApiError::Internal(m.message()))?;
+        let mut would_reject = Vec::new();
         for rule in access_rules(config, who, &applied) {
             if rule.allows(model) {
                 continue;
@@ -381,6 +390,7 @@ impl PolicyEngine {
                         "model_not_allowed",
                         &message,
                     );
+                    would_reject.push(format!("{name}:model_not_allowed"));
                 }
                 continue;
             }
@@ -388,7 +398,7 @@ impl PolicyEngine {
                 .increment(1);
             return Err(ApiError::ModelNotAllowed(message));
         }
-        Ok(())
+        Ok(would_reject)
     }
 
     /// Whether `model` passes model access, for `/v1/models`.

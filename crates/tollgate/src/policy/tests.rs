@@ -437,6 +437,7 @@ async fn restart_restores_spend_from_the_ledger() {
         cost: NanoUsd(cost),
         latency_ms: 1,
         error_code: None,
+        would_reject: Vec::new(),
     };
     // Yesterday's spend does not count; today's does.
     env.store
@@ -669,6 +670,7 @@ async fn a_budget_lost_mid_period_is_restored_before_the_next_admission() {
         cost: NanoUsd(COST),
         latency_ms: 1,
         error_code: None,
+        would_reject: Vec::new(),
     };
     // Two requests spent and in the ledger: $0.006 of $0.01.
     for id in ["r1", "r2"] {
@@ -1171,9 +1173,11 @@ async fn shadow_policies_record_but_never_reject() {
     let m = model();
     let mut held = Vec::new();
     for _ in 0..3 {
-        env.engine
+        let access = env
+            .engine
             .check_model_access(&cfg, &subject(&k), "m")
             .unwrap();
+        assert_eq!(access, ["only-x:model_not_allowed"]);
         let a = env
             .engine
             .admit(&cfg, &subject(&k), &facts(&m, IN, OUT, b"same"))
@@ -1262,11 +1266,13 @@ async fn model_access_every_glob_set_must_allow() {
     k.models = Some(vec!["claude-*".into()]);
     let who = subject(&k);
     assert!(!env.engine.model_allowed(&cfg, &who, "gpt-4o-mini"));
-    assert!(
-        env.engine
-            .check_model_access(&cfg, &who, "claude-3-5-haiku-latest")
-            .is_ok()
-    );
+    let shadowed = env
+        .engine
+        .check_model_access(&cfg, &who, "claude-3-5-haiku-latest")
+        .unwrap();
+    // Nothing shadowed: nothing for the request log, and nothing allocated.
+    assert!(shadowed.is_empty());
+    assert_eq!(shadowed.capacity(), 0);
     // An API team's own globs apply too.
     let api_team = TeamRecord {
         id: TeamId("t".into()),
@@ -1765,6 +1771,7 @@ mod redis {
             cost: settled.cost,
             latency_ms: 1,
             error_code: None,
+            would_reject: Vec::new(),
         };
         store.insert_ledger(&[row]).await.unwrap();
         drop(first);

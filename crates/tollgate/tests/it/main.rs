@@ -14,5 +14,6 @@ mod limits;
 mod process;
 mod scaleout;
 mod sdk;
+mod shadow;
 mod streaming;
 mod translation;
