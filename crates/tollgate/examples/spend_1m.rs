@@ -88,6 +88,7 @@ async fn bench(url: &str, admin: Option<&sqlx::PgPool>, schema: &str) -> anyhow:
             cost: NanoUsd(1_000 + n % 50_000),
             latency_ms: 5 + n % 200,
             error_code: None,
+            would_reject: Vec::new(),
         });
         if batch.len() == BATCH {
             store.insert_ledger(&batch).await?;

@@ -769,6 +769,7 @@ async fn requests(
                     .unwrap_or_default(),
                 text(r, "latency_ms"),
                 text(r, "error_code"),
+                text(r, "would_reject"),
             ]
         })
         .collect();
@@ -783,6 +784,7 @@ async fn requests(
         "COST_USD",
         "LATENCY_MS",
         "ERROR",
+        "WOULD_REJECT",
     ];
     write!(out, "{}", table(&headers, rows))?;
     Ok(())

@@ -77,6 +77,8 @@ pub(crate) struct RequestView {
     cost_usd: f64,
     latency_ms: u64,
     error_code: Option<String>,
+    /// `policy:code` of each shadow policy that would have rejected it.
+    would_reject: Vec<String>,
 }
 
 impl From<LedgerRow> for RequestView {
@@ -94,6 +96,7 @@ impl From<LedgerRow> for RequestView {
             cost_usd: r.cost.as_usd(),
             latency_ms: r.latency_ms,
             error_code: r.error_code,
+            would_reject: r.would_reject,
         }
     }
 }

@@ -48,7 +48,7 @@ impl Counters for DownCounters {
     ) -> Result<(), CountersError> {
         Err(CountersError::Unavailable("connection refused".into()))
     }
-    async fn budget(&self, _key: &str) -> Result<BudgetState, CountersError> {
+    async fn budget(&self, _key: &str) -> Result<Option<BudgetState>, CountersError> {
         Err(CountersError::Unavailable("connection refused".into()))
     }
     async fn record_outcome(
@@ -730,6 +730,7 @@ fn ledger_row(team: &str, model: &str, ts: DateTime<Utc>, cost_usd: f64) -> Ledg
         cost: NanoUsd::from_usd(cost_usd).unwrap(),
         latency_ms: 12,
         error_code: None,
+        would_reject: Vec::new(),
     }
 }
 
@@ -828,7 +829,13 @@ async fn requests_lists_newest_first_within_the_limit() {
     ] {
         assert!(fields.contains(&f), "{f} in {fields:?}");
     }
-    for f in ["completion_tokens", "cost_usd", "latency_ms", "error_code"] {
+    for f in [
+        "completion_tokens",
+        "cost_usd",
+        "latency_ms",
+        "error_code",
+        "would_reject",
+    ] {
         assert!(fields.contains(&f), "{f} in {fields:?}");
     }
     let (_, body) = h.admin(Method::GET, "/admin/requests", None).await;
@@ -962,8 +969,12 @@ async fn cli_commands_drive_a_running_admin_api() {
     assert!(err.to_string().contains("no team `nope`"), "{err}");
     assert!(matches!(err, crate::cli::CliError::Api { status: 404, .. }));
 
-    h.ledger(&[ledger_row("ml", "gpt-4o", Utc::now(), 0.25)])
-        .await;
+    let mut row = ledger_row("ml", "gpt-4o", Utc::now(), 0.25);
+    row.would_reject = vec![
+        "trial:budget_exceeded".into(),
+        "narrow:model_not_allowed".into(),
+    ];
+    h.ledger(&[row]).await;
     let out = run(&["spend", "--by", "team", "--since", "1d"])
         .await
         .unwrap();
@@ -971,7 +982,16 @@ async fn cli_commands_drive_a_running_admin_api() {
     assert!(lines.next().unwrap().starts_with("TEAM"), "{out}");
     assert!(lines.next().unwrap().contains("0.250000"), "{out}");
     let out = run(&["requests", "--team", "ml"]).await.unwrap();
-    assert!(out.lines().nth(1).unwrap().contains("gpt-4o"), "{out}");
+    assert!(
+        out.lines().next().unwrap().ends_with("WOULD_REJECT"),
+        "{out}"
+    );
+    let row = out.lines().nth(1).unwrap();
+    assert!(row.contains("gpt-4o"), "{out}");
+    assert!(
+        row.contains("trial:budget_exceeded,narrow:model_not_allowed"),
+        "{out}"
+    );
     let out = run(&["budgets", "--team", "ml"]).await.unwrap();
     let row = out.lines().nth(1).unwrap();
     assert!(

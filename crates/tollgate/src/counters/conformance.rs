@@ -64,17 +64,35 @@ pub(super) async fn admit(c: &dyn Counters, req: &AdmitRequest) -> Admission {
     c.admit(req).await.unwrap()
 }
 
+/// Creates every budget counter of `req` that does not exist yet, with
+/// nothing spent: what the policy layer does from an empty ledger.
+pub(super) async fn seed(c: &dyn Counters, req: &AdmitRequest) {
+    for b in &req.budgets {
+        c.seed_budget(&b.key, NanoUsd(0), b.expires_at_ms)
+            .await
+            .unwrap();
+    }
+}
+
+/// A budget counter's state; panics if it does not exist.
+pub(super) async fn read(c: &dyn Counters, key: &str) -> BudgetState {
+    c.budget(key)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("budget counter `{key}` does not exist"))
+}
+
 pub(super) fn granted(a: Admission) -> Grant {
     match a {
         Admission::Admitted(g) => g,
-        Admission::Rejected(r) => panic!("expected admission, got {r:?}"),
+        other => panic!("expected admission, got {other:?}"),
     }
 }
 
 pub(super) fn rejected(a: Admission) -> Rejection {
     match a {
         Admission::Rejected(r) => r,
-        Admission::Admitted(g) => panic!("expected rejection, got {g:?}"),
+        other => panic!("expected rejection, got {other:?}"),
     }
 }
 
@@ -89,6 +107,7 @@ fn state(limit: u64, spent: u64, reserved: u64) -> BudgetState {
 pub(super) async fn budget_reserves_then_settles(c: Arc<dyn Counters>) {
     let mut req = request("r", 30);
     req.budgets = vec![budget("b", 100, 30)];
+    seed(&*c, &req).await;
     let mut grants = Vec::new();
     for n in 1..=3 {
         let g = granted(admit(&*c, &req).await);
@@ -99,7 +118,7 @@ pub(super) async fn budget_reserves_then_settles(c: Arc<dyn Counters>) {
     let r = rejected(admit(&*c, &req).await);
     assert_eq!(r.reason, RejectReason::Budget(state(100, 0, 90)));
     assert_eq!(r.index, 0);
-    assert_eq!(c.budget("b").await.unwrap(), state(100, 0, 90));
+    assert_eq!(read(&*c, "b").await, state(100, 0, 90));
 
     c.settle(
         &req,
@@ -111,7 +130,7 @@ pub(super) async fn budget_reserves_then_settles(c: Arc<dyn Counters>) {
     )
     .await
     .unwrap();
-    assert_eq!(c.budget("b").await.unwrap(), state(100, 10, 60));
+    assert_eq!(read(&*c, "b").await, state(100, 10, 60));
     let g = granted(admit(&*c, &req).await);
     assert_eq!(g.budgets, vec![state(100, 10, 90)]);
     // A provider that over-delivers is billed in full: spend may pass the limit.
@@ -145,12 +164,12 @@ pub(super) async fn budget_reserves_then_settles(c: Arc<dyn Counters>) {
     )
     .await
     .unwrap();
-    assert_eq!(c.budget("b").await.unwrap(), state(100, 115, 0));
+    assert_eq!(read(&*c, "b").await, state(100, 115, 0));
     assert_eq!(
         rejected(admit(&*c, &req).await).reason,
         RejectReason::Budget(state(100, 115, 0))
     );
-    assert_eq!(c.budget("missing").await.unwrap(), BudgetState::default());
+    assert_eq!(c.budget("missing").await.unwrap(), None);
 
     // A free request reserves nothing and still settles.
     let mut free = request("free", 0);
@@ -158,7 +177,7 @@ pub(super) async fn budget_reserves_then_settles(c: Arc<dyn Counters>) {
     let g = granted(admit(&*c, &free).await);
     assert_eq!(g.reserved, NanoUsd(0));
     c.settle(&free, &g, Actual::default()).await.unwrap();
-    assert_eq!(c.budget("b").await.unwrap(), state(100, 115, 0));
+    assert_eq!(read(&*c, "b").await, state(100, 115, 0));
 }
 
 pub(super) async fn budget_clamps_to_the_tightest_enforcing_budget(c: Arc<dyn Counters>) {
@@ -167,6 +186,7 @@ pub(super) async fn budget_clamps_to_the_tightest_enforcing_budget(c: Arc<dyn Co
     let mut shadow = budget("shadow", 10, 50);
     shadow.enforce = false;
     req.budgets = vec![budget("key", 1_000, 10), budget("team", 100, 10), shadow];
+    seed(&*c, &req).await;
     let g = granted(admit(&*c, &req).await);
     assert_eq!(g.reserved, NanoUsd(20));
     assert_eq!(
@@ -200,13 +220,13 @@ pub(super) async fn budget_clamps_to_the_tightest_enforcing_budget(c: Arc<dyn Co
     req.budgets = vec![budget("key", 1_000, 25), budget("team", 100, 10)];
     let r = rejected(admit(&*c, &req).await);
     assert_eq!(r.index, 1);
-    assert_eq!(c.budget("key").await.unwrap(), state(1_000, 0, 0));
+    assert_eq!(read(&*c, "key").await, state(1_000, 0, 0));
 }
 
 pub(super) async fn seed_only_sets_a_missing_counter(c: Arc<dyn Counters>) {
     c.seed_budget("s", NanoUsd(50), None).await.unwrap();
     c.seed_budget("s", NanoUsd(70), None).await.unwrap();
-    assert_eq!(c.budget("s").await.unwrap().spent, NanoUsd(50));
+    assert_eq!(read(&*c, "s").await, state(0, 50, 0));
     let mut req = request("r", 10);
     req.budgets = vec![budget("s", 55, 10)];
     assert!(matches!(admit(&*c, &req).await, Admission::Rejected(_)));
@@ -214,6 +234,59 @@ pub(super) async fn seed_only_sets_a_missing_counter(c: Arc<dyn Counters>) {
     assert_eq!(
         granted(admit(&*c, &req).await).budgets,
         vec![state(60, 50, 10)]
+    );
+}
+
+/// A missing budget counter is reported before any other check, and the
+/// admit takes nothing and creates nothing; once seeded (the ledger's spend),
+/// the same request is decided on that spend.
+pub(super) async fn a_missing_budget_counter_is_reported_and_nothing_is_taken(
+    c: Arc<dyn Counters>,
+) {
+    assert!(c.record_outcome("st", Some("e"), 0, 60_000).await.unwrap());
+    c.seed_budget("live", NanoUsd(0), None).await.unwrap();
+    let mut req = request("r", 10);
+    req.budgets = vec![
+        budget("gone-a", 100, 10),
+        budget("live", 100, 10),
+        budget("gone-b", 100, 10),
+    ];
+    req.rates = vec![rate("rpm", 1, 1)];
+    req.parallel = vec![parallel("p", 1)];
+    req.loops = vec![looped("l", 1, 60_000)];
+    // Even a tripped streak comes second: nothing is decided yet.
+    req.streaks = vec![streak("st")];
+    assert_eq!(admit(&*c, &req).await, Admission::Unseeded(vec![0, 2]));
+    assert_eq!(c.budget("gone-a").await.unwrap(), None);
+    assert_eq!(c.budget("gone-b").await.unwrap(), None);
+    assert_eq!(read(&*c, "live").await, state(0, 0, 0));
+    // No rate, slot or loop window was taken.
+    let mut probe = request("probe", 0);
+    probe.rates = req.rates.clone();
+    probe.parallel = req.parallel.clone();
+    probe.loops = req.loops.clone();
+    let g = granted(admit(&*c, &probe).await);
+    assert_eq!(g.rates[0].remaining, 0);
+    c.settle(&probe, &g, Actual::default()).await.unwrap();
+
+    // Restored with what the ledger says was spent: 95 of 100 leaves no room.
+    c.seed_budget("gone-a", NanoUsd(95), None).await.unwrap();
+    assert_eq!(admit(&*c, &req).await, Admission::Unseeded(vec![2]));
+    c.seed_budget("gone-b", NanoUsd(0), None).await.unwrap();
+    req.streaks.clear();
+    req.rates.clear();
+    req.loops.clear();
+    let r = rejected(admit(&*c, &req).await);
+    assert_eq!(r.reason, RejectReason::Budget(state(100, 95, 0)));
+    assert_eq!(r.index, 0);
+    req.cost = NanoUsd(5);
+    for b in &mut req.budgets {
+        b.min = NanoUsd(5);
+    }
+    let g = granted(admit(&*c, &req).await);
+    assert_eq!(
+        g.budgets,
+        vec![state(100, 95, 5), state(100, 0, 5), state(100, 0, 5)]
     );
 }
 
@@ -227,9 +300,10 @@ pub(super) async fn a_rejected_admit_changes_nothing(c: Arc<dyn Counters>) {
     req.parallel = vec![parallel("p", 5)];
     req.loops = vec![looped("l", 1, 60_000)];
     req.rates = vec![rate("tpm", 1_000, 10), rate("rpm", 1, 1)];
+    seed(&*c, &req).await;
     let r = rejected(admit(&*c, &req).await);
     assert_eq!((r.reason, r.index), (RejectReason::Rate, 1));
-    assert_eq!(c.budget("b").await.unwrap(), BudgetState::default());
+    assert_eq!(read(&*c, "b").await, state(0, 0, 0));
 
     // The loop window was not opened, the slot and the tokens not taken.
     let mut probe = request("probe", 0);
@@ -247,6 +321,7 @@ pub(super) async fn rejections_follow_the_documented_order(c: Arc<dyn Counters>)
     setup.rates = vec![rate("rate", 1, 1)];
     setup.parallel = vec![parallel("par", 1)];
     setup.loops = vec![looped("loop", 1, 60_000)];
+    seed(&*c, &setup).await;
     granted(admit(&*c, &setup).await);
     assert!(
         c.record_outcome("streak", Some("bad_request"), 0, 60_000)
@@ -465,6 +540,7 @@ pub(super) async fn streaks_trip_on_repeated_errors(c: Arc<dyn Counters>) {
 
 /// 1,000 concurrent admits against a budget that fits exactly 50.
 pub(super) async fn concurrent_admits_never_overshoot(c: Arc<dyn Counters>) {
+    c.seed_budget("cap", NanoUsd(0), None).await.unwrap();
     let tasks: Vec<_> = (0..1_000)
         .map(|i| {
             let c = c.clone();
@@ -482,7 +558,7 @@ pub(super) async fn concurrent_admits_never_overshoot(c: Arc<dyn Counters>) {
         }
     }
     assert_eq!(admitted, 50);
-    assert_eq!(c.budget("cap").await.unwrap(), state(350, 0, 350));
+    assert_eq!(read(&*c, "cap").await, state(350, 0, 350));
 }
 
 /// 200 concurrent holders never exceed the parallel limit, and every slot
@@ -536,6 +612,7 @@ macro_rules! conformance_tests {
             budget_reserves_then_settles,
             budget_clamps_to_the_tightest_enforcing_budget,
             seed_only_sets_a_missing_counter,
+            a_missing_budget_counter_is_reported_and_nothing_is_taken,
             a_rejected_admit_changes_nothing,
             rejections_follow_the_documented_order,
             shadow_checks_report_but_never_reject,

@@ -76,7 +76,7 @@ impl Counters for LocalFallback {
             .or(local)
     }
 
-    async fn budget(&self, key: &str) -> Result<BudgetState, CountersError> {
+    async fn budget(&self, key: &str) -> Result<Option<BudgetState>, CountersError> {
         match self.primary.budget(key).await {
             Err(_) => self.local.budget(key).await,
             ok => ok,

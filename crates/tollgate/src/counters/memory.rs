@@ -168,8 +168,35 @@ impl State {
         self.budgets.get(key).filter(|b| !b.expired(now))
     }
 
+    /// Creates a budget counter with `spent` unless a live one exists.
+    fn seed(&mut self, key: &str, spent: NanoUsd, expires_at_ms: Option<i64>, now: i64) {
+        if self.budget(key, now).is_none() {
+            self.budgets.insert(
+                key.to_owned(),
+                Budget {
+                    limit: 0,
+                    spent: spent.0,
+                    reserved: 0,
+                    expires_at_ms,
+                },
+            );
+        }
+    }
+
     fn admit(&mut self, req: &AdmitRequest, now: i64, loop_capacity: usize) -> Admission {
         self.sweep(now);
+        // A budget is never decided on a counter that does not exist: its
+        // spend must come from the ledger first (`seed_budget`).
+        let unseeded: Vec<usize> = req
+            .budgets
+            .iter()
+            .enumerate()
+            .filter(|(_, check)| self.budget(&check.key, now).is_none())
+            .map(|(index, _)| index)
+            .collect();
+        if !unseeded.is_empty() {
+            return Admission::Unseeded(unseeded);
+        }
         let mut would_reject = Vec::new();
         // Decide everything first; a rejection returns before any change.
 
@@ -296,22 +323,12 @@ impl State {
             slots.push(index);
         }
 
-        // Every enforcing check passed: take them all.
+        // Every enforcing check passed: take them all. Every budget counter
+        // exists and is live (checked above, under the same lock).
         for check in &req.budgets {
-            let budget = self.budgets.entry(check.key.clone()).or_insert(Budget {
-                limit: check.limit.0,
-                spent: 0,
-                reserved: 0,
-                expires_at_ms: check.expires_at_ms,
-            });
-            if budget.expired(now) {
-                *budget = Budget {
-                    limit: check.limit.0,
-                    spent: 0,
-                    reserved: 0,
-                    expires_at_ms: check.expires_at_ms,
-                };
-            }
+            let Some(budget) = self.budgets.get_mut(&check.key) else {
+                continue;
+            };
             budget.limit = check.limit.0;
             budget.reserved = budget.reserved.saturating_add(granted.0);
             budget.expires_at_ms = check.expires_at_ms;
@@ -555,29 +572,13 @@ impl Counters for MemoryCounters {
         expires_at_ms: Option<i64>,
     ) -> Result<(), CountersError> {
         let now = self.clock.now_ms();
-        let mut st = self.state.lock();
-        if st.budget(key, now).is_none() {
-            st.budgets.insert(
-                key.to_owned(),
-                Budget {
-                    limit: 0,
-                    spent: spent.0,
-                    reserved: 0,
-                    expires_at_ms,
-                },
-            );
-        }
+        self.state.lock().seed(key, spent, expires_at_ms, now);
         Ok(())
     }
 
-    async fn budget(&self, key: &str) -> Result<BudgetState, CountersError> {
+    async fn budget(&self, key: &str) -> Result<Option<BudgetState>, CountersError> {
         let now = self.clock.now_ms();
-        Ok(self
-            .state
-            .lock()
-            .budget(key, now)
-            .map(Budget::state)
-            .unwrap_or_default())
+        Ok(self.state.lock().budget(key, now).map(Budget::state))
     }
 
     async fn record_outcome(
@@ -607,7 +608,7 @@ mod tests {
 
     use super::*;
     use crate::counters::conformance::{
-        self, admit, budget, granted, looped, rate, rejected, request, streak,
+        self, admit, budget, granted, looped, rate, read, rejected, request, seed, streak,
     };
     use crate::counters::{BudgetCheck, LoopCheck, RateCheck};
     use crate::types::ManualClock;
@@ -718,16 +719,19 @@ mod tests {
             expires_at_ms: Some(now + 60_000),
             ..budget("day", 10, 10)
         }];
+        seed(&*c, &req).await;
         granted(admit(&*c, &req).await);
         let r = rejected(admit(&*c, &req).await);
         assert_eq!(r.retry_after_ms, 60_000);
         clock.advance(Duration::minutes(1));
-        assert_eq!(c.budget("day").await.unwrap(), BudgetState::default());
+        assert_eq!(c.budget("day").await.unwrap(), None);
+        // An expired counter is a missing one: admit asks for a seed.
+        assert_eq!(admit(&*c, &req).await, Admission::Unseeded(vec![0]));
         // A seed for an expired counter takes effect.
         c.seed_budget("day", NanoUsd(3), Some(now + 120_000))
             .await
             .unwrap();
-        assert_eq!(c.budget("day").await.unwrap().spent, NanoUsd(3));
+        assert_eq!(read(&*c, "day").await.spent, NanoUsd(3));
     }
 
     #[tokio::test]
@@ -742,6 +746,7 @@ mod tests {
             }];
             req.rates = vec![rate(&format!("rate{i}"), 60, 1)];
             req.loops = vec![looped(&format!("l{i}"), 5, 1_000)];
+            seed(&*c, &req).await;
             granted(admit(&*c, &req).await);
             c.record_outcome(&format!("s{i}"), Some("e"), 5, 1_000)
                 .await
@@ -819,6 +824,9 @@ mod tests {
             ops in proptest::collection::vec(op(), 1..150),
         ) {
             let mut st = State::default();
+            for i in 0..2 {
+                st.seed(&format!("b{i}"), NanoUsd(0), None, 0);
+            }
             let mut open: Vec<(AdmitRequest, Grant)> = Vec::new();
             let mut actual_total = 0u64;
             let mut n = 0;

@@ -6,6 +6,14 @@
 //! into actual spend. Implementations: in-process memory (the embedded
 //! default) and Redis (shared by several gateways).
 //!
+//! `admit` never creates a budget counter: a budget's history lives in the
+//! ledger, and only [`Counters::seed_budget`] brings it in. When a budget
+//! counter is missing (first use in a period or in this process, a Redis
+//! restarted without persistence, an evicted key), `admit` takes nothing and
+//! answers [`Admission::Unseeded`]; the caller restores those counters from
+//! the ledger and asks again. So a counter that vanished is noticed on the
+//! very next request, whatever any cache believes.
+//!
 //! This module knows nothing of HTTP, config files or policies: the policy
 //! layer turns those into the plain checks below.
 
@@ -97,6 +105,10 @@ pub struct StreakCheck {
 pub enum Admission {
     Admitted(Grant),
     Rejected(Rejection),
+    /// The budget counters at these indexes of `AdmitRequest::budgets` do
+    /// not exist (in ascending order). Nothing was checked or taken: restore
+    /// them with [`Counters::seed_budget`] and admit again.
+    Unseeded(Vec<usize>),
 }
 
 /// What an admitted request holds until it is settled.
@@ -173,6 +185,8 @@ pub enum CountersError {
 pub trait Counters: Send + Sync + 'static {
     /// Checks every limit in `req` atomically and, only when all enforcing
     /// checks pass, reserves them all. A rejected request changes nothing.
+    /// If any budget counter of `req` does not exist, answers
+    /// [`Admission::Unseeded`] before any other check and changes nothing.
     async fn admit(&self, req: &AdmitRequest) -> Result<Admission, CountersError>;
 
     /// Moves `grant.reserved` to `actual.cost` on every budget of `req`,
@@ -186,8 +200,9 @@ pub trait Counters: Send + Sync + 'static {
         actual: Actual,
     ) -> Result<(), CountersError>;
 
-    /// Sets a budget counter's spend if the counter does not exist yet: how
-    /// spend from the ledger is restored after a restart.
+    /// Creates a budget counter with `spent` if it does not exist yet (a
+    /// live counter is left as it is): how spend from the ledger is restored
+    /// after [`Admission::Unseeded`].
     async fn seed_budget(
         &self,
         key: &str,
@@ -195,8 +210,10 @@ pub trait Counters: Send + Sync + 'static {
         expires_at_ms: Option<i64>,
     ) -> Result<(), CountersError>;
 
-    /// Spend and reservations of a budget counter (zero if it does not exist).
-    async fn budget(&self, key: &str) -> Result<BudgetState, CountersError>;
+    /// Spend and reservations of a budget counter; `None` if it does not
+    /// exist. `limit` is the one the last admit saw (0 for a counter only
+    /// seeded).
+    async fn budget(&self, key: &str) -> Result<Option<BudgetState>, CountersError>;
 
     /// Records a finished request's error code (`None` for success) for the
     /// error-streak guard: the same code more than `max` times in a row

@@ -237,8 +237,22 @@ impl Counters for RedisCounters {
         }
         let reply: Vec<i64> = self.run(&call).await?;
         let mut reply = Reply(reply.into_iter());
-        if reply.next()? == 0 {
-            return Ok(Admission::Rejected(reply.rejection()?));
+        match reply.next()? {
+            0 => return Ok(Admission::Rejected(reply.rejection()?)),
+            1 => {}
+            2 => {
+                let n = reply.index()?;
+                let mut missing = Vec::with_capacity(n);
+                for _ in 0..n {
+                    missing.push(reply.index()?);
+                }
+                return Ok(Admission::Unseeded(missing));
+            }
+            other => {
+                return Err(CountersError::Unavailable(format!(
+                    "redis: `admit` script returned unknown status `{other}`"
+                )));
+            }
         }
         let reserved = NanoUsd(reply.u64()?);
         let mut budgets = Vec::with_capacity(req.budgets.len());
@@ -318,7 +332,7 @@ impl Counters for RedisCounters {
         Ok(())
     }
 
-    async fn budget(&self, key: &str) -> Result<BudgetState, CountersError> {
+    async fn budget(&self, key: &str) -> Result<Option<BudgetState>, CountersError> {
         let mut conn = self.conn.clone();
         let (limit, spent, reserved): (Option<u64>, Option<u64>, Option<u64>) = redis::cmd("HMGET")
             .arg(self.key("b", key))
@@ -328,12 +342,17 @@ impl Counters for RedisCounters {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.error(&e))?;
+        // HMGET of a missing key answers every field nil; every counter
+        // written by seed or admit has all three.
+        if limit.is_none() && spent.is_none() && reserved.is_none() {
+            return Ok(None);
+        }
         let nanos = |v: Option<u64>| NanoUsd(v.unwrap_or(0));
-        Ok(BudgetState {
+        Ok(Some(BudgetState {
             limit: nanos(limit),
             spent: nanos(spent),
             reserved: nanos(reserved),
-        })
+        }))
     }
 
     async fn record_outcome(
@@ -368,7 +387,7 @@ mod tests {
 
     use super::*;
     use crate::counters::conformance::{
-        self, admit, granted, looped, parallel, rate, rejected, request, streak,
+        self, admit, granted, looped, parallel, rate, read, rejected, request, seed, streak,
     };
     use crate::counters::{BudgetCheck, Counters, LoopCheck, ParallelCheck, StreakCheck};
     use crate::types::SystemClock;
@@ -555,6 +574,7 @@ mod tests {
                 retry_after_ms: 0,
                 ..r
             }),
+            unseeded @ Admission::Unseeded(_) => unseeded,
         };
         for n in 0..400 {
             if rng.random_bool(0.3) && !open.is_empty() {
@@ -604,9 +624,21 @@ mod tests {
                     ..streak(&format!("s{}", rng.random_range(0..2)))
                 });
             }
-            let a = strip(redis.admit(&req).await.unwrap());
+            let mut a = strip(redis.admit(&req).await.unwrap());
             let b = strip(memory.admit(&req).await.unwrap());
             assert_eq!(a, b, "seed {seed}, admit #{n}: {req:?}");
+            if let Admission::Unseeded(missing) = &a {
+                // Both restore the same spend, as from one ledger.
+                for &i in missing {
+                    let spent = NanoUsd(rng.random_range(0..400));
+                    let key = &req.budgets[i].key;
+                    redis.seed_budget(key, spent, None).await.unwrap();
+                    memory.seed_budget(key, spent, None).await.unwrap();
+                }
+                a = strip(redis.admit(&req).await.unwrap());
+                let b = strip(memory.admit(&req).await.unwrap());
+                assert_eq!(a, b, "seed {seed}, admit #{n} once seeded: {req:?}");
+            }
             match a {
                 Admission::Admitted(g) => {
                     seen.extend(
@@ -618,6 +650,9 @@ mod tests {
                 }
                 Admission::Rejected(r) => {
                     seen.insert(std::mem::discriminant(&r.reason));
+                }
+                Admission::Unseeded(missing) => {
+                    panic!("seed {seed}, admit #{n}: still unseeded {missing:?} after seeding")
                 }
             }
         }
@@ -663,6 +698,7 @@ mod tests {
         req.rates = vec![rate("rpm", 60, 1)];
         req.parallel = vec![parallel("par", 2)];
         req.loops = vec![looped("fp", 2, 30_000)];
+        seed(&c, &req).await;
         granted(admit(&c, &req).await);
         c.record_outcome("st", Some("e"), 3, 20_000).await.unwrap();
         for (kind, key, most) in [
@@ -722,9 +758,53 @@ mod tests {
         c.seed_budget("day", NanoUsd(9), Some(now + 400))
             .await
             .unwrap();
-        assert_eq!(c.budget("day").await.unwrap().spent, NanoUsd(7));
+        assert_eq!(read(&c, "day").await.spent, NanoUsd(7));
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(c.budget("day").await.unwrap(), BudgetState::default());
+        assert_eq!(c.budget("day").await.unwrap(), None);
         c.ping().await.unwrap();
+    }
+
+    /// A budget key that Redis lost (evicted, `DEL`, a restart without
+    /// persistence) is reported on the next admit, never decided as zero.
+    #[tokio::test]
+    async fn a_budget_key_lost_behind_our_back_is_reported_unseeded() {
+        let c = connect().await;
+        let mut req = request("r", 40);
+        req.budgets = vec![conformance::budget("cap", 100, 40)];
+        c.seed_budget("cap", NanoUsd(50), None).await.unwrap();
+        let g = granted(admit(&c, &req).await);
+        c.settle(
+            &req,
+            &g,
+            Actual {
+                cost: NanoUsd(40),
+                tokens: 0,
+            },
+        )
+        .await
+        .unwrap();
+        let mut conn = c.conn.clone();
+        let deleted: i64 = redis::cmd("DEL")
+            .arg(c.key("b", "cap"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(deleted, 1);
+        assert_eq!(admit(&c, &req).await, Admission::Unseeded(vec![0]));
+        assert_eq!(
+            c.budget("cap").await.unwrap(),
+            None,
+            "admit created nothing"
+        );
+        c.seed_budget("cap", NanoUsd(90), None).await.unwrap();
+        let r = rejected(admit(&c, &req).await);
+        assert_eq!(
+            r.reason,
+            RejectReason::Budget(BudgetState {
+                limit: NanoUsd(100),
+                spent: NanoUsd(90),
+                reserved: NanoUsd(0),
+            })
+        );
     }
 }

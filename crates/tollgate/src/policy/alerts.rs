@@ -225,7 +225,9 @@ impl Worker {
 
     async fn check(&self, target: Target, budget: BudgetSubject) {
         let state = match self.counters.budget(&budget.counter_key).await {
-            Ok(s) => s,
+            // A counter that is gone has nothing to alert on until it is
+            // restored by the next admission.
+            Ok(s) => s.unwrap_or_default(),
             Err(e) => {
                 tracing::warn!(error = %e, policy = %budget.policy, "cannot read a budget for its alert thresholds");
                 return;

@@ -93,6 +93,11 @@ impl Admitted {
         &self.would_reject
     }
 
+    /// Moves [`Admitted::would_reject`] out, for the ledger row.
+    pub fn take_would_reject(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.would_reject)
+    }
+
     /// What the request costs for `outcome`, at the model's price.
     pub fn cost(&self, outcome: &Outcome) -> NanoUsd {
         outcome.usage.map_or(NanoUsd::ZERO, |u| {
@@ -288,7 +293,9 @@ pub const BUDGET_REMAINING_HEADER: &str = "x-tollgate-budget-remaining-usd";
 /// Bound on remembered shadow counts (policy × scope); beyond it only the
 /// metric counts.
 const WOULD_REJECT_CAPACITY: usize = 100_000;
-const RESEED_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
+/// Admits tried for one request while budget counters keep vanishing between
+/// their restore and the admit (a Redis emptied again at that moment).
+const ADMIT_ATTEMPTS: usize = 3;
 const COUNTERS_DOWN: &str = "shared counters (Redis) are unreachable; requests for budgeted or rate-limited keys are \
                              refused until they return";
 
@@ -297,13 +304,13 @@ pub struct PolicyEngine {
     store: Arc<dyn Store>,
     keys: KeyCache,
     clock: Arc<dyn Clock>,
-    /// Budget counters already restored from the ledger in this process.
-    /// `try_get_with` runs one restore per counter however many requests
-    /// arrive at once. Entries expire after [`RESEED_AFTER`]: seeding a live
-    /// counter changes nothing, but one lost meanwhile (a Redis restarted
-    /// without persistence) is restored from the ledger instead of starting
-    /// again from zero.
-    seeded: moka::future::Cache<String, ()>,
+    /// Restores of budget counters from the ledger that are running now.
+    /// The counters themselves say when one is needed (`Admission::Unseeded`,
+    /// on every admit, so a counter lost mid-period is noticed on the next
+    /// request); this only makes requests that find the same counter missing
+    /// at once share one ledger query. An entry is dropped as soon as its
+    /// restore has finished.
+    restoring: moka::future::Cache<String, ()>,
     /// Shadow rejections by (policy, scope, scope id).
     would_reject: parking_lot::Mutex<HashMap<(String, Scope, String), u64>>,
     /// Loop-guard counters that tripped, with when the trip ends: one alert
@@ -329,10 +336,7 @@ impl PolicyEngine {
             store,
             keys,
             clock,
-            seeded: moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(RESEED_AFTER)
-                .build(),
+            restoring: moka::future::Cache::builder().max_capacity(100_000).build(),
             would_reject: parking_lot::Mutex::new(HashMap::new()),
             loop_trips: moka::sync::Cache::builder().max_capacity(10_000).build(),
             alerts,
@@ -349,15 +353,19 @@ impl PolicyEngine {
 
     /// 403 `model_not_allowed` unless every model-access glob set in force
     /// (team config `models`, API team `models`, key `models`, and
-    /// `model-access` policies on team/key/defaults) allows `model`.
+    /// `model-access` policies on team/key/defaults) allows `model`. On
+    /// success, `policy:model_not_allowed` of each shadow `model-access`
+    /// policy that would have refused it, for the request log (empty, and
+    /// not allocated, when none would).
     pub fn check_model_access(
         &self,
         config: &Config,
         who: &Subject<'_>,
         model: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Vec<String>, ApiError> {
         let applied = resolve::applied(config, who.key, who.team)
             .map_err(|m| ApiError::Internal(m.message()))?;
+        let mut would_reject = Vec::new();
         for rule in access_rules(config, who, &applied) {
             if rule.allows(model) {
                 continue;
@@ -384,6 +392,7 @@ impl PolicyEngine {
                         "model_not_allowed",
                         &message,
                     );
+                    would_reject.push(format!("{name}:model_not_allowed"));
                 }
                 continue;
             }
@@ -391,7 +400,7 @@ impl PolicyEngine {
                 .increment(1);
             return Err(ApiError::ModelNotAllowed(message));
         }
-        Ok(())
+        Ok(would_reject)
     }
 
     /// Whether `model` passes model access, for `/v1/models`.
@@ -421,24 +430,49 @@ impl PolicyEngine {
         if plan.is_empty() {
             return Ok(Admitted::unlimited(price));
         }
-        for i in 0..plan.budgets.len() {
-            self.ensure_seeded(&plan.req.budgets[i], &plan.budgets[i])
-                .await?;
-        }
-        let grant = match self.counters.admit(&plan.req).await {
-            Ok(Admission::Admitted(grant)) => grant,
-            Ok(Admission::Rejected(rejection)) => {
-                return Err(self
-                    .reject(config, who, facts, &plan, &rejection, now)
-                    .await);
-            }
-            Err(e) => {
-                // The shared counters may come back empty (Redis keeps
-                // nothing on disk): restore every budget from the ledger
-                // again on its next use. Seeding is set-if-absent, so a
-                // counter that survived is left as it is.
-                self.seeded.invalidate_all();
-                return Err(counters_down(&e));
+        // One round trip when every budget counter exists. A missing one
+        // (first use in this period or process, or lost: a Redis restarted
+        // without persistence, an evicted key) is restored from the ledger
+        // and the request admitted again, so it is never decided on a
+        // budget that forgot its spend.
+        let mut attempts = 0;
+        let grant = loop {
+            attempts += 1;
+            match self.counters.admit(&plan.req).await {
+                Ok(Admission::Admitted(grant)) => break grant,
+                Ok(Admission::Rejected(rejection)) => {
+                    return Err(self
+                        .reject(config, who, facts, &plan, &rejection, now)
+                        .await);
+                }
+                Ok(Admission::Unseeded(missing)) if attempts < ADMIT_ATTEMPTS => {
+                    for index in missing {
+                        let (Some(check), Some(meta)) =
+                            (plan.req.budgets.get(index), plan.budgets.get(index))
+                        else {
+                            return Err(ApiError::Internal(format!(
+                                "counters named budget {index} of {} as missing",
+                                plan.budgets.len()
+                            )));
+                        };
+                        self.restore(check, meta).await?;
+                    }
+                }
+                Ok(Admission::Unseeded(missing)) => {
+                    let names: Vec<String> = missing
+                        .iter()
+                        .filter_map(|&i| plan.budgets.get(i))
+                        .map(|m| m.named.describe())
+                        .collect();
+                    tracing::error!(budgets = %names.join(", "), attempts,
+                        "budget counters vanished again right after their restore from the ledger");
+                    return Err(ApiError::CountersUnavailable(format!(
+                        "the shared counters keep losing budget {} right after it is restored from the \
+                         ledger (is Redis evicting keys?); requests for this budget are refused until it holds",
+                        names.join(", ")
+                    )));
+                }
+                Err(e) => return Err(counters_down(&e)),
             }
         };
         let would_reject = grant
@@ -682,12 +716,19 @@ impl PolicyEngine {
                 continue;
             };
             let (check, meta) = budget_check(a, limit, now, NanoUsd::ZERO, NanoUsd::ZERO);
-            self.ensure_seeded(&check, &meta).await?;
-            let state = self
-                .counters
-                .budget(&check.key)
-                .await
-                .map_err(|e| counters_down(&e))?;
+            let read = async || {
+                self.counters
+                    .budget(&check.key)
+                    .await
+                    .map_err(|e| counters_down(&e))
+            };
+            let state = match read().await? {
+                Some(state) => state,
+                None => {
+                    self.restore(&check, &meta).await?;
+                    read().await?.unwrap_or_default()
+                }
+            };
             let would_reject = self
                 .would_reject
                 .lock()
@@ -723,12 +764,12 @@ impl PolicyEngine {
         Ok(())
     }
 
-    /// Restores a budget counter from the ledger before its first use in
-    /// this process and period, so a restart never forgets spend.
-    async fn ensure_seeded(&self, check: &BudgetCheck, meta: &BudgetMeta) -> Result<(), ApiError> {
-        if self.seeded.contains_key(&check.key) {
-            return Ok(());
-        }
+    /// Restores a missing budget counter from the ledger: this process's
+    /// rows not written yet are flushed first, then the period's spend is
+    /// summed and seeded. Seeding is set-if-absent, so a counter another
+    /// gateway restored (or kept) meanwhile is left as it is. Concurrent
+    /// restores of one counter share one ledger query.
+    async fn restore(&self, check: &BudgetCheck, meta: &BudgetMeta) -> Result<(), ApiError> {
         let scope = match meta.named.scope {
             Scope::Team => SpendScope::Team(TeamId(meta.named.scope_id.clone())),
             Scope::Key => SpendScope::Key(KeyId(meta.named.scope_id.clone())),
@@ -757,13 +798,17 @@ impl PolicyEngine {
                 .await
                 .map_err(|e| counters_down(&e))
         };
-        self.seeded
+        let result = self
+            .restoring
             .try_get_with(check.key.clone(), restore)
-            .await
-            .map_err(|e| match &*e {
-                ApiError::CountersUnavailable(m) => ApiError::CountersUnavailable(m.clone()),
-                other => ApiError::Internal(other.to_string()),
-            })
+            .await;
+        // Only restores running at the same moment are shared: the next time
+        // this counter goes missing, it is restored again.
+        self.restoring.invalidate(&check.key).await;
+        result.map_err(|e| match &*e {
+            ApiError::CountersUnavailable(m) => ApiError::CountersUnavailable(m.clone()),
+            other => ApiError::Internal(other.to_string()),
+        })
     }
 
     async fn reject(

@@ -438,6 +438,7 @@ async fn restart_restores_spend_from_the_ledger() {
         cost: NanoUsd(cost),
         latency_ms: 1,
         error_code: None,
+        would_reject: Vec::new(),
     };
     // Yesterday's spend does not count; today's does.
     env.store
@@ -574,6 +575,158 @@ async fn concurrent_first_requests_restore_once() {
     assert_eq!(counting.calls.load(Ordering::SeqCst), 1);
 }
 
+/// Memory counters that can lose every counter at once, like a Redis
+/// restarted without persistence, or (`drop_seeds`) keep losing the ones
+/// just restored, like a Redis evicting them.
+struct Forgetful {
+    clock: Arc<ManualClock>,
+    inner: parking_lot::Mutex<Arc<MemoryCounters>>,
+    drop_seeds: std::sync::atomic::AtomicBool,
+    seeds: AtomicUsize,
+}
+
+impl Forgetful {
+    fn new(clock: &Arc<ManualClock>) -> Arc<Forgetful> {
+        Arc::new(Forgetful {
+            clock: clock.clone(),
+            inner: parking_lot::Mutex::new(Arc::new(MemoryCounters::new(clock.clone()))),
+            drop_seeds: Default::default(),
+            seeds: AtomicUsize::new(0),
+        })
+    }
+
+    fn forget(&self) {
+        *self.inner.lock() = Arc::new(MemoryCounters::new(self.clock.clone()));
+    }
+
+    fn now(&self) -> Arc<MemoryCounters> {
+        self.inner.lock().clone()
+    }
+}
+
+#[async_trait]
+impl Counters for Forgetful {
+    async fn admit(&self, req: &AdmitRequest) -> Result<Admission, CountersError> {
+        self.now().admit(req).await
+    }
+    async fn settle(&self, req: &AdmitRequest, g: &Grant, a: Actual) -> Result<(), CountersError> {
+        self.now().settle(req, g, a).await
+    }
+    async fn seed_budget(&self, k: &str, s: NanoUsd, e: Option<i64>) -> Result<(), CountersError> {
+        self.seeds.fetch_add(1, Ordering::SeqCst);
+        if self.drop_seeds.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.now().seed_budget(k, s, e).await
+    }
+    async fn budget(&self, k: &str) -> Result<Option<BudgetState>, CountersError> {
+        self.now().budget(k).await
+    }
+    async fn record_outcome(
+        &self,
+        k: &str,
+        c: Option<&str>,
+        m: u32,
+        w: u64,
+    ) -> Result<bool, CountersError> {
+        self.now().record_outcome(k, c, m, w).await
+    }
+    async fn ping(&self) -> Result<(), CountersError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_budget_lost_mid_period_is_restored_before_the_next_admission() {
+    let store = crate::store::connect("sqlite::memory:").await.unwrap();
+    let clock = Arc::new(ManualClock::new(start()));
+    let counters = Forgetful::new(&clock);
+    let env = Env {
+        engine: PolicyEngine::new(
+            counters.clone(),
+            store.clone(),
+            KeyCache::new(store.clone()),
+            clock.clone(),
+            reqwest::Client::new(),
+        ),
+        clock,
+        store,
+    };
+    let cfg = config(
+        vec![budget("cap", 0.01, Period::Daily)],
+        vec![team("t", &["cap"])],
+        &[],
+    );
+    let k = key("k", "t");
+    let row = |id: &str| LedgerRow {
+        ts: start(),
+        request_id: id.into(),
+        key_id: k.id.clone(),
+        team: k.team.clone(),
+        model: "m".into(),
+        provider: "mock".into(),
+        status: 200,
+        prompt_tokens: IN,
+        completion_tokens: OUT,
+        cost: NanoUsd(COST),
+        latency_ms: 1,
+        error_code: None,
+        would_reject: Vec::new(),
+    };
+    // Two requests spent and in the ledger: $0.006 of $0.01.
+    for id in ["r1", "r2"] {
+        spend(&env, &cfg, &k, IN, OUT).await.unwrap();
+        env.store.insert_ledger(&[row(id)]).await.unwrap();
+    }
+    assert_eq!(counters.seeds.load(Ordering::SeqCst), 1);
+    // The counters come back empty mid-period, long before any cache of
+    // "already restored" would have expired.
+    counters.forget();
+    env.clock.advance(Duration::seconds(1));
+    spend(&env, &cfg, &k, IN, OUT).await.unwrap();
+    assert_eq!(counters.seeds.load(Ordering::SeqCst), 2);
+    let ApiError::BudgetExceeded { message, .. } =
+        spend(&env, &cfg, &k, IN, OUT).await.unwrap_err()
+    else {
+        panic!("expected budget_exceeded");
+    };
+    assert!(message.contains("spent $0.009"), "{message}");
+    // Restored once per loss, not once per request.
+    assert_eq!(counters.seeds.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_budget_that_keeps_vanishing_fails_closed() {
+    let store = crate::store::connect("sqlite::memory:").await.unwrap();
+    let clock = Arc::new(ManualClock::new(start()));
+    let counters = Forgetful::new(&clock);
+    counters.drop_seeds.store(true, Ordering::SeqCst);
+    let engine = PolicyEngine::new(
+        counters.clone(),
+        store.clone(),
+        KeyCache::new(store),
+        clock,
+        reqwest::Client::new(),
+    );
+    let cfg = config(
+        vec![budget("cap", 1.0, Period::Daily)],
+        vec![team("t", &["cap"])],
+        &[],
+    );
+    let k = key("k", "t");
+    let m = model();
+    let err = engine
+        .admit(&cfg, &subject(&k), &facts(&m, IN, OUT, b"x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "counters_unavailable");
+    assert!(
+        err.to_string().contains("keep losing budget `cap`"),
+        "{err}"
+    );
+    assert_eq!(counters.seeds.load(Ordering::SeqCst), ADMIT_ATTEMPTS - 1);
+}
+
 #[tokio::test]
 async fn store_down_at_first_use_fails_closed() {
     let cfg = config(
@@ -687,7 +840,7 @@ impl Counters for DownCounters {
         self.0.fetch_add(1, Ordering::SeqCst);
         Err(CountersError::Unavailable("connection refused".into()))
     }
-    async fn budget(&self, _: &str) -> Result<BudgetState, CountersError> {
+    async fn budget(&self, _: &str) -> Result<Option<BudgetState>, CountersError> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Err(CountersError::Unavailable("connection refused".into()))
     }
@@ -1021,9 +1174,11 @@ async fn shadow_policies_record_but_never_reject() {
     let m = model();
     let mut held = Vec::new();
     for _ in 0..3 {
-        env.engine
+        let access = env
+            .engine
             .check_model_access(&cfg, &subject(&k), "m")
             .unwrap();
+        assert_eq!(access, ["only-x:model_not_allowed"]);
         let a = env
             .engine
             .admit(&cfg, &subject(&k), &facts(&m, IN, OUT, b"same"))
@@ -1112,11 +1267,13 @@ async fn model_access_every_glob_set_must_allow() {
     k.models = Some(vec!["claude-*".into()]);
     let who = subject(&k);
     assert!(!env.engine.model_allowed(&cfg, &who, "gpt-4o-mini"));
-    assert!(
-        env.engine
-            .check_model_access(&cfg, &who, "claude-3-5-haiku-latest")
-            .is_ok()
-    );
+    let shadowed = env
+        .engine
+        .check_model_access(&cfg, &who, "claude-3-5-haiku-latest")
+        .unwrap();
+    // Nothing shadowed: nothing for the request log, and nothing allocated.
+    assert!(shadowed.is_empty());
+    assert_eq!(shadowed.capacity(), 0);
     // An API team's own globs apply too.
     let api_team = TeamRecord {
         id: TeamId("t".into()),
@@ -1615,6 +1772,7 @@ mod redis {
             cost: settled.cost,
             latency_ms: 1,
             error_code: None,
+            would_reject: Vec::new(),
         };
         store.insert_ledger(&[row]).await.unwrap();
         drop(first);

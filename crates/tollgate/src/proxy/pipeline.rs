@@ -65,6 +65,7 @@ pub(super) async fn handle(
         started,
         upstream: Duration::ZERO,
         admitted: None,
+        would_reject: Vec::new(),
     };
     match proxy(&rt, &mut books, ingress, &headers, body).await {
         Ok(Reply::Complete {
@@ -129,7 +130,7 @@ async fn proxy(
         key: &books.key,
         team: books.team.as_deref(),
     };
-    books
+    books.would_reject = books
         .state
         .policy
         .check_model_access(config, &who, &model.name)?;
@@ -157,13 +158,19 @@ async fn proxy(
         max_output_tokens: max_output,
         body: &bytes,
     };
-    let admitted = books.state.policy.admit(config, &who, &facts).await?;
+    let mut admitted = books.state.policy.admit(config, &who, &facts).await?;
     if let Some(total) = admitted.clamp_max_tokens {
         // The clamp covers all choices together; `max_tokens` is per choice.
         let field = parsed.max_tokens.map_or("max_tokens", |(f, _)| f);
         req.insert(field.into(), Value::from((total / choices.max(1)).max(1)));
     }
     let reply_headers = admitted.headers.clone();
+    let shadow = admitted.take_would_reject();
+    if books.would_reject.is_empty() {
+        books.would_reject = shadow;
+    } else {
+        books.would_reject.extend(shadow);
+    }
     books.admitted = Some(admitted);
 
     if parsed.stream {
@@ -279,6 +286,10 @@ pub(super) struct Books {
     /// Time spent waiting for the provider's answer (its head, for streams).
     pub upstream: Duration,
     pub admitted: Option<Admitted>,
+    /// `policy:code` of each shadow policy that would have refused the
+    /// request (model access, then the counter-backed ones), for the ledger
+    /// row; empty (never allocated) when none would.
+    pub would_reject: Vec<String>,
 }
 
 impl Books {
@@ -385,6 +396,7 @@ impl Books {
             cost: settled.cost,
             latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
             error_code: error_code.map(str::to_owned),
+            would_reject: std::mem::take(&mut self.would_reject),
         });
         self.observe(status, usage, settled.cost, error_code, latency);
 

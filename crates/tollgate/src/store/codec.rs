@@ -111,6 +111,20 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| StoreError::Corrupt(format!("`{field}` is not valid JSON ({e}): `{text}`")))
 }
 
+/// `ledger.would_reject`: a JSON list of `policy:code`, NULL when empty (as
+/// in every row written before the column existed), so the common row stores
+/// nothing.
+pub(crate) fn would_reject_text(list: &[String]) -> Result<Option<String>, StoreError> {
+    if list.is_empty() {
+        return Ok(None);
+    }
+    json_text(&list, "would_reject").map(Some)
+}
+
+pub(crate) fn would_reject_from(text: Option<String>) -> Result<Vec<String>, StoreError> {
+    Ok(opt_from_json(text, "ledger.would_reject")?.unwrap_or_default())
+}
+
 pub(crate) fn opt_from_json<T: serde::de::DeserializeOwned>(
     text: Option<String>,
     field: &str,

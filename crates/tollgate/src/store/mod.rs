@@ -98,6 +98,10 @@ pub struct LedgerRow {
     pub cost: NanoUsd,
     pub latency_ms: u64,
     pub error_code: Option<String>,
+    /// `policy:code` of each `mode: shadow` policy that would have rejected
+    /// the request (e.g. `trial-cap:budget_exceeded`); empty when none.
+    #[serde(default)]
+    pub would_reject: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

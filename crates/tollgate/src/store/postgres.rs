@@ -16,7 +16,7 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use super::codec::{
     from_json, json_text, ledger_text, money, opt_from_json, opt_json_text, opt_money, opt_nano,
     opt_to_i64, opt_to_u64, period_from, period_text, redact_url, requests_limit, status_from,
-    to_i64, to_u64,
+    to_i64, to_u64, would_reject_from, would_reject_text,
 };
 use super::{
     GroupBy, KeyRecord, LedgerRow, RequestsQuery, SpendQuery, SpendRow, SpendScope, Store,
@@ -137,6 +137,7 @@ fn ledger_from_row(row: &PgRow) -> Result<LedgerRow, StoreError> {
         cost: NanoUsd(to_u64(get(row, "cost")?, "ledger.cost")?),
         latency_ms: to_u64(get(row, "latency_ms")?, "ledger.latency_ms")?,
         error_code: get(row, "error_code")?,
+        would_reject: would_reject_from(get(row, "would_reject")?)?,
     })
 }
 
@@ -145,7 +146,7 @@ const KEY_COLUMNS: &str = "id, team, name, secret_hash, prefix, previous_secret_
      metadata, created_at";
 
 const LEDGER_COLUMNS: &str = "ts, request_id, key_id, team, model, provider, status, prompt_tokens, \
-     completion_tokens, cost, latency_ms, error_code";
+     completion_tokens, cost, latency_ms, error_code, would_reject";
 
 /// The ledger batch as one array per column, for `UNNEST`.
 #[derive(Default)]
@@ -162,6 +163,7 @@ struct LedgerColumns {
     cost: Vec<i64>,
     latency_ms: Vec<i64>,
     error_code: Vec<Option<String>>,
+    would_reject: Vec<Option<String>>,
 }
 
 impl LedgerColumns {
@@ -186,6 +188,7 @@ impl LedgerColumns {
                     .as_deref()
                     .map(|e| ledger_text(e).into_owned()),
             );
+            c.would_reject.push(would_reject_text(&row.would_reject)?);
         }
         Ok(c)
     }
@@ -359,7 +362,7 @@ impl Store for PostgresStore {
         let sql = format!(
             "INSERT INTO ledger ({LEDGER_COLUMNS}) \
              SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-             $7::int4[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::text[]) \
+             $7::int4[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::text[], $13::text[]) \
              ON CONFLICT (request_id) DO NOTHING"
         );
         // One statement is one implicit transaction: the batch lands whole or
@@ -377,6 +380,7 @@ impl Store for PostgresStore {
             .bind(c.cost)
             .bind(c.latency_ms)
             .bind(c.error_code)
+            .bind(c.would_reject)
             .execute(&self.pool)
             .await
             .map_err(backend)?;

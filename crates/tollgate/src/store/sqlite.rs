@@ -17,7 +17,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use super::codec::{
     SQLITE_ROWS_PER_STATEMENT, from_json, json_text, ledger_text, money, opt_from_json,
     opt_json_text, opt_money, opt_nano, opt_to_i64, opt_to_u64, period_from, period_text,
-    redact_url, requests_limit, status_from, to_i64, to_u64,
+    redact_url, requests_limit, status_from, to_i64, to_u64, would_reject_from, would_reject_text,
 };
 use super::{
     GroupBy, KeyRecord, LedgerRow, RequestsQuery, SpendQuery, SpendRow, SpendScope, Store,
@@ -168,6 +168,7 @@ fn ledger_from_row(row: &SqliteRow) -> Result<LedgerRow, StoreError> {
         cost: NanoUsd(to_u64(get(row, "cost")?, "ledger.cost")?),
         latency_ms: to_u64(get(row, "latency_ms")?, "ledger.latency_ms")?,
         error_code: get(row, "error_code")?,
+        would_reject: would_reject_from(get(row, "would_reject")?)?,
     })
 }
 
@@ -179,6 +180,7 @@ struct LedgerValues<'a> {
     completion_tokens: i64,
     cost: i64,
     latency_ms: i64,
+    would_reject: Option<String>,
 }
 
 const KEY_COLUMNS: &str = "id, team, name, secret_hash, prefix, previous_secret_hash, previous_expires_at, models, \
@@ -186,7 +188,7 @@ const KEY_COLUMNS: &str = "id, team, name, secret_hash, prefix, previous_secret_
      metadata, created_at";
 
 const LEDGER_COLUMNS: &str = "ts, request_id, key_id, team, model, provider, status, prompt_tokens, \
-     completion_tokens, cost, latency_ms, error_code";
+     completion_tokens, cost, latency_ms, error_code, would_reject";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -358,6 +360,7 @@ impl Store for SqliteStore {
                     completion_tokens: to_i64(row.completion_tokens, "completion_tokens")?,
                     cost: money(row.cost, "cost")?,
                     latency_ms: to_i64(row.latency_ms, "latency_ms")?,
+                    would_reject: would_reject_text(&row.would_reject)?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -378,7 +381,8 @@ impl Store for SqliteStore {
                     .push_bind(v.completion_tokens)
                     .push_bind(v.cost)
                     .push_bind(v.latency_ms)
-                    .push_bind(v.row.error_code.as_deref().map(ledger_text));
+                    .push_bind(v.row.error_code.as_deref().map(ledger_text))
+                    .push_bind(v.would_reject.as_deref());
             });
             // A retry after an ambiguous failure must not bill twice.
             qb.push(" ON CONFLICT (request_id) DO NOTHING");

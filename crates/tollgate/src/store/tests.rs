@@ -78,6 +78,7 @@ fn ledger_row(
         cost: NanoUsd(cost),
         latency_ms: 12,
         error_code: None,
+        would_reject: Vec::new(),
     }
 }
 
@@ -306,6 +307,42 @@ async fn ledger_insert_is_idempotent(store: Arc<dyn Store>) {
     assert_eq!(
         store.spend(&q).await.unwrap(),
         vec![spend_row("total", 2500, 2500, 2500, 2500)]
+    );
+}
+
+/// What shadow policies would have rejected comes back as written, in
+/// order, and a row without any reads back empty.
+async fn ledger_would_reject_round_trips(store: Arc<dyn Store>) {
+    let mut shadowed = ledger_row("w1", "a", "k1", "m1", "2026-01-01T10:00:00Z", 100, 10, 1);
+    shadowed.would_reject = vec![
+        "trial-cap:budget_exceeded".into(),
+        "narrow:model_not_allowed".into(),
+        "trial-cap:budget_exceeded".into(),
+    ];
+    // Names are the operator's: quotes, commas, colons and non-ASCII survive.
+    let mut odd = ledger_row("w2", "a", "k1", "m1", "2026-01-01T10:00:01Z", 100, 10, 1);
+    odd.would_reject = vec![
+        "rl \"burst\", per-team:rate_limit_exceeded".into(),
+        "lg:ä:loop_detected".into(),
+    ];
+    let plain = ledger_row("w3", "a", "k1", "m1", "2026-01-01T10:00:02Z", 100, 10, 1);
+    store
+        .insert_ledger(&[shadowed.clone(), odd.clone(), plain.clone()])
+        .await
+        .unwrap();
+    let rows = store
+        .requests(&RequestsQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![plain, odd, shadowed]);
+    assert!(rows[0].would_reject.is_empty());
+    // Spend is not affected by what was only shadowed.
+    assert_eq!(
+        store.spend(&SpendQuery::default()).await.unwrap(),
+        vec![spend_row("total", 3, 30, 3, 300)]
     );
 }
 
@@ -969,6 +1006,7 @@ suite!(
     teams_crud_and_conflict,
     keys_crud_list_and_update,
     ledger_insert_is_idempotent,
+    ledger_would_reject_round_trips,
     spend_groups_and_filters,
     requests_newest_first_with_limit,
     spend_since_by_scope,
@@ -1026,6 +1064,105 @@ async fn sqlite_file_survives_restart() {
         store.spend(&SpendQuery::default()).await.unwrap(),
         vec![spend_row("total", 5, 150, 15, 1000 + BIG)]
     );
+}
+
+/// A ledger row as the schema before migration 0003 held it (no
+/// `would_reject`), and the columns it is written with.
+const OLD_LEDGER_INSERT: &str = "INSERT INTO ledger (ts, request_id, key_id, team, model, provider, status, \
+     prompt_tokens, completion_tokens, cost, latency_ms, error_code) VALUES ";
+
+/// After the upgrade, a row from before reads back with nothing shadowed,
+/// and new rows carry the field.
+async fn check_upgraded(store: Arc<dyn Store>) {
+    let old = store
+        .requests(&RequestsQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].request_id, "before-0003");
+    assert_eq!(old[0].cost, NanoUsd(7));
+    assert!(old[0].would_reject.is_empty());
+    let mut new = ledger_row(
+        "after-0003",
+        "a",
+        "k1",
+        "m",
+        "2026-01-02T00:00:00Z",
+        5,
+        1,
+        1,
+    );
+    new.would_reject = vec!["trial:rate_limit_exceeded".into()];
+    store
+        .insert_ledger(std::slice::from_ref(&new))
+        .await
+        .unwrap();
+    let rows = store
+        .requests(&RequestsQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows[0], new);
+    assert_eq!(
+        store
+            .spend_since(
+                &SpendScope::Team(TeamId::from("a")),
+                t("2026-01-01T00:00:00Z")
+            )
+            .await
+            .unwrap(),
+        NanoUsd(12)
+    );
+}
+
+#[tokio::test]
+async fn sqlite_ledger_from_before_would_reject_migrates() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    {
+        let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+        let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
+            .await
+            .unwrap();
+        sqlx::migrate!("./migrations/sqlite")
+            .run_to(2, &pool)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{OLD_LEDGER_INSERT}({}, 'before-0003', 'k1', 'a', 'm', 'mock', 200, 1, 1, 7, 3, NULL)",
+            t("2026-01-01T12:00:00Z").timestamp_millis()
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    check_upgraded(connect(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_ledger_from_before_would_reject_migrates() {
+    with_pg_schema(|url| async move {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::migrate!("./migrations/postgres")
+            .run_to(2, &pool)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{OLD_LEDGER_INSERT}('2026-01-01T12:00:00Z', 'before-0003', 'k1', 'a', 'm', 'mock', 200, 1, 1, 7, 3, NULL)"
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        check_upgraded(connect(&url).await.unwrap()).await;
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -15,5 +15,6 @@ mod limits;
 mod process;
 mod scaleout;
 mod sdk;
+mod shadow;
 mod streaming;
 mod translation;

@@ -289,6 +289,120 @@ async fn redis_down_fails_closed_without_overshoot_and_recovers_without_restart(
     pg.drop_now().await;
 }
 
+/// Waits (bounded) until every settlement of `gw` has run.
+async fn settled(gw: &Gateway) {
+    for _ in 0..250 {
+        if gw.state.tasks.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("settlements still running after 5 s");
+}
+
+/// Like [`send`], but rides out the `503 counters_unavailable` of the
+/// moments the gateway takes to reconnect to a restarted Redis.
+async fn send_reconnecting(http: &reqwest::Client, url: &str, key: &str, body: &Value) -> u16 {
+    let started = Instant::now();
+    loop {
+        let status = send(http, url, key, body).await;
+        if status != 503 {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the gateway did not reconnect to Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Redis keeps nothing on disk here: when it comes back empty, or loses the
+/// budget's key (eviction), the very next request restores the budget from
+/// the ledger before it is admitted. The cap holds over the whole day and
+/// the 402 comes exactly where it would have without the loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_survives_redis_coming_back_empty_and_losing_its_key() {
+    let pg = PgSchema::new().await;
+    let mut redis = PrivateRedis::start();
+    // The mock answers all 100 `max_tokens` and counts one prompt token:
+    // every request costs $0.000201 (100 output tokens at $2/M, one input
+    // token at $1/M) and reserves about that, so the $0.01 cap fits 49 of
+    // them ($0.009849) and refuses the 50th.
+    let mock = MockProvider::start(MockConfig {
+        completion_tokens: 1000,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let (gw, url) = gateway(&mock.base_url(), &pg.url_via(None), &redis.url(), CAP_TAIL).await;
+    let http = reqwest::Client::new();
+    let (_, key) = create_key(&http, &url, json!({"team": "t1"})).await;
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 100, "messages": [{"role": "user", "content": "Count"}]});
+    const FITS: usize = 49;
+    const COST: u64 = 201_000;
+    for _ in 0..15 {
+        assert_eq!(send(&http, &url, &key, &body).await, 200);
+    }
+    // Settled on the old Redis: a settlement in flight across the loss would
+    // be counted again on top of the ledger (on the safe side, but this
+    // test wants the exact point).
+    settled(&gw).await;
+    redis.restart();
+    for _ in 0..15 {
+        assert_eq!(send_reconnecting(&http, &url, &key, &body).await, 200);
+    }
+    settled(&gw).await;
+
+    // Now the key alone goes, through a connection of our own to this
+    // private server, as an eviction would take it.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let budgets: Vec<String> = redis::cmd("KEYS")
+        .arg("tg:v1:b:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(budgets.len(), 1, "{budgets:?}");
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(&budgets[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+
+    let mut admitted = 30;
+    loop {
+        match send(&http, &url, &key, &body).await {
+            200 => admitted += 1,
+            402 => break,
+            other => panic!("unexpected status {other} after {admitted} admitted"),
+        }
+        assert!(
+            admitted <= FITS,
+            "the cap was forgotten: {admitted} admitted"
+        );
+    }
+    assert_eq!(admitted, FITS, "the 402 came early");
+    let calls = mock.calls();
+    assert_eq!(send(&http, &url, &key, &body).await, 402);
+    assert_eq!(mock.calls(), calls, "no call once the budget is spent");
+    // (The ledger also holds the two 402s, and any 503 met while the
+    // gateway reconnected; none of them is billed.)
+    let (spent, _) = flushed_spend(&[&gw]).await;
+    assert_eq!(
+        spent,
+        FITS as u64 * COST,
+        "exactly the 49 admitted are billed"
+    );
+    assert!(
+        spent <= 10_000_000,
+        "overshoot after Redis lost it: {spent}"
+    );
+    gw.shutdown().await;
+    pg.drop_now().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_down_under_load_loses_no_ledger_row() {
     let pg = PgSchema::new().await;

@@ -17,6 +17,11 @@
 -- Reply, admitted: {1, granted, (spent, reserved) per budget,
 --   (remaining, reset_ms) per rate, #would_reject,
 --   (reason, index, retry_after_ms, limit, spent, reserved) per would_reject}
+-- Reply, unseeded: {2, #missing, index per missing budget (0-based)} when a
+--   budget key does not exist (never seeded, Redis restarted empty, evicted):
+--   nothing is checked or written; the caller seeds it from the ledger
+--   (seed.lua) and calls again. A budget is never decided on a counter that
+--   forgot its spend, and this script never creates one.
 
 local WINDOW = 60000
 local t = redis.call('TIME')
@@ -63,6 +68,20 @@ end
 for i = 1, ns do
   streaks[i] = { key = KEYS[k], enforce = ARGV[a] == '1' }
   k, a = k + 1, a + 1
+end
+
+local missing = {}
+for i, b in ipairs(budgets) do
+  if redis.call('EXISTS', b.key) == 0 then
+    missing[#missing + 1] = i - 1
+  end
+end
+if #missing > 0 then
+  local reply = { 2, #missing }
+  for _, i in ipairs(missing) do
+    reply[#reply + 1] = i
+  end
+  return reply
 end
 
 local would = {}
