@@ -76,7 +76,6 @@ fn test_config() -> Config {
         max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         log_bodies: false,
         drain_timeout: std::time::Duration::from_secs(5),
-        workers: None,
         providers: vec![],
         models: vec![],
         policies: vec![Policy {
