@@ -30,7 +30,7 @@ use crate::state::{AppState, Runtime, SharedState};
 use crate::store::ledger::{LedgerOptions, LedgerWriter};
 use crate::store::{self as store_mod, Store};
 use crate::types::{Clock, SystemClock};
-use crate::{admin, proxy, telemetry, workers};
+use crate::{admin, proxy, telemetry};
 
 /// Setting under which a generated admin key's hash is kept.
 const ADMIN_KEY_SETTING: &str = "admin_key_sha256";
@@ -252,9 +252,6 @@ pub struct Gateway {
     pub state: SharedState,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
-    /// Dropped last, when the gateway is: settlements running on the
-    /// workers finish before their runtimes stop.
-    _workers: workers::Workers,
 }
 
 impl Gateway {
@@ -302,25 +299,12 @@ pub async fn start(
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let shutdown = CancellationToken::new();
-    let workers = config_workers(&state);
-    let (workers, main) = workers::start(
-        workers,
+    let main = serve_on(
         listener,
         app(state.clone(), admin_listener.is_none()),
         shutdown.clone(),
-    )
-    .map_err(|source| StartError::Bind {
-        addr: listen,
-        source,
-    })?;
-    let admin = admin_listener.map(|l| {
-        let l = l.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        serve_on(l, admin_app(state.clone()), shutdown.clone())
-    });
+    );
+    let admin = admin_listener.map(|l| serve_on(l, admin_app(state.clone()), shutdown.clone()));
     let server = tokio::spawn(async move {
         match admin {
             Some(admin) => {
@@ -335,24 +319,17 @@ pub async fn start(
         state,
         shutdown,
         server,
-        _workers: workers,
     })
 }
 
-/// `workers` from the config, else one per CPU.
-fn config_workers(state: &AppState) -> usize {
-    state
-        .runtime
-        .load()
-        .config
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
-}
-
-pub(crate) async fn serve_on<L>(listener: L, router: Router, shutdown: CancellationToken)
-where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-{
+async fn serve_on(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    // Without TCP_NODELAY every small write (an SSE chunk, a short JSON
+    // answer) waits for the peer's delayed ACK: ~40 ms per stream.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await });
     if let Err(e) = server.await {

@@ -20,4 +20,3 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod types;
-mod workers;

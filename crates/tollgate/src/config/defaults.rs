@@ -99,7 +99,6 @@ pub fn embedded_default(env: &dyn Fn(&str) -> Option<String>) -> Config {
         max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         log_bodies: false,
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-        workers: None,
         providers,
         models,
         policies: Vec::new(),

@@ -24,8 +24,6 @@ pub struct Config {
     pub log_bodies: bool,
     /// How long SIGTERM waits for in-flight requests.
     pub drain_timeout: Duration,
-    /// Data-plane threads; `None`: one per CPU. Fixed at start.
-    pub workers: Option<usize>,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
     pub policies: Vec<Policy>,

@@ -417,10 +417,6 @@ impl<'e> Validator<'e> {
             .drain_timeout_s
             .as_ref()
             .map(|v| self.seconds(v, "drain_timeout_s", true));
-        let workers = raw.workers.as_ref().map(|v| {
-            self.whole_u32(v, "workers", 1)
-                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
-        });
 
         let providers = self.providers(raw.providers.as_deref().unwrap_or_default());
         let provider_names: Vec<String> = raw
@@ -456,7 +452,6 @@ impl<'e> Validator<'e> {
             max_body_bytes: present(max_body_bytes)?.unwrap_or(DEFAULT_MAX_BODY_BYTES),
             log_bodies: present(log_bodies)?.unwrap_or(false),
             drain_timeout: present(drain_timeout)?.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
-            workers: present(workers)?,
             providers: providers?,
             models: models?,
             policies: policies?,

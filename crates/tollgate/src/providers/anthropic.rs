@@ -42,7 +42,8 @@ impl Anthropic {
             self.ctx
                 .failed(format!("could not encode the request body: {e}"))
         })?;
-        let mut request = super::client::pool(&self.http)
+        let mut request = self
+            .http
             .post(format!("{}/messages", self.base_url))
             .header(CONTENT_TYPE, "application/json")
             .header("anthropic-version", ANTHROPIC_VERSION)

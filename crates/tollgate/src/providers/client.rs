@@ -2,7 +2,6 @@
 //! call carries its own), no redirects, no retries (fallback is the
 //! gateway's decision, not the HTTP library's).
 
-use std::cell::OnceCell;
 use std::time::Duration;
 
 /// Hosts that never go through a proxy from the environment: a local
@@ -17,25 +16,6 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 /// across providers, models and requests.
 pub fn http_client() -> reqwest::Client {
     client_with_env(|name| std::env::var(name).ok())
-}
-
-thread_local! {
-    /// The pool of the data-plane worker running on this thread, if any.
-    static WORKER_CLIENT: OnceCell<reqwest::Client> = const { OnceCell::new() };
-}
-
-/// Gives this thread a pool of its own. A data-plane worker calls it once at
-/// start: its upstream connections are then driven by its own runtime, so a
-/// request never waits for another thread to be woken (see `crate::workers`).
-pub(crate) fn use_own_pool_on_this_thread() {
-    WORKER_CLIENT.with(|c| {
-        let _ = c.set(http_client());
-    });
-}
-
-/// The pool of this thread's worker, else `shared`.
-pub(crate) fn pool(shared: &reqwest::Client) -> reqwest::Client {
-    WORKER_CLIENT.with(|c| c.get().unwrap_or(shared).clone())
 }
 
 /// [`http_client`] with the environment read through `env`, so tests can

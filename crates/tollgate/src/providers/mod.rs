@@ -28,7 +28,6 @@ pub mod translate;
 mod upstream;
 
 pub use client::http_client;
-pub(crate) use client::use_own_pool_on_this_thread;
 pub use mock::MOCK_REPLY;
 pub use translate::{MessagesStreamTranslator, messages_to_openai, openai_to_messages_response};
 

@@ -104,7 +104,8 @@ impl OpenAiCompatible {
             self.ctx
                 .failed(format!("could not encode the request body: {e}"))
         })?;
-        let mut request = super::client::pool(&self.http)
+        let mut request = self
+            .http
             .post(url)
             .header(CONTENT_TYPE, "application/json")
             .body(body);
