@@ -66,6 +66,8 @@ pub(super) async fn handle(
         upstream: Duration::ZERO,
         admitted: None,
         would_reject: Vec::new(),
+        forwarded: false,
+        closed: false,
     };
     match proxy(&rt, &mut books, ingress, &headers, body).await {
         Ok(Reply::Complete {
@@ -184,6 +186,7 @@ async fn proxy(
         }
     }
     let upstream_started = Instant::now();
+    books.forwarded = true;
     let sent = forward::send(
         rt,
         &targets,
@@ -290,6 +293,31 @@ pub(super) struct Books {
     /// request (model access, then the counter-backed ones), for the ledger
     /// row; empty (never allocated) when none would.
     pub would_reject: Vec<String>,
+    /// The request went to a provider, which may bill its prompt.
+    pub forwarded: bool,
+    closed: bool,
+}
+
+/// Books dropped before they were closed: the handler was cancelled, which
+/// hyper does when the client hangs up while the provider is still
+/// answering (or the handler panicked). The reservation and any parallel
+/// slot must not leak, and the provider bills the prompt it was sent.
+impl Drop for Books {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        let (status, code) = if std::thread::panicking() {
+            (500, "internal_error")
+        } else {
+            (499, "client_closed")
+        };
+        let usage = Usage {
+            prompt_tokens: if self.forwarded { self.input_tokens } else { 0 },
+            ..Usage::default()
+        };
+        self.close_now(status, usage, Some(code));
+    }
 }
 
 impl Books {
@@ -368,6 +396,11 @@ impl Books {
     /// after the answer: a client never waits for it (on Redis, one round
     /// trip), and shutdown still waits for it to finish.
     pub fn close(mut self, status: u16, usage: Usage, error_code: Option<&str>) -> Settled {
+        self.close_now(status, usage, error_code)
+    }
+
+    fn close_now(&mut self, status: u16, usage: Usage, error_code: Option<&str>) -> Settled {
+        self.closed = true;
         let outcome = Outcome {
             usage: Some(usage),
             error_code: error_code.map(str::to_owned),
@@ -406,7 +439,12 @@ impl Books {
         // must not leave keys throttled as looping once it is over).
         let feeds_streak = !matches!(error_code, Some("client_closed" | "internal_error"));
         let tasks = self.state.tasks.clone();
-        let (state, config, key, team) = (self.state, self.config, self.key, self.team);
+        let (state, config, key, team) = (
+            self.state.clone(),
+            self.config.clone(),
+            self.key.clone(),
+            self.team.clone(),
+        );
         let counters_work = async move {
             let who = Subject {
                 key: &key,

@@ -249,3 +249,68 @@ async fn a_store_outage_does_not_count_toward_the_keys_error_streak() {
     assert_eq!(resp.status(), 200);
     assert_eq!(h.ledger().await.len(), 5);
 }
+
+/// A client that gives up on a slow non-streaming answer (its own timeout)
+/// makes the server drop the request midway. The books must close all the
+/// same: one row (499 `client_closed`, the prompt billed because it was
+/// sent), the budget reservation released, and the parallel slot freed:
+/// with `max_parallel: 1`, a leaked slot would lock the key out for good.
+#[tokio::test]
+async fn a_client_hanging_up_on_a_slow_answer_releases_everything_and_leaves_a_row() {
+    let tail = "policies:\n  - name: one-at-a-time\n    type: rate-limit\n    config: { max_parallel: 1 }\nteams:\n  - id: t1\n    policies: [one-at-a-time]\n";
+    let h = Harness::start(tail).await;
+    let (id, key) = h.key(json!({"budget_usd": 1.0, "period": "daily"})).await;
+    h.mock.set_latency(std::time::Duration::from_millis(1500));
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let err = impatient
+        .post(format!("{}/v1/chat/completions", h.url))
+        .bearer_auth(&key)
+        .json(&chat_body("slow one"))
+        .send()
+        .await
+        .expect_err("the client times out first");
+    assert!(err.is_timeout(), "{err}");
+
+    // The server notices the hang-up and closes the books (bounded wait).
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = h.ledger().await;
+        if !rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(rows.len(), 1, "one row for the abandoned request: {rows:?}");
+    let row = &rows[0];
+    assert_eq!(row.status, 499, "{row:?}");
+    assert_eq!(row.error_code.as_deref(), Some("client_closed"));
+    assert!(
+        row.prompt_tokens > 0 && row.cost.0 > 0,
+        "the prompt went to the provider, so it is billed: {row:?}"
+    );
+
+    h.settled().await;
+    let (status, budgets) = h
+        .admin(reqwest::Method::GET, "/admin/budgets?team=t1", None)
+        .await;
+    assert_eq!(status, 200);
+    let key_budget = budgets["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("the key's budget is listed: {budgets}"));
+    assert_eq!(
+        key_budget["reserved_usd"].as_f64(),
+        Some(0.0),
+        "nothing stays reserved: {key_budget}"
+    );
+
+    // The slot is free again: the next request is admitted.
+    h.mock.set_latency(std::time::Duration::ZERO);
+    let resp = h.chat(&key, &chat_body("next")).await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+}
