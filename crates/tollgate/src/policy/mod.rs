@@ -12,7 +12,7 @@ mod resolve;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Duration, Utc};
 use http::{HeaderName, HeaderValue};
@@ -46,17 +46,62 @@ pub struct Subject<'a> {
 }
 
 /// What the policy layer needs to know about a request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RequestFacts<'a> {
     pub request_id: &'a str,
     pub model: &'a ModelConfig,
-    /// From [`estimate::input_tokens`].
-    pub input_tokens: u64,
+    /// From [`estimate::input_tokens`], counted only if a policy needs it.
+    pub input_tokens: InputTokens<'a>,
     /// The request's `max_tokens`/`max_completion_tokens`, else the model's
     /// `max_output_tokens`.
     pub max_output_tokens: u64,
     /// The raw request body, for the loop-guard fingerprint.
     pub body: &'a [u8],
+}
+
+/// The input-token estimate of a request, counted on first use. A real BPE
+/// count costs microseconds per request and its tables tens of MiB; a key
+/// with no budget and no token limit needs neither.
+#[derive(Clone)]
+pub struct InputTokens<'a> {
+    count: Option<&'a (dyn Fn() -> u64 + Sync)>,
+    value: OnceLock<u64>,
+}
+
+impl<'a> InputTokens<'a> {
+    pub fn known(n: u64) -> Self {
+        InputTokens {
+            count: None,
+            value: OnceLock::from(n),
+        }
+    }
+
+    pub fn lazy(count: &'a (dyn Fn() -> u64 + Sync)) -> Self {
+        InputTokens {
+            count: Some(count),
+            value: OnceLock::new(),
+        }
+    }
+
+    pub fn get(&self) -> u64 {
+        *self
+            .value
+            .get_or_init(|| self.count.map_or(0, |count| count()))
+    }
+
+    /// The count, if something needed it.
+    pub fn counted(&self) -> Option<u64> {
+        self.value.get().copied()
+    }
+}
+
+impl std::fmt::Debug for InputTokens<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.counted() {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("(not counted)"),
+        }
+    }
 }
 
 /// An admitted request: what it reserved, until [`PolicyEngine::settle`].
@@ -484,7 +529,7 @@ impl PolicyEngine {
         let cost = plan.req.cost;
         let clamp_max_tokens = (plan.grant.reserved < cost).then(|| {
             price
-                .affordable_output_tokens(plan.grant.reserved, facts.input_tokens)
+                .affordable_output_tokens(plan.grant.reserved, facts.input_tokens.get())
                 .clamp(1, facts.max_output_tokens.max(1))
         });
         // Alert-action budgets never block, so their thresholds are checked
@@ -1104,9 +1149,20 @@ fn build_plan(
     now: DateTime<Utc>,
 ) -> Plan {
     let price = facts.model.price;
-    let cost = price.cost(facts.input_tokens, facts.max_output_tokens);
-    let clamp_min = price.cost(facts.input_tokens, 1);
-    let tokens = facts.input_tokens.saturating_add(facts.max_output_tokens);
+    // Only budgets and token limits look at the input's size.
+    let counts_tokens = applied.iter().any(|a| match &*a.kind {
+        PolicyKind::CostLimit(_) => true,
+        PolicyKind::RateLimit(r) => r.tokens_per_minute.is_some(),
+        PolicyKind::LoopGuard(_) | PolicyKind::ModelAccess(_) => false,
+    });
+    let input = if counts_tokens {
+        facts.input_tokens.get()
+    } else {
+        0
+    };
+    let cost = price.cost(input, facts.max_output_tokens);
+    let clamp_min = price.cost(input, 1);
+    let tokens = input.saturating_add(facts.max_output_tokens);
     let key_id = who.key.id.as_str();
     let mut plan = Plan {
         req: AdmitRequest {
@@ -1283,7 +1339,7 @@ fn rejection_error(
                      output tokens from `max_tokens`): it can never fit; lower `max_tokens` or shorten the input",
                     check.limit_per_minute,
                     check.amount,
-                    facts.input_tokens,
+                    facts.input_tokens.get(),
                     facts.max_output_tokens
                 ),
                 Unit::Tokens => format!(
@@ -1363,9 +1419,9 @@ fn budget_error(
 ) -> ApiError {
     let price = facts.model.price;
     let remaining = state.remaining();
-    let input_cost = price.cost(facts.input_tokens, 0);
+    let input_cost = price.cost(facts.input_tokens.get(), 0);
     let fit = price
-        .affordable_output_tokens(remaining, facts.input_tokens)
+        .affordable_output_tokens(remaining, facts.input_tokens.get())
         .min(facts.max_output_tokens);
     let hint = if input_cost < remaining && fit >= 1 {
         format!(" Lowering `max_tokens` to {fit} would fit the ${remaining} left.")
@@ -1397,7 +1453,7 @@ fn budget_error(
         state.spent.saturating_add(state.reserved),
         state.spent,
         state.reserved,
-        facts.input_tokens,
+        facts.input_tokens.get(),
         facts.max_output_tokens,
         facts.model.name,
     );

@@ -194,7 +194,7 @@ fn facts<'a>(m: &'a ModelConfig, input: u64, max_out: u64, body: &'a [u8]) -> Re
     RequestFacts {
         request_id: "req",
         model: m,
-        input_tokens: input,
+        input_tokens: InputTokens::known(input),
         max_output_tokens: max_out,
         body,
     }
@@ -1778,5 +1778,48 @@ mod redis {
         let restarted = gateway(redis_counters(&ns).await, &store);
         let report = restarted.budgets(&cfg, None).await.unwrap();
         assert_eq!(report[0].spent_usd, 0.003);
+    }
+}
+
+/// Counting input tokens costs a BPE pass (and its tables' memory): only
+/// budgets and token limits need it, so other keys never pay for it.
+#[tokio::test]
+async fn input_tokens_are_counted_only_for_budgets_and_token_limits() {
+    let env = env().await;
+    let m = model();
+    let cfg = config(
+        vec![
+            rate("rpm-only", Some(1000), None, Some(10)),
+            loop_guard("guard", 100, 60, OnTrip::Throttle),
+            rate("tpm", None, Some(1_000_000), None),
+            budget("cap", 10.0, Period::Daily),
+        ],
+        vec![
+            team("cheap", &["rpm-only", "guard"]),
+            team("tokens", &["tpm"]),
+            team("money", &["cap"]),
+        ],
+        &[],
+    );
+    for (team, counted) in [("cheap", false), ("tokens", true), ("money", true)] {
+        let k = key(&format!("k-{team}"), team);
+        store_key(&env, &k).await;
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let count = || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            IN
+        };
+        let f = RequestFacts {
+            input_tokens: InputTokens::lazy(&count),
+            ..facts(&m, 0, OUT, b"{}")
+        };
+        let admitted = env.engine.admit(&cfg, &subject(&k), &f).await.unwrap();
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::Relaxed),
+            u32::from(counted),
+            "team {team}"
+        );
+        assert_eq!(f.input_tokens.counted().is_some(), counted, "team {team}");
+        env.engine.settle(&cfg, admitted, &usage(IN, OUT)).await;
     }
 }

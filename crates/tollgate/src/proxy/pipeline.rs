@@ -17,7 +17,8 @@ use super::{body, forward, stream, validate};
 use crate::config::{Config, ModelConfig};
 use crate::error::ApiError;
 use crate::policy::{
-    Admitted, BUDGET_REMAINING_HEADER, Outcome, RequestFacts, Settled, Subject, estimate,
+    Admitted, BUDGET_REMAINING_HEADER, InputTokens, Outcome, RequestFacts, Settled, Subject,
+    estimate,
 };
 use crate::providers::{Endpoint, UpstreamResponse, Usage, translate};
 use crate::state::{Runtime, SharedState};
@@ -61,7 +62,11 @@ pub(super) async fn handle(
         model: String::new(),
         provider: String::new(),
         provider_model: String::new(),
-        input_tokens: 0,
+        input: InputCount {
+            ingress,
+            body: Bytes::new(),
+            counted: None,
+        },
         started,
         upstream: Duration::ZERO,
         admitted: None,
@@ -113,6 +118,7 @@ async fn proxy(
     let endpoint = ingress.endpoint();
     books.team = books.state.keys.team(&books.key.team).await?;
     let bytes = body::read(headers, raw, config.max_body_bytes).await?;
+    books.input.body = bytes.clone();
     let mut req = match ingress {
         Ingress::OpenAi(_) => body::json_object(&bytes)?,
         Ingress::Anthropic => {
@@ -142,7 +148,7 @@ async fn proxy(
         .first()
         .map(|t| t.model.as_str())
         .unwrap_or(&model.name);
-    books.input_tokens = estimate::input_tokens(endpoint, &req, model, first_model);
+    let count_input = || estimate::input_tokens(endpoint, &req, model, first_model);
     // Every choice of `n` (or `best_of`) is billed: the worst case covers them all.
     let max_output = match endpoint {
         Endpoint::Embeddings => 0,
@@ -156,11 +162,13 @@ async fn proxy(
     let facts = RequestFacts {
         request_id: &books.request_id,
         model,
-        input_tokens: books.input_tokens,
+        input_tokens: InputTokens::lazy(&count_input),
         max_output_tokens: max_output,
         body: &bytes,
     };
-    let mut admitted = books.state.policy.admit(config, &who, &facts).await?;
+    let admitted = books.state.policy.admit(config, &who, &facts).await;
+    books.input.counted = facts.input_tokens.counted();
+    let mut admitted = admitted?;
     if let Some(total) = admitted.clamp_max_tokens {
         // The clamp covers all choices together; `max_tokens` is per choice.
         let field = parsed.max_tokens.map_or("max_tokens", |(f, _)| f);
@@ -284,7 +292,7 @@ pub(super) struct Books {
     pub model: String,
     pub provider: String,
     pub provider_model: String,
-    pub input_tokens: u64,
+    pub input: InputCount,
     pub started: Instant,
     /// Time spent waiting for the provider's answer (its head, for streams).
     pub upstream: Duration,
@@ -296,6 +304,15 @@ pub(super) struct Books {
     /// The request went to a provider, which may bill its prompt.
     pub forwarded: bool,
     closed: bool,
+}
+
+/// The request's input tokens: counted at admission when a policy needed
+/// them, else only if billing does (an answer that came without usage).
+pub(super) struct InputCount {
+    ingress: Ingress,
+    /// The client's body as read (shared, not copied).
+    body: Bytes,
+    counted: Option<u64>,
 }
 
 /// Books dropped before they were closed: the handler was cancelled, which
@@ -313,7 +330,11 @@ impl Drop for Books {
             (499, "client_closed")
         };
         let usage = Usage {
-            prompt_tokens: if self.forwarded { self.input_tokens } else { 0 },
+            prompt_tokens: if self.forwarded {
+                self.input_tokens()
+            } else {
+                0
+            },
             ..Usage::default()
         };
         self.close_now(status, usage, Some(code));
@@ -323,6 +344,31 @@ impl Drop for Books {
 impl Books {
     fn model_config(&self) -> Option<&ModelConfig> {
         self.config.model(&self.model)
+    }
+
+    /// The input estimate: the one admission counted, else counted now
+    /// from the body (a body that does not parse here never got this far).
+    pub fn input_tokens(&self) -> u64 {
+        if let Some(n) = self.input.counted {
+            return n;
+        }
+        let Some(model) = self.model_config() else {
+            return 0;
+        };
+        let req = body::json_object(&self.input.body)
+            .ok()
+            .and_then(|m| match self.input.ingress {
+                Ingress::OpenAi(_) => Some(m),
+                Ingress::Anthropic => translate::messages_to_openai(&Value::Object(m)).ok(),
+            });
+        req.map_or(0, |req| {
+            estimate::input_tokens(
+                self.input.ingress.endpoint(),
+                &req,
+                model,
+                &self.provider_model,
+            )
+        })
     }
 
     /// Tokens of generated text, for answers that came without usage.
@@ -368,7 +414,7 @@ impl Books {
             }
         }
         Usage {
-            prompt_tokens: self.input_tokens,
+            prompt_tokens: self.input_tokens(),
             completion_tokens: self.text_tokens(&text),
             cached_tokens: 0,
         }

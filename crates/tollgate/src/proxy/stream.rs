@@ -176,7 +176,7 @@ impl Metered {
             return;
         };
         let usage = self.usage.unwrap_or_else(|| Usage {
-            prompt_tokens: books.input_tokens,
+            prompt_tokens: books.input_tokens(),
             completion_tokens: books.text_tokens(&self.text),
             cached_tokens: 0,
         });

@@ -133,6 +133,13 @@ async fn client_hanging_up_mid_stream_is_still_billed() {
         "tokens sent before the hang-up are billed"
     );
     assert!(rows[0].completion_tokens < 200);
+    // No policy counted the prompt at admission (the key has none): it is
+    // counted from the body now, never billed as zero.
+    assert!(
+        rows[0].prompt_tokens >= 5,
+        "the prompt is billed: {:?}",
+        rows[0]
+    );
     assert!(rows[0].cost.0 > 0);
 }
 
