@@ -480,10 +480,16 @@ impl Books {
         self.observe(status, usage, settled.cost, error_code, latency);
 
         let admitted = self.admitted.take();
-        // Only errors the key keeps making feed its streak: not a client
-        // hanging up, nor a failure of the gateway's own (a store outage
-        // must not leave keys throttled as looping once it is over).
-        let feeds_streak = !matches!(error_code, Some("client_closed" | "internal_error"));
+        // Only the key's own mistakes (4xx) build its error streak, and a
+        // success ends it. A client hanging up is not a mistake, and a
+        // failure of the provider or of the gateway (5xx) is not the key's
+        // doing: an outage must not leave keys throttled as looping once it
+        // is over.
+        let feeds_streak = match error_code {
+            None => true,
+            Some("client_closed") => false,
+            Some(_) => (400..500).contains(&status),
+        };
         let tasks = self.state.tasks.clone();
         let (state, config, key, team) = (
             self.state.clone(),

@@ -238,6 +238,34 @@ async fn a_loop_on_a_malformed_payload_is_throttled_after_the_streak() {
     assert_eq!(h.mock.calls(), 0);
 }
 
+/// A provider outage is not the key's doing: its 5xx answers neither build
+/// an error streak nor leave the key throttled as looping once the
+/// provider is back. (Distinct bodies: the identical-body guard is not
+/// what is tested here.)
+#[tokio::test]
+async fn a_provider_outage_does_not_trip_the_error_streak() {
+    let tail = "policies:\n  - name: lg\n    type: loop-guard\n    config: { max_identical: 3, window_seconds: 60 }\ndefaults:\n  policies: [lg]\n";
+    let h = Harness::start(tail).await;
+    let (_, key) = h.key(json!({})).await;
+    h.mock.set_failure(mock_provider::FailureMode::Status(
+        500,
+        "{\"error\":{\"message\":\"overloaded\"}}".into(),
+    ));
+    for i in 0..10 {
+        let (status, code, _) =
+            error_code(h.chat(&key, &chat_body(&format!("try {i}"))).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (502, "upstream_error"),
+            "attempt {i}"
+        );
+        h.settled().await;
+    }
+    h.mock.set_failure(mock_provider::FailureMode::None);
+    let resp = h.chat(&key, &chat_body("the provider is back")).await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+}
+
 #[tokio::test]
 async fn shadow_rate_limit_and_loop_guard_let_everything_through() {
     let tail = "policies:\n  - name: slow\n    type: rate-limit\n    mode: shadow\n    config: { requests_per_minute: 2 }\n  - name: lg\n    type: loop-guard\n    mode: shadow\n    config: { max_identical: 2, window_seconds: 60 }\n  - name: narrow\n    type: model-access\n    mode: shadow\n    config: { allow: [\"other-*\"] }\nteams:\n  - id: t1\n    policies: [slow, lg, narrow]\n";
