@@ -152,6 +152,19 @@ impl Harness {
             .expect("request reaches the gateway")
     }
 
+    /// `GET /v1/models` with a virtual key, as JSON.
+    pub async fn models(&self, key: &str) -> Value {
+        self.http
+            .get(format!("{}/v1/models", self.url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request reaches the gateway")
+            .json()
+            .await
+            .expect("/v1/models answers JSON")
+    }
+
     pub async fn chat(&self, key: &str, body: &Value) -> reqwest::Response {
         self.post("/v1/chat/completions", key, body).await
     }

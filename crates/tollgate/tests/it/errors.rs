@@ -99,16 +99,7 @@ async fn model_outside_the_keys_access_is_403() {
     assert_eq!(h.chat(&key, &chat_body("x")).await.status(), 200);
     assert_eq!(h.mock.calls(), 1);
     // `/v1/models` lists only what the key may use.
-    let models: serde_json::Value = h
-        .http
-        .get(format!("{}/v1/models", h.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = h.models(&key).await;
     let ids: Vec<_> = models["data"]
         .as_array()
         .unwrap()

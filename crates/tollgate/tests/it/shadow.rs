@@ -129,16 +129,7 @@ async fn shadow_model_access_passes_traffic_and_logs_what_it_would_have_rejected
     want.extend(none(1));
     assert_eq!(logged(&h, &id).await, want);
     // `/v1/models` still lists what the shadow policy would refuse.
-    let models: Value = h
-        .http
-        .get(format!("{}/v1/models", h.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = h.models(&key).await;
     assert!(models.to_string().contains("gpt-4o-mini"), "{models}");
 }
 
