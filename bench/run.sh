@@ -13,6 +13,7 @@
 #   --quick            short loads: checks the script, not the numbers
 # Environment knobs:
 #   N_C1=2000 DUR_C64=10 C_HIGH=64 DUR_STREAM=10 C_STREAM=16 WARMUP=300 CHUNKS=16
+#   BUSY_POLL_US (unset: the gateway's default)
 #   BENCH_PROFILE=release   (dev = debug binaries: only to test the script, numbers meaningless)
 #   REDIS_URL=redis://127.0.0.1:6379   BENCH_SCENARIOS (as --scenarios)
 #   TOLLGATE_ADMIN_KEY      admin key of the gateway it starts (default: random)
@@ -157,6 +158,7 @@ listen: 127.0.0.1:$port
 admin_key: \${TOLLGATE_ADMIN_KEY}
 store: sqlite://tollgate.db
 counters: $counters
+${BUSY_POLL_US:+busy_poll_us: $BUSY_POLL_US}
 providers:
   - name: mock
     kind: openai

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AdminKey, KeyCache, key};
+use crate::busy_poll::BusyPoll;
 use crate::cli::ServeOptions;
 use crate::config::{self, Config, CountersConfig};
 use crate::counters::Counters;
@@ -51,9 +52,10 @@ pub enum StartError {
 }
 
 /// The router with every layer, outermost first:
-/// 1. `request_id`: generates the request id, puts it in the request's
-///    extensions (`RequestId`) and on every response as `x-request-id`,
-///    including errors and 404s.
+/// 1. `request_id`: opens the busy-poll window (`crate::busy_poll`),
+///    generates the request id, puts it in the request's extensions
+///    (`RequestId`) and on every response as `x-request-id`, including
+///    errors and 404s.
 /// 2. the routes: `/v1/*` (proxy, authenticated by virtual key inside its
 ///    handlers because the error format depends on the route) and, unless
 ///    `admin_listen` moves them, `/admin/*`, `/healthz`, `/readyz`, `/metrics`.
@@ -69,7 +71,7 @@ pub fn app(state: SharedState, with_admin: bool) -> Router {
     router
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state)
 }
 
@@ -77,7 +79,7 @@ pub fn app(state: SharedState, with_admin: bool) -> Router {
 pub fn admin_app(state: SharedState) -> Router {
     admin_router()
         .fallback(not_found)
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state)
 }
 
@@ -89,11 +91,14 @@ fn admin_router() -> Router<SharedState> {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-async fn request_id(mut req: Request, next: Next) -> Response {
+async fn request_id(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
+    state.busy_poll.touch();
     let id = uuid::Uuid::now_v7().simple().to_string();
     let header = HeaderValue::from_str(&id).ok();
     req.extensions_mut().insert(RequestId(id));
     let mut resp = next.run(req).await;
+    // Again as the answer leaves: a client's next request follows it closely.
+    state.busy_poll.touch();
     if let Some(h) = header {
         resp.headers_mut().insert("x-request-id", h);
     }
@@ -207,6 +212,7 @@ pub async fn build_state(
     let http = providers::http_client();
     let keys = KeyCache::new(store.clone());
     let ledger = LedgerWriter::spawn(store.clone(), LedgerOptions::default());
+    let busy_poll = BusyPoll::new(config.busy_poll);
     let policy = PolicyEngine::new(
         counters.clone(),
         store.clone(),
@@ -227,6 +233,7 @@ pub async fn build_state(
         config_path,
         http,
         tasks: TaskTracker::new(),
+        busy_poll,
         metrics: metrics_handle(),
     }))
 }
@@ -240,6 +247,7 @@ pub fn reload(state: &AppState) -> Result<(), String> {
     };
     let env = |k: &str| std::env::var(k).ok();
     let config = config::load_file(path, &env).map_err(|e| e.to_string())?;
+    state.busy_poll.set_window(config.busy_poll);
     state.runtime.store(Arc::new(runtime(config, &state.http)));
     tracing::info!(path = %path.display(), "config reloaded");
     Ok(())
@@ -299,6 +307,7 @@ pub async fn start(
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let shutdown = CancellationToken::new();
+    tokio::spawn(Arc::clone(&state.busy_poll).run(shutdown.clone()));
     let main = serve_on(
         listener,
         app(state.clone(), admin_listener.is_none()),

@@ -42,6 +42,8 @@ pub struct AppState {
     /// (settling a stream whose client hung up, ledger rows); shutdown waits
     /// for them.
     pub tasks: tokio_util::task::TaskTracker,
+    /// Keeps the runtime polling for a moment after each request.
+    pub busy_poll: Arc<crate::busy_poll::BusyPoll>,
     /// Renders `/metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }

@@ -76,6 +76,7 @@ fn test_config() -> Config {
         max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         log_bodies: false,
         drain_timeout: std::time::Duration::from_secs(5),
+        busy_poll: std::time::Duration::ZERO,
         providers: vec![],
         models: vec![],
         policies: vec![Policy {
@@ -142,6 +143,7 @@ async fn harness_with(
         config_path,
         http,
         tasks: tokio_util::task::TaskTracker::new(),
+        busy_poll: crate::busy_poll::BusyPoll::new(std::time::Duration::ZERO),
         metrics: None,
     });
     Harness { state, clock }

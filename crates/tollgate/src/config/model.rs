@@ -24,6 +24,9 @@ pub struct Config {
     pub log_bodies: bool,
     /// How long SIGTERM waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// How long the runtime busy-polls after each request; zero: never
+    /// (see `crate::busy_poll`).
+    pub busy_poll: Duration,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
     pub policies: Vec<Policy>,

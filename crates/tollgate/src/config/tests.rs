@@ -646,8 +646,10 @@ fn top_level_options() {
 max_body_bytes: 1048576
 log_bodies: false
 drain_timeout_s: 5
+busy_poll_us: 50
 ";
     let config = load_str(text, "t.yaml", &no_env).unwrap();
+    assert_eq!(config.busy_poll, Duration::from_micros(50));
     assert_eq!(config.counters_unavailable, CountersUnavailable::AllowLocal);
     assert_eq!(config.max_body_bytes, 1_048_576);
     assert!(!config.log_bodies);
@@ -665,19 +667,21 @@ drain_timeout_s: 5
     assert_eq!(defaults.counters_unavailable, CountersUnavailable::Reject);
     assert!(!defaults.log_bodies);
     assert_eq!(defaults.drain_timeout, Duration::from_secs(30));
+    assert_eq!(defaults.busy_poll, Duration::from_micros(200));
     assert!(
         defaults.providers.is_empty() && defaults.models.is_empty() && defaults.teams.is_empty()
     );
 
     assert_eq!(
         problems(
-            "counters_unavailable: open\nmax_body_bytes: 1.5\nlog_bodies: maybe\ndrain_timeout_s: -1\n"
+            "counters_unavailable: open\nmax_body_bytes: 1.5\nlog_bodies: maybe\ndrain_timeout_s: -1\nbusy_poll_us: 20000\n"
         ),
         [
             "1: counters_unavailable: `open` is not one of reject, allow_local",
             "2: max_body_bytes: `1.5` is not a whole number",
             "3: log_bodies: `maybe` is not `true` or `false`",
             "4: drain_timeout_s: `-1` is not a number of seconds (0 or more)",
+            "5: busy_poll_us: `20000` is above the maximum of 10000 (a longer spin only burns CPU; 0 turns busy-polling off)",
         ]
     );
 }
@@ -945,7 +949,7 @@ fn yaml_error_messages_name_the_key_path() {
     assert_eq!(
         problems("lsiten: 127.0.0.1:4000\n"),
         [
-            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, providers, models, policies, teams, defaults, alerts"
+            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, providers, models, policies, teams, defaults, alerts"
         ]
     );
     assert_eq!(
@@ -1040,7 +1044,7 @@ alerts: { webhook: 'http://x' }
     assert_eq!(
         problems(text),
         [
-            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, providers, models, policies, teams, defaults, alerts",
+            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, providers, models, policies, teams, defaults, alerts",
             "3: providers[0]: unknown key `timeout`; expected one of name, kind, base_url, api_key, timeout_s, api_version",
             "6: models[0].targets[0]: unknown key `modle`; expected one of provider, model, weight",
             "7: models[0].price: unknown key `input`; expected one of input_per_mtok, output_per_mtok, cached_input_per_mtok",
@@ -1055,7 +1059,7 @@ alerts: { webhook: 'http://x' }
         problems("providers: 5\nlisten_addr: x\n"),
         [
             "1: providers: expected a list (`- item` lines or `[a, b]`)",
-            "2: unknown top-level key `listen_addr`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, providers, models, policies, teams, defaults, alerts",
+            "2: unknown top-level key `listen_addr`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, providers, models, policies, teams, defaults, alerts",
         ]
     );
 }

@@ -27,6 +27,9 @@ pub(crate) const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub(crate) const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com/v1";
 /// Azure OpenAI's current GA data-plane `api-version`.
 pub(crate) const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
+/// Longest busy-poll window: past a few milliseconds the provider's own
+/// latency dominates and spinning only burns CPU.
+const MAX_BUSY_POLL_US: u64 = 10_000;
 const DEFAULT_THRESHOLDS: [f64; 3] = [0.5, 0.8, 1.0];
 
 const COST_LIMIT_KEYS: &[&str] = &["limit_usd", "period", "action", "on_insufficient"];
@@ -417,6 +420,20 @@ impl<'e> Validator<'e> {
             .drain_timeout_s
             .as_ref()
             .map(|v| self.seconds(v, "drain_timeout_s", true));
+        let busy_poll = raw.busy_poll_us.as_ref().map(|v| {
+            let us = self.whole(v, "busy_poll_us", 0)?;
+            if us > MAX_BUSY_POLL_US {
+                self.error(
+                    line_of(v),
+                    format!(
+                        "busy_poll_us: `{us}` is above the maximum of {MAX_BUSY_POLL_US} \
+                         (a longer spin only burns CPU; 0 turns busy-polling off)"
+                    ),
+                );
+                return None;
+            }
+            Some(Duration::from_micros(us))
+        });
 
         let providers = self.providers(raw.providers.as_deref().unwrap_or_default());
         let provider_names: Vec<String> = raw
@@ -452,6 +469,7 @@ impl<'e> Validator<'e> {
             max_body_bytes: present(max_body_bytes)?.unwrap_or(DEFAULT_MAX_BODY_BYTES),
             log_bodies: present(log_bodies)?.unwrap_or(false),
             drain_timeout: present(drain_timeout)?.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+            busy_poll: present(busy_poll)?.unwrap_or(crate::busy_poll::DEFAULT_WINDOW),
             providers: providers?,
             models: models?,
             policies: policies?,

@@ -108,6 +108,7 @@ fn config(policies: Vec<Policy>, teams: Vec<TeamConfig>, defaults: &[&str]) -> C
         max_body_bytes: 1 << 20,
         log_bodies: false,
         drain_timeout: StdDuration::from_secs(1),
+        busy_poll: StdDuration::ZERO,
         providers: vec![],
         models: vec![model()],
         policies,

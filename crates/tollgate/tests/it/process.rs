@@ -460,3 +460,51 @@ async fn without_an_admin_key_one_is_generated_printed_once_and_only_its_hash_ke
     signal(&p2.child, "-TERM");
     assert!(p2.child.wait().unwrap().success());
 }
+
+/// User + system CPU time of a process, in clock ticks (`/proc/PID/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 here.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn busy_polling_stops_once_requests_stop() {
+    let mock = MockProvider::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("tollgate.db").display());
+    // The longest window there is, so that a spinner that never stops
+    // would be plain in the figures.
+    let yaml = format!(
+        "busy_poll_us: 10000\n{}",
+        config_yaml(&mock.base_url(), &store, "")
+    );
+    let mut p = spawn(dir.path(), &yaml, "gateway.log");
+    let http = reqwest::Client::new();
+    let key = create_key(&http, &p.url, json!({"team": "t1"})).await;
+    for _ in 0..20 {
+        let resp = http
+            .post(format!("{}/v1/chat/completions", p.url))
+            .bearer_auth(&key)
+            .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pid = p.child.id();
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_ticks(pid) - before;
+    // 100 ticks would be one core spinning the whole second.
+    assert!(
+        used <= 10,
+        "an idle gateway used {used} ticks of CPU in one second"
+    );
+    signal(&p.child, "-TERM");
+    assert!(p.child.wait().unwrap().success());
+}
