@@ -438,9 +438,10 @@ impl Books {
 
     /// Writes the ledger row, the metrics and the request's log line, and
     /// returns the cost and the budget left. The counter work — settling the
-    /// reservation, feeding the error-streak guard — runs on a tracked task
-    /// after the answer: a client never waits for it (on Redis, one round
-    /// trip), and shutdown still waits for it to finish.
+    /// reservation, feeding the error-streak guard — never makes the client
+    /// wait: in-process counters finish it on the spot, and what has to wait
+    /// (on Redis, one round trip) goes on a tracked task that shutdown still
+    /// waits for.
     pub fn close(mut self, status: u16, usage: Usage, error_code: Option<&str>) -> Settled {
         self.close_now(status, usage, error_code)
     }
@@ -518,14 +519,7 @@ impl Books {
             };
             tokio::join!(settle, streak);
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                tasks.spawn_on(counters_work, &handle);
-            }
-            Err(_) => tracing::error!(
-                "a request closed outside the runtime: its reservation is not settled"
-            ),
-        }
+        finish_or_track(&tasks, counters_work);
         settled
     }
 
@@ -576,5 +570,28 @@ impl Books {
             error_code = error_code.unwrap_or(""),
             "request"
         );
+    }
+}
+
+/// Runs `work` as far as it goes without waiting, and hands the rest, if
+/// any, to a tracked task. In-process counters settle in one poll, so the
+/// common case spawns nothing: a spawned task costs an allocation and
+/// often the wake-up of another worker thread, more than the settlement.
+fn finish_or_track(
+    tasks: &tokio_util::task::TaskTracker,
+    work: impl Future<Output = ()> + Send + 'static,
+) {
+    // Counter futures may arm timers: polling one outside the runtime panics.
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        tracing::error!("a request closed outside the runtime: its reservation is not settled");
+        return;
+    };
+    let mut work = Box::pin(work);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if work.as_mut().poll(&mut cx).is_pending() {
+        // The task polls it again at once, registering a real waker; a
+        // future re-checks its state on every poll, so nothing that became
+        // ready in between is missed.
+        tasks.spawn_on(work, &handle);
     }
 }

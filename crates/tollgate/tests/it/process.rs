@@ -20,6 +20,16 @@ pub struct Proc {
     pub banner: Vec<String>,
 }
 
+/// A test that fails half-way must not leave its gateway running.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Starts `tollgate serve --config FILE` and waits for its listening line.
 pub fn spawn(dir: &Path, yaml: &str, log_name: &str) -> Proc {
     let cfg = dir.join("tollgate.yaml");
@@ -218,9 +228,7 @@ async fn sigkill_loses_at_most_the_last_second_and_budgets_survive() {
         (remaining - expected).abs() < 1e-6,
         "remaining {remaining} vs {expected}; budgets: {budgets}"
     );
-    let mut child = p2.child;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(p2); // kills it
 }
 
 #[tokio::test]
