@@ -743,6 +743,35 @@ async fn writer_flushes_on_interval_and_full_batch(store: Arc<dyn Store>) {
     handle.shutdown().await;
 }
 
+/// A steady trickle of rows goes out as one transaction per interval, not
+/// one per write: written back to back, each small transaction re-wrote
+/// the same index pages and cost more than the rows themselves.
+async fn writer_paces_a_steady_trickle_to_one_batch_per_interval(store: Arc<dyn Store>) {
+    let flaky = Flaky::new(store);
+    let handle = LedgerWriter::spawn(
+        flaky.clone(),
+        opts(1000, Duration::from_millis(100), 1_000_000),
+    );
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    for row in numbered(500, "trickle") {
+        handle.record(row);
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let took = started.elapsed();
+    handle.flush().await;
+    assert_eq!(ledger_count(flaky.as_ref()).await, sent);
+    let calls = flaky.ledger_calls.load(Ordering::SeqCst);
+    // One write per 100 ms interval, the first at once, the flush's last.
+    let most = took.as_millis() / 100 + 3;
+    assert!(
+        (calls as u128) <= most,
+        "{calls} writes for {sent} rows over {took:?} (at most {most})"
+    );
+    handle.shutdown().await;
+}
+
 /// SPEC §6: a SIGKILL loses at most the last second of ledger rows, so with
 /// the default options a recorded row is durable well within a second
 /// without anyone calling flush().
@@ -1013,6 +1042,7 @@ suite!(
     settings_round_trip,
     writer_batches_rows,
     writer_flushes_on_interval_and_full_batch,
+    writer_paces_a_steady_trickle_to_one_batch_per_interval,
     writer_shutdown_flushes,
     writer_default_options_make_rows_durable_within_a_second,
     writer_survives_store_outage,
