@@ -2,8 +2,9 @@
 //! [`LedgerHandle::record`], which only appends to an in-memory queue; one
 //! background task writes the queue to the store in batches (one multi-row
 //! statement per batch), at most once per `flush_interval` unless `max_batch`
-//! rows wait or a flush is asked for. A SIGKILL therefore loses at most one interval of rows (200 ms
-//! by default, inside the 1 s bound of SPEC §6).
+//! rows wait or a flush is asked for. A SIGKILL therefore loses at most one
+//! interval of rows plus one write's duration (200 ms by default and a few
+//! ms, inside the 1 s bound of SPEC §6).
 //!
 //! When the store fails, the batch in flight is retried whole, with backoff,
 //! until the store returns; rows recorded meanwhile wait behind it in order.
