@@ -538,6 +538,43 @@ pub(super) async fn streaks_trip_on_repeated_errors(c: Arc<dyn Counters>) {
     granted(admit(&*c, &req).await);
 }
 
+/// A success settles and ends the key's error streaks in one call.
+pub(super) async fn a_successful_settlement_ends_the_streaks(c: Arc<dyn Counters>) {
+    for _ in 0..2 {
+        assert!(
+            !c.record_outcome("s", Some("e400"), 2, 60_000)
+                .await
+                .unwrap()
+        );
+    }
+    let mut req = request("ok", 30);
+    req.budgets = vec![budget("b", 100, 30)];
+    req.streaks = vec![streak("s")];
+    seed(&*c, &req).await;
+    let g = granted(admit(&*c, &req).await);
+    let actual = Actual {
+        cost: NanoUsd(10),
+        tokens: 5,
+    };
+    c.settle_success(&req, &g, actual).await.unwrap();
+    // Settled like any settlement...
+    assert_eq!(read(&*c, "b").await, state(100, 10, 0));
+    // ...and the streak starts over: the third error in a row trips max = 2,
+    // counting from the success.
+    for _ in 0..2 {
+        assert!(
+            !c.record_outcome("s", Some("e400"), 2, 60_000)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        c.record_outcome("s", Some("e400"), 2, 60_000)
+            .await
+            .unwrap()
+    );
+}
+
 /// 1,000 concurrent admits against a budget that fits exactly 50.
 pub(super) async fn concurrent_admits_never_overshoot(c: Arc<dyn Counters>) {
     c.seed_budget("cap", NanoUsd(0), None).await.unwrap();
@@ -621,6 +658,7 @@ macro_rules! conformance_tests {
             parallel_slots_are_held_until_settled,
             loops_reject_after_max_identical,
             streaks_trip_on_repeated_errors,
+            a_successful_settlement_ends_the_streaks,
             concurrent_admits_never_overshoot,
             concurrent_holders_never_exceed_max_parallel
         );

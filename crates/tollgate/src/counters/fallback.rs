@@ -63,6 +63,27 @@ impl Counters for LocalFallback {
         self.primary.settle(req, grant, actual).await
     }
 
+    async fn settle_success(
+        &self,
+        req: &AdmitRequest,
+        grant: &Grant,
+        actual: Actual,
+    ) -> Result<(), CountersError> {
+        if self.local_grants.remove(&req.request_id).is_some() {
+            let settled = self.local.settle(req, grant, actual).await;
+            // Streaks go wherever `record_outcome` finds them.
+            super::end_streaks(self, req).await;
+            return settled;
+        }
+        match self.primary.settle_success(req, grant, actual).await {
+            Err(e) => {
+                super::end_streaks(&self.local, req).await;
+                Err(e)
+            }
+            ok => ok,
+        }
+    }
+
     async fn seed_budget(
         &self,
         key: &str,

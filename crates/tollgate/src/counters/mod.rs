@@ -200,6 +200,21 @@ pub trait Counters: Send + Sync + 'static {
         actual: Actual,
     ) -> Result<(), CountersError>;
 
+    /// [`Counters::settle`] for a request that succeeded, which also ends
+    /// the key's error streaks (`req.streaks`) as [`Counters::record_outcome`]
+    /// with no error code does. A backend that can do both in one call
+    /// (Redis: one script instead of two) overrides it.
+    async fn settle_success(
+        &self,
+        req: &AdmitRequest,
+        grant: &Grant,
+        actual: Actual,
+    ) -> Result<(), CountersError> {
+        let settled = self.settle(req, grant, actual).await;
+        end_streaks(self, req).await;
+        settled
+    }
+
     /// Creates a budget counter with `spent` if it does not exist yet (a
     /// live counter is left as it is): how spend from the ledger is restored
     /// after [`Admission::Unseeded`].
@@ -229,4 +244,15 @@ pub trait Counters: Send + Sync + 'static {
 
     /// For `/readyz`.
     async fn ping(&self) -> Result<(), CountersError>;
+}
+
+/// Ends the error streaks of `req` (a success), on whatever counters answer.
+/// A failure only costs the streak's reset, so it is logged, not returned.
+pub(crate) async fn end_streaks<C: Counters + ?Sized>(counters: &C, req: &AdmitRequest) {
+    for s in &req.streaks {
+        // `max` and the window only matter for an error.
+        if let Err(e) = counters.record_outcome(&s.key, None, 0, 0).await {
+            tracing::warn!(error = %e, request_id = %req.request_id, "cannot end an error streak");
+        }
+    }
 }

@@ -26,7 +26,7 @@ use redis::{Script, ScriptInvocation};
 
 use super::{
     Actual, Admission, AdmitRequest, BudgetState, Counters, CountersError, Grant, RateState,
-    RejectReason, Rejection, TOKENS_RATE_SUFFIX,
+    RejectReason, Rejection, StreakCheck, TOKENS_RATE_SUFFIX,
 };
 use crate::types::{Clock, NanoUsd};
 
@@ -55,6 +55,46 @@ struct Scripts {
 }
 
 impl RedisCounters {
+    /// One `settle.lua` call; `streaks` are the error streaks a success ends.
+    async fn settle_ending_streaks(
+        &self,
+        req: &AdmitRequest,
+        grant: &Grant,
+        actual: Actual,
+        streaks: &[StreakCheck],
+    ) -> Result<(), CountersError> {
+        let tokens: Vec<_> = req
+            .rates
+            .iter()
+            .filter(|r| r.key.ends_with(TOKENS_RATE_SUFFIX))
+            .collect();
+        let mut call = self.scripts.settle.prepare_invoke();
+        call.arg(grant.reserved.0)
+            .arg(actual.cost.0)
+            .arg(actual.tokens)
+            .arg(&req.request_id)
+            .arg(req.budgets.len())
+            .arg(tokens.len())
+            .arg(req.parallel.len())
+            .arg(streaks.len());
+        for b in &req.budgets {
+            call.key(self.key("b", &b.key));
+        }
+        for r in tokens {
+            call.key(self.key("r", &r.key))
+                .arg(r.limit_per_minute)
+                .arg(r.amount);
+        }
+        for p in &req.parallel {
+            call.key(self.key("p", &p.key));
+        }
+        for s in streaks {
+            call.key(self.key("s", &s.key));
+        }
+        let _: i64 = self.run(&call).await?;
+        Ok(())
+    }
+
     /// Connects to `url` (`redis://[:password@]host:port[/db]`). Fails with
     /// [`CountersError::Unavailable`] if Redis cannot be reached now; once
     /// connected, the connection manager reconnects by itself.
@@ -290,32 +330,17 @@ impl Counters for RedisCounters {
         grant: &Grant,
         actual: Actual,
     ) -> Result<(), CountersError> {
-        let tokens: Vec<_> = req
-            .rates
-            .iter()
-            .filter(|r| r.key.ends_with(TOKENS_RATE_SUFFIX))
-            .collect();
-        let mut call = self.scripts.settle.prepare_invoke();
-        call.arg(grant.reserved.0)
-            .arg(actual.cost.0)
-            .arg(actual.tokens)
-            .arg(&req.request_id)
-            .arg(req.budgets.len())
-            .arg(tokens.len())
-            .arg(req.parallel.len());
-        for b in &req.budgets {
-            call.key(self.key("b", &b.key));
-        }
-        for r in tokens {
-            call.key(self.key("r", &r.key))
-                .arg(r.limit_per_minute)
-                .arg(r.amount);
-        }
-        for p in &req.parallel {
-            call.key(self.key("p", &p.key));
-        }
-        let _: i64 = self.run(&call).await?;
-        Ok(())
+        self.settle_ending_streaks(req, grant, actual, &[]).await
+    }
+
+    async fn settle_success(
+        &self,
+        req: &AdmitRequest,
+        grant: &Grant,
+        actual: Actual,
+    ) -> Result<(), CountersError> {
+        self.settle_ending_streaks(req, grant, actual, &req.streaks)
+            .await
     }
 
     async fn seed_budget(

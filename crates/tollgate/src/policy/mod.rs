@@ -554,8 +554,9 @@ impl PolicyEngine {
         })
     }
 
-    /// Settles to the actual usage; never fails (logs counter errors); fires
-    /// alerts off the request path.
+    /// Settles to the actual usage, and for a success ends the key's error
+    /// streaks too (so the caller need not [`Self::record_outcome`] it);
+    /// never fails (logs counter errors); fires alerts off the request path.
     pub async fn settle(&self, config: &Config, admitted: Admitted, outcome: &Outcome) -> Settled {
         let settled = admitted.settled(outcome);
         let tokens = outcome
@@ -565,11 +566,16 @@ impl PolicyEngine {
             return settled;
         };
         let cost = settled.cost;
-        if let Err(e) = self
-            .counters
-            .settle(&plan.req, &plan.grant, Actual { cost, tokens })
-            .await
-        {
+        let actual = Actual { cost, tokens };
+        // A success also ends the key's error streaks, in the same call.
+        let done = if outcome.error_code.is_none() {
+            self.counters
+                .settle_success(&plan.req, &plan.grant, actual)
+                .await
+        } else {
+            self.counters.settle(&plan.req, &plan.grant, actual).await
+        };
+        if let Err(e) = done {
             tracing::error!(error = %e, request_id = %plan.req.request_id, cost = %cost,
                 "cannot settle a reservation; it stays reserved until the counter expires");
         }

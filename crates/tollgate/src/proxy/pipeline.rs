@@ -487,7 +487,8 @@ impl Books {
         // doing: an outage must not leave keys throttled as looping once it
         // is over.
         let feeds_streak = match error_code {
-            None => true,
+            // An admitted success ends its streaks in the settlement's call.
+            None => admitted.is_none(),
             Some("client_closed") => false,
             Some(_) => (400..500).contains(&status),
         };

@@ -1,11 +1,14 @@
 -- tollgate counters, script version 1: settle. Moves a grant's reservation
 -- to the actual cost on every budget, corrects tokens rate limits to the
--- actual tokens and frees the request's parallel slots. Mirrors
--- `MemoryCounters::settle` (memory.rs) and gcra.rs.
+-- actual tokens, frees the request's parallel slots and, for a success,
+-- ends the key's error streaks (as outcome.lua does for code ''), so that a
+-- successful request costs one script call, not two. Mirrors
+-- `MemoryCounters::settle` (memory.rs), gcra.rs and `Counters::settle_success`.
 --
--- KEYS: budget keys, tokens-rate keys, parallel keys.
+-- KEYS: budget keys, tokens-rate keys, parallel keys, streak keys.
 -- ARGV: reserved, actual_cost, actual_tokens, request_id, #budgets,
---       #rates, #parallel, then per rate: limit_per_minute, reserved amount.
+--       #rates, #parallel, #streaks, then per rate: limit_per_minute,
+--       reserved amount.
 
 local WINDOW = 60000
 local t = redis.call('TIME')
@@ -19,7 +22,8 @@ local reserved, actual_cost = ARGV[1], ARGV[2]
 local actual_tokens = tonumber(ARGV[3])
 local request_id = ARGV[4]
 local nb, nr, np = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local k, a = 1, 8
+local ns = tonumber(ARGV[8])
+local k, a = 1, 9
 
 for _ = 1, nb do
   local key = KEYS[k]
@@ -56,6 +60,13 @@ end
 
 for _ = 1, np do
   redis.call('ZREM', KEYS[k], request_id)
+  k = k + 1
+end
+
+for _ = 1, ns do
+  if redis.call('HEXISTS', KEYS[k], 'count') == 1 then
+    redis.call('HSET', KEYS[k], 'code', '', 'count', 0)
+  end
   k = k + 1
 end
 return 1
