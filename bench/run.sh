@@ -144,26 +144,44 @@ run_load() {
     "$OUT/$name-$scenario.json" >&2
 }
 
-# run_pairs SCENARIO URL AUTH_HEADER
-# The c1 overhead measured the robust way: PAIRS rounds, each a short c1 load straight at
-# the mock and then the same load through the gateway, back to back. This VM's c1 latency
-# drifts by tens of µs over minutes; a difference taken within one round does not.
-# Writes $OUT/SCENARIO-pairs.json: every round's two p50s and the median difference.
-run_pairs() {
-  local scenario="$1" url="$2" auth="$3" i d g
-  local -a direct=() gateway=()
+# pair_rounds OUTFILE URL_A AUTH_A URL_B AUTH_B
+# PAIRS rounds, each a short c1 load against A and then the same load against B, back to
+# back. This VM's c1 latency drifts by tens of µs over minutes; a difference taken within
+# one round does not. Writes OUTFILE: every round's two p50s and the median of B − A.
+pair_rounds() {
+  local file="$1" url_a="$2" auth_a="$3" url_b="$4" auth_b="$5" i a b
+  local -a base=() target=()
   for i in $(seq 1 "$PAIRS"); do
-    d=$(timeout 120 "$BIN/tollgate-bench" --url "$MOCK_URL/chat/completions" -H "Authorization: Bearer $UPSTREAM_KEY" \
+    a=$(timeout 120 "$BIN/tollgate-bench" --url "$url_a/chat/completions" -H "$auth_a" \
           --warmup 100 --timeout-s 30 --json -c 1 -n "$N_PAIR" | jq '.latency_us.p50')
-    g=$(timeout 120 "$BIN/tollgate-bench" --url "$url/chat/completions" -H "$auth" \
+    b=$(timeout 120 "$BIN/tollgate-bench" --url "$url_b/chat/completions" -H "$auth_b" \
           --warmup 100 --timeout-s 30 --json -c 1 -n "$N_PAIR" | jq '.latency_us.p50')
-    direct+=("$d"); gateway+=("$g")
+    base+=("$a"); target+=("$b")
   done
-  jq -n --arg name "$scenario" --argjson d "[$(IFS=,; echo "${direct[*]}")]" --argjson g "[$(IFS=,; echo "${gateway[*]}")]" '
-    [range(0; $d | length) | $g[.] - $d[.]] as $diff
-    | {name: $name, scenario: "pairs", direct_p50: $d, gateway_p50: $g, added_p50: $diff,
-       median_added_p50: ($diff | sort | .[(length - 1) / 2 | floor])}' >"$OUT/$scenario-pairs.json"
-  jq -r '"  \(.name) c1 pairs: added p50 per round \(.added_p50) µs, median \(.median_added_p50) µs"' "$OUT/$scenario-pairs.json" >&2
+  jq -n --argjson a "[$(IFS=,; echo "${base[*]}")]" --argjson b "[$(IFS=,; echo "${target[*]}")]" '
+    [range(0; $a | length) | $b[.] - $a[.]] as $diff
+    | {base_p50: $a, target_p50: $b, added_p50: $diff,
+       median_added_p50: ($diff | sort | .[(length - 1) / 2 | floor])}' >"$file"
+}
+
+# run_pairs SCENARIO URL AUTH_HEADER: the c1 overhead over the mock, in paired rounds.
+# Writes $OUT/SCENARIO-pairs.json.
+run_pairs() {
+  local scenario="$1" url="$2" auth="$3" file="$OUT/$1-pairs.json"
+  pair_rounds "$file" "$MOCK_URL" "Authorization: Bearer $UPSTREAM_KEY" "$url" "$auth"
+  jq --arg name "$scenario" '{name: $name, scenario: "pairs", direct_p50: .base_p50, gateway_p50: .target_p50} + .' \
+    "$file" >"$file.tmp" && mv "$file.tmp" "$file"
+  jq -r '"  \(.name) c1 pairs: added p50 per round \(.added_p50) µs, median \(.median_added_p50) µs"' "$file" >&2
+}
+
+# run_budget_pairs SCENARIO URL PLAIN_AUTH POLICY_AUTH: what the policy path costs over the
+# plain proxy, measured in ONE gateway process: a key on the team without policies against
+# a key with every policy, in paired c1 rounds. Writes $OUT/SCENARIO-budget.json.
+run_budget_pairs() {
+  local scenario="$1" url="$2" file="$OUT/$1-budget.json"
+  pair_rounds "$file" "$url" "$3" "$url" "$4"
+  jq --arg name "$scenario" '{name: $name, scenario: "budget"} + .' "$file" >"$file.tmp" && mv "$file.tmp" "$file"
+  jq -r '"  \(.name) policy path over plain (same gateway): per round \(.added_p50) µs, median \(.median_added_p50) µs"' "$file" >&2
 }
 
 run_all_loads() {
@@ -221,7 +239,7 @@ YAML
 }
 
 run_gateway_scenario() {
-  local scenario="$1" counters="memory" team="bench-plain" dir port url pid key
+  local scenario="$1" counters="memory" team="bench-plain" dir port url pid key plain_key
   local -a key_args=()
   case "$scenario" in
     policy) team="bench-policy" ;;
@@ -248,6 +266,12 @@ run_gateway_scenario() {
   log "gateway ($scenario, counters $counters) at $url (pid $pid)"
   run_all_loads "$scenario" "$url/v1" "Authorization: Bearer $key" "$pid"
   run_pairs "$scenario" "$url/v1" "Authorization: Bearer $key"
+  if [[ $team == bench-policy ]]; then
+    plain_key="$(TOLLGATE_URL="$url" TOLLGATE_ADMIN_KEY="$ADMIN_KEY" "$BIN/tollgate" keys create --team bench-plain --name bench-plain \
+                 | grep -oE 'sk-tg-[A-Za-z0-9_-]+' | head -1)"
+    [[ -n "$plain_key" ]] || { echo "run.sh: \`tollgate keys create --team bench-plain\` printed no key" >&2; exit 1; }
+    run_budget_pairs "$scenario" "$url/v1" "Authorization: Bearer $plain_key" "Authorization: Bearer $key"
+  fi
   echo "{\"name\": \"$scenario\", \"peak_rss_kib\": $(peak_rss_kib "$pid")}" >"$OUT/$scenario-rss.json"
   stop_pid "$pid"
 }
@@ -260,13 +284,15 @@ fi
 python3 - "$OUT" >"$OUT/results.md" <<'PY'
 import glob, json, os, sys
 out = sys.argv[1]
-runs, rss, pairs = {}, {}, {}
+runs, rss, pairs, budget = {}, {}, {}, {}
 for f in sorted(glob.glob(os.path.join(out, "*.json"))):
     d = json.load(open(f))
     if f.endswith("-rss.json"):
         rss[d["name"]] = d["peak_rss_kib"]
     elif f.endswith("-pairs.json"):
         pairs[d["name"]] = d
+    elif f.endswith("-budget.json"):
+        budget[d["name"]] = d
     else:
         runs.setdefault(d["name"], {})[d["scenario"]] = d
 names = ["direct"] + [n for n in ("plain", "policy", "policy-redis") if n in runs]
@@ -297,7 +323,7 @@ if gws:
     d = runs["direct"]
     def ratio(a, b): return "–" if not a or not b else f"{a / b:.2f}x"
     print("\nOverhead against the direct baseline of this run (gateway − direct; gateway / direct):\n")
-    print("| scenario | c1 p50 added µs (paired rounds: median [min–max]) | c1 p50 added µs (single load) | c1 p50 ratio | c1 p99 added µs | c64 req/s ratio | c64 p99 ratio | stream p50 ratio | issue targets (≤100 µs added p50, ≥15000 req/s, ≤50 MiB) |")
+    print("| scenario | c1 p50 added µs (paired rounds: median [min–max]) | c1 p50 added µs (single load) | c1 p50 ratio | c1 p99 added µs | c64 req/s ratio | c64 p99 ratio | stream p50 ratio | issue targets (added p50 ≤100 µs, Redis ≤250 µs; ≥15000 req/s; ≤50 MiB) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for n in gws:
         g = runs[n]
@@ -307,7 +333,7 @@ if gws:
         paired = p["median_added_p50"] if p else add50
         shown = f"{p['median_added_p50']} [{min(p['added_p50'])}–{max(p['added_p50'])}]" if p else "–"
         checks = [
-            ("added p50", paired is not None and paired <= 100),
+            ("added p50", paired is not None and paired <= (250 if n == "policy-redis" else 100)),
             ("req/s", g["c64"]["rps"] >= 15000),
             ("RSS", rss.get(n, 0) / 1024 <= 50),
         ]
@@ -315,6 +341,16 @@ if gws:
         print(f"| {n} | {shown} | {us(add50)} | {ratio(lat(g['c1'], 'p50'), lat(d['c1'], 'p50'))} | {us(add99)} | "
               f"{ratio(g['c64']['rps'], d['c64']['rps'])} | {ratio(lat(g['c64'], 'p99'), lat(d['c64'], 'p99'))} | "
               f"{ratio(lat(g['stream'], 'p50'), lat(d['stream'], 'p50'))} | {verdict} |")
+if budget:
+    print("\nThe policy path over the plain proxy, in one gateway process (c1 p50 of a key with every policy "
+          "minus a key on the team without policies, paired rounds; target ≤ 20 µs with in-process counters):\n")
+    print("| scenario | added µs: median [min–max] | rounds (plain → policy p50 µs) | target |")
+    print("|---|---|---|---|")
+    for n, b in budget.items():
+        rounds = ", ".join(f"{a}→{t}" for a, t in zip(b["base_p50"], b["target_p50"]))
+        # The ≤ 20 µs target is the in-process budget path's; Redis has its own (above).
+        ok = ("ok" if b["median_added_p50"] <= 20 else "MISSED") if n == "policy" else "–"
+        print(f"| {n} | {b['median_added_p50']} [{min(b['added_p50'])}–{max(b['added_p50'])}] | {rounds} | {ok} |")
 PY
 cat "$OUT/results.md"
 log "raw results in $OUT"

@@ -27,6 +27,7 @@ use crate::counters::Counters;
 use crate::error::ApiError;
 use crate::policy::PolicyEngine;
 use crate::providers::{self, Provider};
+use crate::shard::Shards;
 use crate::state::{AppState, Runtime, SharedState};
 use crate::store::ledger::{LedgerOptions, LedgerWriter};
 use crate::store::{self as store_mod, Store};
@@ -147,7 +148,7 @@ fn metrics_handle() -> Option<PrometheusHandle> {
 }
 
 /// Builds one runtime (providers and their shared client) from a config.
-fn runtime(config: Config, http: &reqwest::Client) -> Runtime {
+fn runtime(config: Config, http: &providers::Http) -> Runtime {
     let providers: HashMap<String, Arc<dyn Provider>> = config
         .providers
         .iter()
@@ -212,13 +213,14 @@ pub async fn build_state(
     let http = providers::http_client();
     let keys = KeyCache::new(store.clone());
     let ledger = LedgerWriter::spawn(store.clone(), LedgerOptions::default());
-    let busy_poll = BusyPoll::new(config.busy_poll);
+    let busy_poll = BusyPoll::new(config.busy_poll, crate::shard::count());
     let policy = PolicyEngine::new(
         counters.clone(),
         store.clone(),
         keys.clone(),
         clock.clone(),
-        http.clone(),
+        // Alerts go out from the main runtime, not a shard.
+        http.get().clone(),
     )
     .with_ledger(ledger.clone());
     Ok(Arc::new(AppState {
@@ -259,16 +261,18 @@ pub struct Gateway {
     pub admin_addr: Option<SocketAddr>,
     pub state: SharedState,
     shutdown: CancellationToken,
+    /// Ends the shards' runtimes: fired once nothing they run is needed.
+    release: CancellationToken,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl Gateway {
     /// Stops accepting, drains in-flight requests (up to the config's drain
     /// timeout), waits for settlements and flushes the ledger.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         let drain = self.state.runtime.load().config.drain_timeout;
-        if tokio::time::timeout(drain, self.server).await.is_err() {
+        if tokio::time::timeout(drain, &mut self.server).await.is_err() {
             tracing::warn!(?drain, "drain timeout: in-flight requests were cut");
         }
         self.state.tasks.close();
@@ -279,6 +283,16 @@ impl Gateway {
             tracing::warn!("drain timeout: some settlements did not finish");
         }
         self.state.ledger.shutdown().await;
+        self.release.cancel();
+    }
+}
+
+impl Drop for Gateway {
+    /// A gateway dropped without [`Gateway::shutdown`] (a test that ends
+    /// early) still stops its shard threads.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.release.cancel();
     }
 }
 
@@ -307,19 +321,30 @@ pub async fn start(
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let shutdown = CancellationToken::new();
-    tokio::spawn(Arc::clone(&state.busy_poll).run(shutdown.clone()));
-    let main = serve_on(
+    let release = CancellationToken::new();
+    let shards = Shards::start(
         listener,
         app(state.clone(), admin_listener.is_none()),
-        shutdown.clone(),
-    );
+        &state.busy_poll,
+        &shutdown,
+        &release,
+    )
+    .map_err(|source| {
+        // Ends any shard already started.
+        shutdown.cancel();
+        release.cancel();
+        StartError::Bind {
+            addr: listen,
+            source,
+        }
+    })?;
     let admin = admin_listener.map(|l| serve_on(l, admin_app(state.clone()), shutdown.clone()));
     let server = tokio::spawn(async move {
         match admin {
             Some(admin) => {
-                tokio::join!(main, admin);
+                tokio::join!(shards.served(), admin);
             }
-            None => main.await,
+            None => shards.served().await,
         }
     });
     Ok(Gateway {
@@ -327,6 +352,7 @@ pub async fn start(
         admin_addr,
         state,
         shutdown,
+        release,
         server,
     })
 }

@@ -26,27 +26,42 @@ use tokio_util::sync::CancellationToken;
 /// gateway is idle.
 pub const DEFAULT_WINDOW: Duration = Duration::from_micros(200);
 
-/// Shared between the request path ([`BusyPoll::touch`]) and the one
-/// spinning task ([`BusyPoll::run`]).
+/// Shared between the request path ([`BusyPoll::touch`]) and the spinning
+/// task of each shard ([`BusyPoll::run`]).
 pub struct BusyPoll {
     origin: Instant,
+    window_ns: AtomicU64,
+    /// One per shard: a request opens the window of the shard it runs on.
+    spinners: Box<[Spinner]>,
+}
+
+struct Spinner {
     /// Nanoseconds since `origin` of the latest request; 0: none yet.
     last: AtomicU64,
-    window_ns: AtomicU64,
     /// The spinning task is waiting for a request, not spinning.
     idle: AtomicBool,
     wake: Notify,
 }
 
 impl BusyPoll {
-    pub fn new(window: Duration) -> Arc<Self> {
+    pub fn new(window: Duration, shards: usize) -> Arc<Self> {
+        let spinners = (0..shards.max(1))
+            .map(|_| Spinner {
+                last: AtomicU64::new(0),
+                idle: AtomicBool::new(true),
+                wake: Notify::new(),
+            })
+            .collect();
         Arc::new(BusyPoll {
             origin: Instant::now(),
-            last: AtomicU64::new(0),
             window_ns: AtomicU64::new(nanos(window)),
-            idle: AtomicBool::new(true),
-            wake: Notify::new(),
+            spinners,
         })
+    }
+
+    /// How many shards this serves.
+    pub fn shards(&self) -> usize {
+        self.spinners.len()
     }
 
     /// Takes a reloaded `busy_poll_us`.
@@ -54,29 +69,37 @@ impl BusyPoll {
         self.window_ns.store(nanos(window), Ordering::Relaxed);
     }
 
-    /// Marks a request's arrival: opens (or extends) the window.
+    /// Marks a request's arrival on this thread's shard: opens (or extends)
+    /// its window. Off a shard (the admin listener) it does nothing.
     pub fn touch(&self) {
-        self.last.store(self.now_ns().max(1), Ordering::SeqCst);
+        let Some(s) = crate::shard::current().and_then(|i| self.spinners.get(i)) else {
+            return;
+        };
+        s.last.store(self.now_ns().max(1), Ordering::SeqCst);
         // SeqCst pairs with `run`: either it sees this `last`, or this sees
         // it idle and wakes it.
-        if self.idle.load(Ordering::SeqCst) && self.window_ns.load(Ordering::Relaxed) > 0 {
-            self.wake.notify_one();
+        if s.idle.load(Ordering::SeqCst) && self.window_ns.load(Ordering::Relaxed) > 0 {
+            s.wake.notify_one();
         }
     }
 
-    /// The spinning task; ends when `stop` is cancelled.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+    /// The spinning task of shard `shard`, run on that shard; ends when
+    /// `stop` is cancelled.
+    pub async fn run(self: Arc<Self>, shard: usize, stop: CancellationToken) {
+        let Some(s) = self.spinners.get(shard) else {
+            return;
+        };
         loop {
-            self.idle.store(true, Ordering::SeqCst);
-            if !self.window_open() {
+            s.idle.store(true, Ordering::SeqCst);
+            if !self.window_open(s) {
                 tokio::select! {
-                    () = self.wake.notified() => {}
+                    () = s.wake.notified() => {}
                     () = stop.cancelled() => return,
                 }
             }
-            self.idle.store(false, Ordering::SeqCst);
-            while self.window_open() {
-                // Deferred behind every ready task: the worker polls its
+            s.idle.store(false, Ordering::SeqCst);
+            while self.window_open(s) {
+                // Deferred behind every ready task: the runtime polls its
                 // sockets without blocking, runs what became ready, then
                 // comes back here.
                 tokio::task::yield_now().await;
@@ -88,9 +111,9 @@ impl BusyPoll {
         }
     }
 
-    fn window_open(&self) -> bool {
+    fn window_open(&self, s: &Spinner) -> bool {
         let window = self.window_ns.load(Ordering::Relaxed);
-        let last = self.last.load(Ordering::SeqCst);
+        let last = s.last.load(Ordering::SeqCst);
         window > 0 && last > 0 && self.now_ns().saturating_sub(last) < window
     }
 
@@ -109,31 +132,25 @@ mod tests {
 
     #[tokio::test]
     async fn spins_only_inside_the_window_after_a_request() {
-        let busy = BusyPoll::new(Duration::from_millis(30));
+        let busy = BusyPoll::new(Duration::from_millis(30), 2);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(Arc::clone(&busy).run(stop.clone()));
+        crate::shard::enter(1);
+        let task = tokio::spawn(Arc::clone(&busy).run(1, stop.clone()));
+        let idle = |i: usize| busy.spinners[i].idle.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert!(busy.idle.load(Ordering::SeqCst), "idle before any request");
+        assert!(idle(1), "idle before any request");
 
         busy.touch();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(
-            !busy.idle.load(Ordering::SeqCst),
-            "spinning right after one"
-        );
+        assert!(!idle(1), "spinning right after one");
+        assert!(idle(0), "another shard's window stays shut");
         tokio::time::sleep(Duration::from_millis(60)).await;
-        assert!(
-            busy.idle.load(Ordering::SeqCst),
-            "idle again once the window closed"
-        );
+        assert!(idle(1), "idle again once the window closed");
 
         busy.set_window(Duration::ZERO);
         busy.touch();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(
-            busy.idle.load(Ordering::SeqCst),
-            "a zero window never spins"
-        );
+        assert!(idle(1), "a zero window never spins");
 
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(5), task)

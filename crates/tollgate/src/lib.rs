@@ -17,6 +17,7 @@ pub mod error;
 pub mod policy;
 pub mod providers;
 pub mod proxy;
+pub mod shard;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -37,7 +37,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         });
     }
+    // The data plane runs on its own shards (`tollgate::shard`); this
+    // runtime only accepts connections and runs background work (ledger
+    // writer, alerts, reloads).
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()?;
     match cli.command {

@@ -36,8 +36,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// The file `POST /admin/reload` and SIGHUP re-read; `None` on embedded defaults.
     pub config_path: Option<PathBuf>,
-    /// The upstream HTTP client every provider shares (one connection pool).
-    pub http: reqwest::Client,
+    /// The upstream HTTP client every provider shares (a pool per thread).
+    pub http: crate::providers::Http,
     /// Side effects that must outlive the request that started them
     /// (settling a stream whose client hung up, ledger rows); shutdown waits
     /// for them.

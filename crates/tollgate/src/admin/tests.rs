@@ -120,13 +120,13 @@ async fn harness_with(
     ));
     let counters = counters.unwrap_or_else(|| Arc::new(MemoryCounters::new(clock.clone())));
     let keys = KeyCache::new(store.clone());
-    let http = reqwest::Client::new();
+    let http = crate::providers::http_client();
     let policy = crate::policy::PolicyEngine::new(
         counters.clone(),
         store.clone(),
         keys.clone(),
         clock.clone(),
-        http.clone(),
+        http.get().clone(),
     );
     let state = Arc::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime {
@@ -143,7 +143,7 @@ async fn harness_with(
         config_path,
         http,
         tasks: tokio_util::task::TaskTracker::new(),
-        busy_poll: crate::busy_poll::BusyPoll::new(std::time::Duration::ZERO),
+        busy_poll: crate::busy_poll::BusyPoll::new(std::time::Duration::ZERO, 1),
         metrics: None,
     });
     Harness { state, clock }

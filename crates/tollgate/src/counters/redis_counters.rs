@@ -17,8 +17,8 @@
 //! 64-bit); comparisons inside Lua use doubles, exact up to 2^53 nano-USD
 //! (about $9 million per counter).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock as OnceCell};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -28,6 +28,7 @@ use super::{
     Actual, Admission, AdmitRequest, BudgetState, Counters, CountersError, Grant, RateState,
     RejectReason, Rejection, StreakCheck, TOKENS_RATE_SUFFIX,
 };
+use crate::shard::PerShard;
 use crate::types::{Clock, NanoUsd};
 
 /// Bumped with any incompatible change to the scripts' data layout.
@@ -39,13 +40,30 @@ pub const SCRIPT_VERSION: &str = "v1";
 pub const DEFAULT_SLOT_TTL_MS: u64 = 15 * 60 * 1000;
 
 pub struct RedisCounters {
+    /// Made at connect; serves any thread that has no connection of its own.
     conn: ConnectionManager,
+    /// One connection per shard ([`crate::shard`]), made on first use
+    /// there, so that the reply is read by the thread that waits for it
+    /// instead of by another runtime's thread.
+    local: PerShard<LocalConn>,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
     prefix: String,
     slot_ttl_ms: u64,
     /// The URL's password, scrubbed from every error message.
     password: Option<String>,
     scripts: Arc<Scripts>,
 }
+
+#[derive(Default)]
+struct LocalConn {
+    conn: OnceCell<ConnectionManager>,
+    /// While Redis is down, a shard tries to open its own connection at
+    /// most once per [`LOCAL_RETRY`] (`Instant` of the last try).
+    tried: Mutex<Option<Instant>>,
+}
+
+const LOCAL_RETRY: Duration = Duration::from_secs(1);
 
 struct Scripts {
     admit: Script,
@@ -112,11 +130,16 @@ impl RedisCounters {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = ConnectionManager::new_with_config(client.clone(), config.clone())
             .await
             .map_err(scrub)?;
         Ok(RedisCounters {
             conn,
+            local: PerShard::new(),
+            client,
+            // A shard's own connection falls back to the shared one rather
+            // than keep a request waiting on retries.
+            config: config.set_number_of_retries(0),
             prefix: format!("tg:{SCRIPT_VERSION}:"),
             slot_ttl_ms: DEFAULT_SLOT_TTL_MS,
             password,
@@ -155,11 +178,38 @@ impl RedisCounters {
         unavailable(e, self.password.as_deref())
     }
 
+    /// This shard's connection, else the shared one.
+    async fn conn(&self) -> ConnectionManager {
+        let Some(local) = self.local.get() else {
+            return self.conn.clone();
+        };
+        if let Some(c) = local.conn.get() {
+            return c.clone();
+        }
+        let now = Instant::now();
+        {
+            let Ok(mut tried) = local.tried.lock() else {
+                return self.conn.clone();
+            };
+            if tried.is_some_and(|at| now.duration_since(at) < LOCAL_RETRY) {
+                return self.conn.clone();
+            }
+            *tried = Some(now);
+        }
+        match ConnectionManager::new_with_config(self.client.clone(), self.config.clone()).await {
+            Ok(c) => local.conn.get_or_init(|| c).clone(),
+            Err(e) => {
+                tracing::debug!(error = %self.error(&e), "no Redis connection of this shard's own yet; using the shared one");
+                self.conn.clone()
+            }
+        }
+    }
+
     async fn run<T: redis::FromRedisValue>(
         &self,
         call: &ScriptInvocation<'_>,
     ) -> Result<T, CountersError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await;
         call.invoke_async(&mut conn)
             .await
             .map_err(|e| self.error(&e))
@@ -358,7 +408,7 @@ impl Counters for RedisCounters {
     }
 
     async fn budget(&self, key: &str) -> Result<Option<BudgetState>, CountersError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await;
         let (limit, spent, reserved): (Option<u64>, Option<u64>, Option<u64>) = redis::cmd("HMGET")
             .arg(self.key("b", key))
             .arg("limit")
@@ -831,5 +881,49 @@ mod tests {
                 reserved: NanoUsd(0),
             })
         );
+    }
+
+    /// The Redis connection id a command from this thread travels on.
+    async fn client_id(c: &RedisCounters) -> i64 {
+        let mut conn = c.conn().await;
+        redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    #[test]
+    fn each_shard_talks_to_redis_on_its_own_connection() {
+        // Two connection ids, each taken twice on a thread with its own runtime.
+        let on_own_runtime = |c: Arc<RedisCounters>, shard: Option<usize>| {
+            std::thread::spawn(move || {
+                if let Some(i) = shard {
+                    crate::shard::enter(i);
+                }
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async { (client_id(&c).await, client_id(&c).await) })
+            })
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let c = Arc::new(rt.block_on(connect()));
+        let shared = rt.block_on(client_id(&c));
+        let (a1, a2) = on_own_runtime(c.clone(), Some(0)).join().unwrap();
+        // Its thread and runtime are gone; shard 1 must not inherit them.
+        let (b1, b2) = on_own_runtime(c.clone(), Some(1)).join().unwrap();
+        assert_eq!(a1, a2, "a shard keeps its connection");
+        assert_eq!(b1, b2);
+        assert_ne!(a1, b1, "another shard gets its own");
+        assert!(shared != a1 && shared != b1, "a shard never uses the shared one");
+        // Off a shard: the shared connection (driven by `rt`, still running).
+        let (s1, s2) = on_own_runtime(c.clone(), None).join().unwrap();
+        assert_eq!((s1, s2), (shared, shared));
     }
 }

@@ -90,6 +90,10 @@ pub(crate) struct Alerter {
     /// Taken by the first `send`, which starts the worker: the engine may be
     /// built outside a Tokio runtime.
     rx: parking_lot::Mutex<Option<mpsc::Receiver<Job>>>,
+    /// The runtime the engine was built on (the main one): the worker runs
+    /// there, not on the shard whose request happened to trip the first
+    /// alert, so it lives as long as the gateway.
+    home: Option<tokio::runtime::Handle>,
     worker: Arc<Worker>,
 }
 
@@ -113,6 +117,7 @@ impl Alerter {
         Alerter {
             tx,
             rx: parking_lot::Mutex::new(Some(rx)),
+            home: tokio::runtime::Handle::try_current().ok(),
             worker: Arc::new(Worker {
                 counters,
                 http,
@@ -147,11 +152,15 @@ impl Alerter {
 
     pub(crate) fn send(&self, job: Job) {
         if let Some(rx) = self.rx.lock().take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => {
+            let home = self
+                .home
+                .clone()
+                .or_else(|| tokio::runtime::Handle::try_current().ok());
+            match home {
+                Some(rt) => {
                     rt.spawn(self.worker.clone().run(rx));
                 }
-                Err(_) => {
+                None => {
                     tracing::warn!("alert webhooks need a Tokio runtime; alerts are disabled");
                     return;
                 }

@@ -21,11 +21,11 @@ pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 pub(crate) struct Anthropic {
     ctx: Ctx,
     base_url: String,
-    http: reqwest::Client,
+    http: super::Http,
 }
 
 impl Anthropic {
-    pub fn new(config: &ProviderConfig, http: reqwest::Client) -> Self {
+    pub fn new(config: &ProviderConfig, http: super::Http) -> Self {
         Anthropic {
             ctx: Ctx::new(&config.name, config.api_key.clone()),
             base_url: config.base_url.trim_end_matches('/').to_owned(),
@@ -44,6 +44,7 @@ impl Anthropic {
         })?;
         let mut request = self
             .http
+            .get()
             .post(format!("{}/messages", self.base_url))
             .header(CONTENT_TYPE, "application/json")
             .header("anthropic-version", ANTHROPIC_VERSION)

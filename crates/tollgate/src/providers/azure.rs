@@ -11,7 +11,7 @@ use crate::config::ProviderConfig;
 /// available Azure OpenAI data-plane version.
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
 
-pub(crate) fn provider(config: &ProviderConfig, http: reqwest::Client) -> OpenAiCompatible {
+pub(crate) fn provider(config: &ProviderConfig, http: super::Http) -> OpenAiCompatible {
     let api_version = config
         .api_version
         .clone()

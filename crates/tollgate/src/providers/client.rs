@@ -2,7 +2,10 @@
 //! call carries its own), no redirects, no retries (fallback is the
 //! gateway's decision, not the HTTP library's).
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use crate::shard::PerShard;
 
 /// Hosts that never go through a proxy from the environment: a local
 /// provider (Ollama, vLLM, the mock server) must not be sent off-machine.
@@ -12,18 +15,49 @@ const ALWAYS_DIRECT: &str = "127.0.0.1,localhost,::1";
 /// after about a minute or two anyway.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
-/// The client every networked provider shares, so connections are pooled
-/// across providers, models and requests.
-pub fn http_client() -> reqwest::Client {
+/// The upstream client every networked provider shares: one connection
+/// pool per shard ([`crate::shard`]), so that a request, its pooled
+/// connection and the task driving it stay on one thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Http(Arc<Clients>);
+
+struct Clients {
+    proxies: Vec<reqwest::Proxy>,
+    /// Off a shard (alerts, tests).
+    shared: reqwest::Client,
+    shards: PerShard<OnceLock<reqwest::Client>>,
+}
+
+impl Http {
+    /// This shard's client (built on first use), else the shared one.
+    pub fn get(&self) -> &reqwest::Client {
+        match self.0.shards.get() {
+            Some(slot) => slot.get_or_init(|| build(&self.0.proxies)),
+            None => &self.0.shared,
+        }
+    }
+}
+
+/// The shared upstream client, with proxies from the environment.
+pub fn http_client() -> Http {
     client_with_env(|name| std::env::var(name).ok())
 }
 
 /// [`http_client`] with the environment read through `env`, so tests can
 /// give it proxy settings without touching the process environment.
-pub(crate) fn client_with_env(env: impl Fn(&str) -> Option<String>) -> reqwest::Client {
+pub(crate) fn client_with_env(env: impl Fn(&str) -> Option<String>) -> Http {
+    let proxies = env_proxies(env);
+    Http(Arc::new(Clients {
+        shared: build(&proxies),
+        proxies,
+        shards: PerShard::new(),
+    }))
+}
+
+fn build(proxies: &[reqwest::Proxy]) -> reqwest::Client {
     let mut builder = base_builder();
-    for proxy in env_proxies(env) {
-        builder = builder.proxy(proxy);
+    for proxy in proxies {
+        builder = builder.proxy(proxy.clone());
     }
     match builder.build() {
         Ok(client) => client,

@@ -27,13 +27,13 @@ mod tests;
 pub mod translate;
 mod upstream;
 
-pub use client::http_client;
+pub use client::{Http, http_client};
 pub use mock::MOCK_REPLY;
 pub use translate::{MessagesStreamTranslator, messages_to_openai, openai_to_messages_response};
 
 /// The provider a config entry describes. `http` is the one pooled client
 /// ([`http_client`]) shared by every networked provider.
-pub fn build(config: &ProviderConfig, http: reqwest::Client) -> Arc<dyn Provider> {
+pub fn build(config: &ProviderConfig, http: Http) -> Arc<dyn Provider> {
     match config.kind {
         ProviderKind::OpenAi => Arc::new(openai::OpenAiCompatible::new(
             config,

@@ -30,7 +30,7 @@ pub(crate) struct OpenAiCompatible {
     ctx: Ctx,
     base_url: String,
     dialect: Dialect,
-    http: reqwest::Client,
+    http: super::Http,
     /// The three endpoint URLs of the OpenAI dialect, parsed once rather
     /// than on every request (URL parsing showed in the request profile).
     endpoints: Option<[reqwest::Url; 3]>,
@@ -40,7 +40,7 @@ pub(crate) struct OpenAiCompatible {
 }
 
 impl OpenAiCompatible {
-    pub fn new(config: &ProviderConfig, dialect: Dialect, http: reqwest::Client) -> Self {
+    pub fn new(config: &ProviderConfig, dialect: Dialect, http: super::Http) -> Self {
         let ctx = Ctx::new(&config.name, config.api_key.clone());
         let base_url = config.base_url.trim_end_matches('/').to_owned();
         let endpoints = match dialect {
@@ -106,6 +106,7 @@ impl OpenAiCompatible {
         })?;
         let mut request = self
             .http
+            .get()
             .post(url)
             .header(CONTENT_TYPE, "application/json")
             .body(body);
