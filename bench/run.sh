@@ -334,10 +334,11 @@ if gws:
         shown = f"{p['median_added_p50']} [{min(p['added_p50'])}–{max(p['added_p50'])}]" if p else "–"
         checks = [
             ("added p50", paired is not None and paired <= (250 if n == "policy-redis" else 100)),
-            ("req/s", g["c64"]["rps"] >= 15000),
+            # Issue 5 asks only to report Redis throughput; 15,000 is the in-process target.
+            ("req/s", g["c64"]["rps"] >= 15000 if n != "policy-redis" else None),
             ("RSS", rss.get(n, 0) / 1024 <= 50),
         ]
-        verdict = ", ".join(f"{k} {'ok' if ok else 'MISSED'}" for k, ok in checks)
+        verdict = ", ".join(f"{k} {'–' if ok is None else 'ok' if ok else 'MISSED'}" for k, ok in checks)
         print(f"| {n} | {shown} | {us(add50)} | {ratio(lat(g['c1'], 'p50'), lat(d['c1'], 'p50'))} | {us(add99)} | "
               f"{ratio(g['c64']['rps'], d['c64']['rps'])} | {ratio(lat(g['c64'], 'p99'), lat(d['c64'], 'p99'))} | "
               f"{ratio(lat(g['stream'], 'p50'), lat(d['stream'], 'p50'))} | {verdict} |")

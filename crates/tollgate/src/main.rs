@@ -7,10 +7,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc instead of glibc malloc: measured ~10% of the gateway's CPU went
-/// to glibc's allocator under load (bench/README.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tollgate::cli::{Cli, Command, ConfigCommand};
 
 fn main() -> ExitCode {

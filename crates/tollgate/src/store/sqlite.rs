@@ -386,7 +386,14 @@ impl Store for SqliteStore {
             });
             // A retry after an ambiguous failure must not bill twice.
             qb.push(" ON CONFLICT (request_id) DO NOTHING");
-            qb.build().execute(&mut *tx).await.map_err(backend)?;
+            // Not cached: every batch size is its own statement text, and a
+            // cache of up to 100 of them (each thousands of parameters) held
+            // megabytes of SQLite memory for statements rarely seen again.
+            qb.build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)?;
         Ok(())
