@@ -323,7 +323,7 @@ if gws:
     d = runs["direct"]
     def ratio(a, b): return "–" if not a or not b else f"{a / b:.2f}x"
     print("\nOverhead against the direct baseline of this run (gateway − direct; gateway / direct):\n")
-    print("| scenario | c1 p50 added µs (paired rounds: median [min–max]) | c1 p50 added µs (single load) | c1 p50 ratio | c1 p99 added µs | c64 req/s ratio | c64 p99 ratio | stream p50 ratio | issue targets (added p50 ≤100 µs, Redis ≤250 µs; ≥15000 req/s; ≤50 MiB) |")
+    print("| scenario | c1 p50 added µs (paired rounds: median [min–max]) | c1 p50 added µs (single load) | c1 p50 ratio | c1 p99 added µs | c64 req/s ratio | c64 p99 ratio | stream p50 ratio | issue targets (added p50 ≤100 µs, Redis ≤250 µs; ≥15000 req/s; ≤50 MiB plain) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for n in gws:
         g = runs[n]
@@ -336,7 +336,8 @@ if gws:
             ("added p50", paired is not None and paired <= (250 if n == "policy-redis" else 100)),
             # Issue 5 asks only to report Redis throughput; 15,000 is the in-process target.
             ("req/s", g["c64"]["rps"] >= 15000 if n != "policy-redis" else None),
-            ("RSS", rss.get(n, 0) / 1024 <= 50),
+            # ≤ 50 MiB is the core gateway's target (issue 2); with policies the BPE tables add ~45 MiB.
+            ("RSS", rss.get(n, 0) / 1024 <= 50 if n == "plain" else None),
         ]
         verdict = ", ".join(f"{k} {'–' if ok is None else 'ok' if ok else 'MISSED'}" for k, ok in checks)
         print(f"| {n} | {shown} | {us(add50)} | {ratio(lat(g['c1'], 'p50'), lat(d['c1'], 'p50'))} | {us(add99)} | "
