@@ -17,8 +17,8 @@
 //! `TOKIO_WORKER_THREADS` sets the number of shards (default: the CPUs).
 
 use std::cell::Cell;
-use std::io;
 use std::future::IntoFuture as _;
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -154,7 +154,11 @@ impl Shards {
 }
 
 /// Deals accepted sockets to the shards in turn.
-async fn accept(listener: TcpListener, shards: Vec<mpsc::UnboundedSender<Handoff>>, stop: CancellationToken) {
+async fn accept(
+    listener: TcpListener,
+    shards: Vec<mpsc::UnboundedSender<Handoff>>,
+    stop: CancellationToken,
+) {
     let mut next = 0usize;
     loop {
         let accepted = tokio::select! {
@@ -195,7 +199,10 @@ async fn accept(listener: TcpListener, shards: Vec<mpsc::UnboundedSender<Handoff
 /// problem; anything else (out of file descriptors) is worth a pause.
 async fn accept_error(e: io::Error) {
     use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
         return;
     }
     tracing::error!(error = %e, "accept failed; retrying in 1 s");

@@ -921,7 +921,10 @@ mod tests {
         assert_eq!(a1, a2, "a shard keeps its connection");
         assert_eq!(b1, b2);
         assert_ne!(a1, b1, "another shard gets its own");
-        assert!(shared != a1 && shared != b1, "a shard never uses the shared one");
+        assert!(
+            shared != a1 && shared != b1,
+            "a shard never uses the shared one"
+        );
         // Off a shard: the shared connection (driven by `rt`, still running).
         let (s1, s2) = on_own_runtime(c.clone(), None).join().unwrap();
         assert_eq!((s1, s2), (shared, shared));
