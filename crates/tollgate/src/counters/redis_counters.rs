@@ -17,7 +17,7 @@
 //! 64-bit); comparisons inside Lua use doubles, exact up to 2^53 nano-USD
 //! (about $9 million per counter).
 
-use std::sync::{Arc, Mutex, OnceLock as OnceCell};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -57,10 +57,10 @@ pub struct RedisCounters {
 
 #[derive(Default)]
 struct LocalConn {
-    conn: OnceCell<ConnectionManager>,
+    conn: OnceLock<ConnectionManager>,
     /// While Redis is down, a shard tries to open its own connection at
     /// most once per [`LOCAL_RETRY`] (`Instant` of the last try).
-    tried: Mutex<Option<Instant>>,
+    tried: parking_lot::Mutex<Option<Instant>>,
 }
 
 const LOCAL_RETRY: Duration = Duration::from_secs(1);
@@ -188,9 +188,7 @@ impl RedisCounters {
         }
         let now = Instant::now();
         {
-            let Ok(mut tried) = local.tried.lock() else {
-                return self.conn.clone();
-            };
+            let mut tried = local.tried.lock();
             if tried.is_some_and(|at| now.duration_since(at) < LOCAL_RETRY) {
                 return self.conn.clone();
             }
