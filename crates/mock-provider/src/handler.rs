@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{Abort, MockBody};
+use crate::directive::Directives;
 use crate::state::{FailureMode, InFlight, Settings, Shared, credential};
 use crate::wire::{self, Answer, ParsedRequest};
 
@@ -92,10 +93,20 @@ pub(crate) async fn handle(
         &body,
     );
     let route = Route::of(&parts.method, path);
-    let settings = shared.snapshot();
+    let mut settings = shared.snapshot();
+    let directives = Directives::parse(&body);
+    directives.apply_to(&mut settings);
 
     if !settings.latency.is_zero() {
         tokio::time::sleep(settings.latency).await;
+    }
+    if let Some(status) = directives.status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Ok(error(
+            route,
+            status,
+            "mock provider: injected failure (`[[mock:status]]`)",
+        ));
     }
 
     if let Some(expected) = &settings.expected_api_key
@@ -135,7 +146,14 @@ pub(crate) async fn handle(
         FailureMode::StreamCut { .. } => {}
     }
 
-    Ok(answer(&shared, &settings, route, &body, in_flight))
+    Ok(answer(
+        &shared,
+        &settings,
+        route,
+        &body,
+        &directives,
+        in_flight,
+    ))
 }
 
 fn answer(
@@ -143,6 +161,7 @@ fn answer(
     settings: &Settings,
     route: Route,
     body: &[u8],
+    directives: &Directives,
     in_flight: InFlight,
 ) -> Response<MockBody> {
     if route == Route::Models {
@@ -153,7 +172,7 @@ fn answer(
                        `/v1/embeddings`, `/v1/messages`, `GET /v1/models` and Azure's `/openai/deployments/{d}/...`";
         return error(route, StatusCode::NOT_FOUND, message);
     }
-    let request = match wire::parse_request(body) {
+    let mut request = match wire::parse_request(body) {
         Ok(request) => request,
         Err(message) => {
             let message = format!("mock provider: {message}");
@@ -168,7 +187,12 @@ fn answer(
             return error(route, StatusCode::BAD_REQUEST, message);
         }
     };
-    if route == Route::Messages && request.max_tokens.is_none() {
+    if directives.ignore_cap {
+        // A lenient server: generates its own default length whatever cap
+        // the request carried.
+        request.max_tokens = None;
+    }
+    if route == Route::Messages && request.max_tokens.is_none() && !directives.ignore_cap {
         let message = "max_tokens: Field required (Anthropic requires `max_tokens`)";
         return error(route, StatusCode::BAD_REQUEST, message);
     }
@@ -258,11 +282,15 @@ fn build_answer<'a>(
         .max_tokens
         .map_or(configured, |max| max.min(configured));
     let content = &settings.content[..tokens as usize * crate::state::WORD.len()];
-    let (prompt_tokens, completion_tokens) = settings
-        .usage
-        .map_or((request.prompt_tokens(), tokens), |u| {
-            (u.prompt_tokens, u.completion_tokens)
-        });
+    // Every choice of `n` (or `best_of`) is generated and billed; the
+    // answer shows one, the usage counts them all.
+    let (prompt_tokens, completion_tokens) = settings.usage.map_or(
+        (
+            request.prompt_tokens(),
+            tokens.saturating_mul(request.choices),
+        ),
+        |u| (u.prompt_tokens, u.completion_tokens),
+    );
     Answer {
         id,
         created,

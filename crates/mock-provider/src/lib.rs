@@ -26,6 +26,7 @@
 //! ```
 
 mod body;
+mod directive;
 mod handler;
 mod server;
 mod state;

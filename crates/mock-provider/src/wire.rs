@@ -21,6 +21,8 @@ struct RawRequest {
     stream_options: Option<StreamOptions>,
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
+    n: Option<u64>,
+    best_of: Option<u64>,
     messages: Option<Text>,
     system: Option<Text>,
     prompt: Option<Text>,
@@ -41,6 +43,8 @@ pub(crate) struct ParsedRequest {
     pub include_usage: bool,
     /// The smaller of `max_tokens` and `max_completion_tokens` when set.
     pub max_tokens: Option<u64>,
+    /// Completions generated: the larger of `n` and `best_of`, at least 1.
+    pub choices: u64,
     /// Characters of text in `messages`, `system`, `prompt` and `input`.
     pub prompt_chars: u64,
     /// Number of embedding inputs.
@@ -72,6 +76,7 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<ParsedRequest, String> {
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
         max_tokens,
+        choices: raw.n.unwrap_or(1).max(raw.best_of.unwrap_or(1)).max(1),
         prompt_chars: text(&raw.messages)
             + text(&raw.system)
             + text(&raw.prompt)

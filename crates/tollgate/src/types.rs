@@ -18,6 +18,11 @@ pub struct NanoUsd(pub u64);
 impl NanoUsd {
     pub const ZERO: NanoUsd = NanoUsd(0);
     pub const PER_USD: u64 = 1_000_000_000;
+    /// The most one request can cost or reserve: $1,000,000. Every cost is
+    /// bounded by it, so sums of thousands of them stay far inside the
+    /// signed 64-bit integers of Redis, SQL and Lua's `%d`, whatever
+    /// `max_tokens` or `usage` numbers a client or provider sends.
+    pub const MAX_REQUEST: NanoUsd = NanoUsd(1_000_000 * Self::PER_USD);
 
     /// Converts a USD amount from a config file or API call. `None` for
     /// negative, non-finite or absurdly large values.
@@ -72,7 +77,7 @@ impl Price {
     pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> NanoUsd {
         let nanos = per_mtok(input_tokens, self.input_per_mtok)
             .saturating_add(per_mtok(output_tokens, self.output_per_mtok));
-        NanoUsd(u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(u64::MAX))
+        bounded(nanos)
     }
 
     /// Cost with `cached_tokens` of the input billed at the cached price.
@@ -89,7 +94,7 @@ impl Price {
         let nanos = per_mtok(input_tokens - cached, self.input_per_mtok)
             .saturating_add(per_mtok(cached, cached_price))
             .saturating_add(per_mtok(output_tokens, self.output_per_mtok));
-        NanoUsd(u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(u64::MAX))
+        bounded(nanos)
     }
 
     /// How many output tokens `budget` pays for once `input_tokens` are paid.
@@ -101,6 +106,13 @@ impl Price {
             p => u64::try_from(left / p as u128).unwrap_or(u64::MAX),
         }
     }
+}
+
+/// Nano-USD times a million, rounded up to nano-USD and bounded by
+/// [`NanoUsd::MAX_REQUEST`].
+fn bounded(nanos_per_mtok: u128) -> NanoUsd {
+    let nanos = nanos_per_mtok.div_ceil(1_000_000);
+    NanoUsd(u64::try_from(nanos).map_or(NanoUsd::MAX_REQUEST.0, |n| n.min(NanoUsd::MAX_REQUEST.0)))
 }
 
 fn per_mtok(tokens: u64, price: NanoUsd) -> u128 {

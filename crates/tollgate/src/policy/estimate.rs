@@ -67,24 +67,32 @@ pub fn input_tokens(
     with_margin(n)
 }
 
-/// The output a request may generate: `max_completion_tokens`, else
-/// `max_tokens` (OpenAI and Anthropic), else the model's `max_output_tokens`;
-/// times `n` (or `best_of`, which generates that many server-side), since
-/// every choice is billed. A value that is not a positive integer falls
-/// back to the default (the handler rejects it as invalid before this matters).
-pub fn max_output_tokens(body: &Map<String, Value>, model: &ModelConfig) -> u64 {
-    let per_choice = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_u64))
-        .filter(|n| *n > 0)
-        .unwrap_or(model.max_output_tokens);
-    let choices = ["n", "best_of"]
-        .iter()
-        .filter_map(|k| body.get(*k).and_then(Value::as_u64))
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    per_choice.saturating_mul(choices)
+/// Input tokens of a request for whichever of the model's targets counts
+/// the most: a fallback to another tokenizer (Anthropic's counts 10-30 %
+/// more than o200k) must not settle above the reservation.
+pub fn input_tokens_any_target(
+    endpoint: Endpoint,
+    body: &Map<String, Value>,
+    model: &ModelConfig,
+) -> u64 {
+    let mut seen: Vec<(Counter, u64)> = Vec::with_capacity(1);
+    let mut worst = 0;
+    let names = model.targets.iter().map(|t| t.model.as_str());
+    // A model without targets is still counted by its own name.
+    let names: Vec<&str> = if model.targets.is_empty() {
+        vec![model.name.as_str()]
+    } else {
+        names.collect()
+    };
+    for name in names {
+        let key = (counter_for(model, name), image_tokens(model, name));
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        worst = worst.max(input_tokens(endpoint, body, model, name));
+    }
+    worst
 }
 
 /// Tokens of a piece of generated text (a stream cut short with no usage),
@@ -443,20 +451,27 @@ mod tests {
     }
 
     #[test]
-    fn max_output_tokens_prefers_the_request() {
-        let m = model("gpt-4o");
-        assert_eq!(max_output_tokens(&body(json!({"max_tokens": 10})), &m), 10);
+    fn several_targets_are_counted_by_the_hungriest_tokenizer() {
+        let mut m = model("alias");
+        let target = |name: &str| crate::config::Target {
+            provider: "p".into(),
+            model: name.into(),
+            weight: None,
+        };
+        m.targets = vec![target("gpt-4o"), target("claude-3-5-haiku")];
+        let b =
+            body(json!({"messages": [{"role": "user", "content": "hello world, hello world"}]}));
+        let bpe = input_tokens(Endpoint::ChatCompletions, &b, &m, "gpt-4o");
+        let bytes = input_tokens(Endpoint::ChatCompletions, &b, &m, "claude-3-5-haiku");
+        assert!(bytes > bpe, "{bytes} {bpe}");
         assert_eq!(
-            max_output_tokens(
-                &body(json!({"max_completion_tokens": 20, "max_tokens": 10})),
-                &m
-            ),
-            20
+            input_tokens_any_target(Endpoint::ChatCompletions, &b, &m),
+            bytes
         );
-        assert_eq!(max_output_tokens(&body(json!({})), &m), 4096);
+        m.targets.reverse();
         assert_eq!(
-            max_output_tokens(&body(json!({"max_tokens": -1})), &m),
-            4096
+            input_tokens_any_target(Endpoint::ChatCompletions, &b, &m),
+            bytes
         );
     }
 

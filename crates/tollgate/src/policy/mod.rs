@@ -52,9 +52,13 @@ pub struct RequestFacts<'a> {
     pub model: &'a ModelConfig,
     /// From [`estimate::input_tokens`], counted only if a policy needs it.
     pub input_tokens: InputTokens<'a>,
-    /// The request's `max_tokens`/`max_completion_tokens`, else the model's
-    /// `max_output_tokens`.
+    /// The output the request may generate, all choices and prompts
+    /// together: its per-choice cap (`max_tokens`/`max_completion_tokens`,
+    /// else the model's `max_output_tokens`) times `output_multiplier`.
     pub max_output_tokens: u64,
+    /// How many times the provider generates the per-choice cap (`n` or
+    /// `best_of`, times the prompts of a prompt list); at least 1.
+    pub output_multiplier: u64,
     /// The raw request body, for the loop-guard fingerprint.
     pub body: &'a [u8],
 }
@@ -107,9 +111,12 @@ impl std::fmt::Debug for InputTokens<'_> {
 /// An admitted request: what it reserved, until [`PolicyEngine::settle`].
 #[derive(Debug)]
 pub struct Admitted {
-    /// `Some(n)`: an `on_insufficient: clamp` budget lowered the output; the
-    /// handler rewrites `max_tokens` to `n`.
+    /// `Some(n)`: an `on_insufficient: clamp` budget lowered the output to
+    /// `n` tokens per choice; the handler caps the request at `n`.
     pub clamp_max_tokens: Option<u64>,
+    /// When it was admitted: the period its spend is charged to, so its
+    /// ledger row must carry this time too, not the time it ended.
+    pub at: DateTime<Utc>,
     /// `x-ratelimit-*` and `x-tollgate-budget-remaining-usd`.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     price: Price,
@@ -122,9 +129,10 @@ pub struct Admitted {
 
 impl Admitted {
     /// An admission that reserved nothing (no counter-backed policy).
-    pub fn unlimited(price: Price) -> Self {
+    pub fn unlimited(price: Price, at: DateTime<Utc>) -> Self {
         Admitted {
             clamp_max_tokens: None,
+            at,
             headers: Vec::new(),
             price,
             plan: None,
@@ -143,12 +151,38 @@ impl Admitted {
         std::mem::take(&mut self.would_reject)
     }
 
-    /// What the request costs for `outcome`, at the model's price.
+    /// Whether an enforcing budget or token limit reserved the request's
+    /// output: then it must be sent with an explicit output cap no larger
+    /// than the reservation, and it is never billed above it.
+    pub fn enforces_output(&self) -> bool {
+        self.plan
+            .as_ref()
+            .is_some_and(|plan| plan.enforces_output())
+    }
+
+    /// What the request costs for `outcome`, at the model's price. Under an
+    /// enforced reservation, a usage that costs more than the reservation
+    /// is one the provider cannot have billed for a request that carried
+    /// our cap (absurd numbers, a server ignoring `max_tokens`): it is billed
+    /// at the reservation, so the budget's cap holds, and logged.
     pub fn cost(&self, outcome: &Outcome) -> NanoUsd {
-        outcome.usage.map_or(NanoUsd::ZERO, |u| {
+        let cost = outcome.usage.map_or(NanoUsd::ZERO, |u| {
             self.price
                 .cost_with_cache(u.prompt_tokens, u.cached_tokens, u.completion_tokens)
-        })
+        });
+        let reserved = self.reserved();
+        if cost > reserved && self.enforces_output() {
+            metrics::counter!("tollgate_usage_over_reservation_total").increment(1);
+            tracing::warn!(
+                request_id = self.plan.as_ref().map_or("", |p| p.req.request_id.as_str()),
+                usage = ?outcome.usage,
+                cost = %cost,
+                reserved = %reserved,
+                "the provider reported more usage than the request's cap allows; billing the reservation"
+            );
+            return reserved;
+        }
+        cost
     }
 
     /// The cost and the budget left once this request is settled to
@@ -304,6 +338,16 @@ impl Plan {
             })
     }
 
+    fn enforces_output(&self) -> bool {
+        let enforcing_budget = self.req.budgets.iter().any(|b| b.enforce);
+        let enforcing_tokens = self
+            .rates
+            .iter()
+            .zip(&self.req.rates)
+            .any(|(meta, check)| meta.unit == Unit::Tokens && check.enforce);
+        enforcing_budget || enforcing_tokens
+    }
+
     fn is_empty(&self) -> bool {
         let r = &self.req;
         r.budgets.is_empty()
@@ -341,6 +385,10 @@ const WOULD_REJECT_CAPACITY: usize = 100_000;
 /// Admits tried for one request while budget counters keep vanishing between
 /// their restore and the admit (a Redis emptied again at that moment).
 const ADMIT_ATTEMPTS: usize = 3;
+/// Tokens one request may take from a token rate limit. A limit is never
+/// near it, and GCRA's arithmetic (tokens x 60,000 ms) stays exact in the
+/// doubles of Redis Lua.
+const MAX_REQUEST_TOKENS: u64 = 1_000_000_000;
 const COUNTERS_DOWN: &str = "shared counters (Redis) are unreachable; requests for budgeted or rate-limited keys are \
                              refused until they return";
 
@@ -473,7 +521,7 @@ impl PolicyEngine {
         let now = self.clock.now();
         let mut plan = build_plan(who, facts, &applied, now);
         if plan.is_empty() {
-            return Ok(Admitted::unlimited(price));
+            return Ok(Admitted::unlimited(price, now));
         }
         // One round trip when every budget counter exists. A missing one
         // (first use in this period or process, or lost: a Redis restarted
@@ -527,11 +575,31 @@ impl PolicyEngine {
             .collect();
         plan.grant = grant;
         let cost = plan.req.cost;
-        let clamp_max_tokens = (plan.grant.reserved < cost).then(|| {
-            price
+        let clamp_max_tokens = if plan.grant.reserved < cost {
+            // The clamp covers every choice and prompt together; the cap
+            // the provider honours is per choice, so the affordable total is
+            // shared out, and a share below one token cannot be sent.
+            let multiplier = facts.output_multiplier.max(1);
+            let affordable = price
                 .affordable_output_tokens(plan.grant.reserved, facts.input_tokens.get())
-                .clamp(1, facts.max_output_tokens.max(1))
-        });
+                .min(facts.max_output_tokens);
+            let per_choice = affordable / multiplier;
+            if per_choice == 0 {
+                let error = clamp_too_small(&plan, facts, affordable, now);
+                let released = self
+                    .counters
+                    .settle(&plan.req, &plan.grant, Actual::default())
+                    .await;
+                if let Err(e) = released {
+                    tracing::error!(error = %e, request_id = %plan.req.request_id,
+                        "cannot release a reservation; it stays reserved until the counter expires");
+                }
+                return Err(error);
+            }
+            Some(per_choice)
+        } else {
+            None
+        };
         // Alert-action budgets never block, so their thresholds are checked
         // on the reservation, as early as possible.
         for (index, (meta, state)) in plan.budgets.iter().zip(&plan.grant.budgets).enumerate() {
@@ -547,6 +615,7 @@ impl PolicyEngine {
         let headers = success_headers(&plan);
         Ok(Admitted {
             clamp_max_tokens,
+            at: now,
             headers,
             price,
             plan: Some(Box::new(plan)),
@@ -561,7 +630,8 @@ impl PolicyEngine {
         let settled = admitted.settled(outcome);
         let tokens = outcome
             .usage
-            .map_or(0, |u| u.prompt_tokens.saturating_add(u.completion_tokens));
+            .map_or(0, |u| u.prompt_tokens.saturating_add(u.completion_tokens))
+            .min(MAX_REQUEST_TOKENS);
         let Some(plan) = admitted.plan else {
             return settled;
         };
@@ -766,7 +836,7 @@ impl PolicyEngine {
             let PolicyKind::CostLimit(limit) = &*a.kind else {
                 continue;
             };
-            let (check, meta) = budget_check(a, limit, now, NanoUsd::ZERO, NanoUsd::ZERO);
+            let (check, meta) = budget_check(a, limit, now, NanoUsd::ZERO, None);
             let read = async || {
                 self.counters
                     .budget(&check.key)
@@ -1110,12 +1180,14 @@ fn fingerprint(body: &[u8]) -> String {
     hex::encode(&digest[..16])
 }
 
+/// `clamp_min` is the least reservation a clamp may leave when an enforcing
+/// clamp budget applies to the request, `None` when none does.
 fn budget_check(
     a: &Applied<'_>,
     limit: &CostLimit,
     now: DateTime<Utc>,
     cost: NanoUsd,
-    clamp_min: NanoUsd,
+    clamp_min: Option<NanoUsd>,
 ) -> (BudgetCheck, BudgetMeta) {
     let start = limit.period.start(now);
     let end = limit.period.end(now);
@@ -1128,10 +1200,7 @@ fn budget_check(
             start.timestamp()
         ),
         limit: limit.limit,
-        min: match limit.on_insufficient {
-            OnInsufficient::Reject => cost,
-            OnInsufficient::Clamp => clamp_min.min(cost),
-        },
+        min: clamp_min.map_or(cost, |m| m.min(cost)),
         enforce: a.mode == PolicyMode::Enforce && limit.action == CostAction::Reject,
         // A day of slack past the period's end: settlements of requests that
         // started in the period still find their counter.
@@ -1167,8 +1236,22 @@ fn build_plan(
         0
     };
     let cost = price.cost(input, facts.max_output_tokens);
-    let clamp_min = price.cost(input, 1);
-    let tokens = input.saturating_add(facts.max_output_tokens);
+    // A clamp must leave at least one token for every choice.
+    let clamp_min = price.cost(input, facts.output_multiplier.max(1));
+    let tokens = input
+        .saturating_add(facts.max_output_tokens)
+        .min(MAX_REQUEST_TOKENS);
+    // Where any enforcing budget clamps, the request may go out smaller
+    // than its worst case; a reject-mode budget then judges the request
+    // that is sent (it must fit the smaller reservation), rather than
+    // vetoing a clamp that every budget has room for.
+    let clamping = applied.iter().any(|a| {
+        matches!(&*a.kind, PolicyKind::CostLimit(l)
+            if l.on_insufficient == OnInsufficient::Clamp
+                && l.action == CostAction::Reject
+                && a.mode == PolicyMode::Enforce)
+    });
+    let clamp_min = if clamping { Some(clamp_min) } else { None };
     let key_id = who.key.id.as_str();
     let mut plan = Plan {
         req: AdmitRequest {
@@ -1413,6 +1496,39 @@ fn rejection_error(
                 retry_after_secs: secs,
             }
         }
+    }
+}
+
+/// 402 for a clamp that leaves less than one output token per choice.
+fn clamp_too_small(
+    plan: &Plan,
+    facts: &RequestFacts<'_>,
+    affordable: u64,
+    now: DateTime<Utc>,
+) -> ApiError {
+    // The tightest enforcing budget is the one that clamped.
+    let tightest = plan
+        .budgets
+        .iter()
+        .zip(&plan.grant.budgets)
+        .zip(&plan.req.budgets)
+        .filter(|(_, check)| check.enforce)
+        .min_by_key(|((_, state), _)| state.remaining());
+    let (name, retry_after_secs) = match tightest {
+        Some(((meta, _), _)) => (
+            meta.named.describe(),
+            meta.end.map_or(messages::NEVER_SECS, |end| {
+                messages::retry_secs((end - now).num_milliseconds().max(0) as u64)
+            }),
+        ),
+        None => ("in force".to_owned(), messages::NEVER_SECS),
+    };
+    ApiError::BudgetExceeded {
+        message: format!(
+            "budget {name} has ${} left, which pays for {affordable} output tokens of `{}`: fewer than one for              each of the {} completions this request asks for (`n`, `best_of` and prompts multiply); ask for              fewer completions or shorten the input",
+            plan.grant.reserved, facts.model.name, facts.output_multiplier
+        ),
+        retry_after_secs,
     }
 }
 

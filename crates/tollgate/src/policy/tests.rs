@@ -197,6 +197,7 @@ fn facts<'a>(m: &'a ModelConfig, input: u64, max_out: u64, body: &'a [u8]) -> Re
         model: m,
         input_tokens: InputTokens::known(input),
         max_output_tokens: max_out,
+        output_multiplier: 1,
         body,
     }
 }

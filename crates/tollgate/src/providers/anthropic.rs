@@ -135,7 +135,7 @@ impl Provider for Anthropic {
         }
         let raw = upstream::read_body(&self.ctx, response, deadline, call.timeout).await?;
         let (body, usage) = to_anthropic::chat_response(&raw, created).map_err(|e| {
-            self.ctx.failed(format!(
+            self.ctx.lost(format!(
                 "answered with a success status but an unusable body: {e}"
             ))
         })?;

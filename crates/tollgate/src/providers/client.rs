@@ -11,6 +11,9 @@ use crate::shard::PerShard;
 /// provider (Ollama, vLLM, the mock server) must not be sent off-machine.
 const ALWAYS_DIRECT: &str = "127.0.0.1,localhost,::1";
 
+/// Longest wait for a TCP (and TLS) connection to a provider.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Idle pooled connections are dropped after this; providers close theirs
 /// after about a minute or two anyway.
 const POOL_IDLE: Duration = Duration::from_secs(90);
@@ -79,6 +82,10 @@ fn base_builder() -> reqwest::ClientBuilder {
         .tcp_nodelay(true)
         .tcp_keepalive(Duration::from_secs(60))
         .pool_idle_timeout(POOL_IDLE)
+        // A provider that cannot even be connected to has generated nothing:
+        // failing the connect on its own (not as the request's timeout) lets
+        // the gateway tell it apart from a call that may have been billed.
+        .connect_timeout(CONNECT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .retry(reqwest::retry::never())
         // Proxies come only from `env_proxies`, where local hosts are exempt.

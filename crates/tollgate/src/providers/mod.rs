@@ -65,6 +65,36 @@ impl Endpoint {
     }
 }
 
+/// OpenAI model families that refuse `max_tokens` on chat and take only
+/// `max_completion_tokens` (which also bounds their hidden reasoning
+/// tokens). Source: OpenAI API reference, chat `max_tokens`: "deprecated in
+/// favor of `max_completion_tokens`, and is not compatible with o-series
+/// models"; the gpt-5 family answers `max_tokens` with "Unsupported
+/// parameter ... Use 'max_completion_tokens' instead" (checked 2026-11).
+const COMPLETION_TOKENS_ONLY: [&str; 4] = ["o1", "o3", "o4", "gpt-5"];
+
+/// The field that caps the output of `model` on `endpoint`: what the
+/// gateway inserts so a reservation is enforced by the provider, not hoped
+/// for.
+pub fn output_cap_field(endpoint: Endpoint, model: &str) -> &'static str {
+    // Fine-tunes (`ft:o4-mini:org::id`) and routed names (`openai/o3`)
+    // belong to their base model's family.
+    let name = model.strip_prefix("ft:").unwrap_or(model);
+    let name = name.rsplit('/').next().unwrap_or(name);
+    let completion_tokens_only = COMPLETION_TOKENS_ONLY.iter().any(|family| {
+        name.strip_prefix(family)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['-', '.']))
+    });
+    if endpoint == Endpoint::ChatCompletions && completion_tokens_only {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    }
+}
+
+/// Every output-cap field a provider of `endpoint` may honour.
+pub const OUTPUT_CAP_FIELDS: [&str; 2] = ["max_tokens", "max_completion_tokens"];
+
 /// One call to one provider.
 #[derive(Debug, Clone)]
 pub struct UpstreamCall {
@@ -85,6 +115,25 @@ pub struct Usage {
     pub completion_tokens: u64,
     /// Prompt tokens served from the provider's cache.
     pub cached_tokens: u64,
+}
+
+impl Usage {
+    /// Any one count above this is not a real request's: a provider's
+    /// absurd numbers are cut here, so sums and conversions to the ledger's
+    /// signed integers can never overflow (the cost is then bounded by the
+    /// reservation, see `Admitted::cost`).
+    pub const MAX_TOKENS: u64 = 1_000_000_000_000;
+
+    /// This usage with every count at most [`Usage::MAX_TOKENS`] and the
+    /// cached tokens no more than the prompt's.
+    pub fn bounded(self) -> Usage {
+        let prompt_tokens = self.prompt_tokens.min(Self::MAX_TOKENS);
+        Usage {
+            prompt_tokens,
+            completion_tokens: self.completion_tokens.min(Self::MAX_TOKENS),
+            cached_tokens: self.cached_tokens.min(prompt_tokens),
+        }
+    }
 }
 
 /// One server-sent event's `data` payload, in canonical OpenAI
@@ -114,6 +163,12 @@ pub enum ProviderError {
     /// Connection refused/reset, 5xx, malformed body: worth a fallback.
     #[error("provider `{provider}` failed: {message}")]
     Failed { provider: String, message: String },
+    /// The request reached the provider, but its answer was lost: the
+    /// connection broke after the request was sent, the body broke off or
+    /// was unusable after a 2xx, or a gateway in front of it answered 502 or
+    /// 504. The provider may have generated, and billed, the answer.
+    #[error("provider `{provider}` failed after it was sent the request: {message}")]
+    Lost { provider: String, message: String },
     /// The provider's own 4xx: passed to the client with its status, never retried.
     #[error("provider `{provider}` rejected the request with {status}")]
     Rejected {
@@ -122,6 +177,19 @@ pub enum ProviderError {
         body: Bytes,
         content_type: Option<HeaderValue>,
     },
+}
+
+impl ProviderError {
+    /// Whether the provider may have generated, and billed, an answer the
+    /// gateway never got whole: a timeout after the request went out (the
+    /// connect has its own, shorter timeout that fails as `Failed`) or a
+    /// lost answer.
+    pub fn may_have_billed(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Timeout { .. } | ProviderError::Lost { .. }
+        )
+    }
 }
 
 #[async_trait]

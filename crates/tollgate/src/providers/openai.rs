@@ -151,7 +151,7 @@ impl Provider for OpenAiCompatible {
         }
         let body = upstream::read_body(&self.ctx, response, deadline, call.timeout).await?;
         let usage = usage_from_body(&body).map_err(|e| {
-            self.ctx.failed(format!(
+            self.ctx.lost(format!(
                 "answered with a success status but a body that is not a JSON object: {e}"
             ))
         })?;

@@ -77,6 +77,14 @@ impl Ctx {
         }
     }
 
+    /// See [`ProviderError::Lost`].
+    pub fn lost(&self, message: impl AsRef<str>) -> ProviderError {
+        ProviderError::Lost {
+            provider: self.provider.clone(),
+            message: self.redact(message.as_ref()),
+        }
+    }
+
     pub fn timeout(&self, timeout: Duration) -> ProviderError {
         ProviderError::Timeout {
             provider: self.provider.clone(),
@@ -105,6 +113,17 @@ impl Ctx {
 
     fn reqwest_failed(&self, what: &str, err: &reqwest::Error) -> ProviderError {
         self.failed(format!("{what}: {}", error_chain(err)))
+    }
+
+    /// A failed send: `Failed` when no connection was made (nothing reached
+    /// the provider), else `Lost`.
+    fn send_failed(&self, err: &reqwest::Error) -> ProviderError {
+        let message = format!("request failed: {}", error_chain(err));
+        if err.is_connect() {
+            self.failed(message)
+        } else {
+            self.lost(message)
+        }
     }
 }
 
@@ -135,7 +154,7 @@ pub(crate) async fn send(
 ) -> Result<reqwest::Response, ProviderError> {
     let response = match tokio::time::timeout_at(deadline, request.send()).await {
         Err(_) => return Err(ctx.timeout(timeout)),
-        Ok(Err(e)) => return Err(ctx.reqwest_failed("request failed", &e)),
+        Ok(Err(e)) => return Err(ctx.send_failed(&e)),
         Ok(Ok(r)) => r,
     };
     let status = response.status();
@@ -153,7 +172,15 @@ pub(crate) async fn send(
         });
     }
     let snippet = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_SNIPPET)]).into_owned();
-    Err(ctx.failed(format!("answered `{status}`: {}", snippet.trim())))
+    let message = format!("answered `{status}`: {}", snippet.trim());
+    // 502 and 504 come from a proxy or load balancer in front of the model
+    // server, typically after the model worked on the request for a while.
+    // 500, 503 and 529 are the provider refusing or failing it, unbilled.
+    if matches!(status.as_u16(), 502 | 504) {
+        Err(ctx.lost(message))
+    } else {
+        Err(ctx.failed(message))
+    }
 }
 
 /// `response` to a streaming request, checked to be one: a server that
@@ -179,7 +206,7 @@ pub(crate) async fn expect_event_stream(
     }
     let body = read_body(ctx, response, deadline, timeout).await?;
     let snippet = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_SNIPPET)]).into_owned();
-    Err(ctx.failed(format!(
+    Err(ctx.lost(format!(
         "answered a streaming request with a JSON body instead of server-sent events: {}",
         snippet.trim()
     )))
@@ -194,7 +221,10 @@ pub(crate) async fn read_body(
 ) -> Result<Bytes, ProviderError> {
     match tokio::time::timeout_at(deadline, response.bytes()).await {
         Err(_) => Err(ctx.timeout(timeout)),
-        Ok(Err(e)) => Err(ctx.reqwest_failed("reading the response body failed", &e)),
+        Ok(Err(e)) => Err(ctx.lost(format!(
+            "reading the response body failed: {}",
+            error_chain(&e)
+        ))),
         Ok(Ok(body)) => Ok(body),
     }
 }

@@ -49,6 +49,17 @@ pub(super) fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> 
     }
 }
 
+/// A client's value as it may appear in an error message: at most 64
+/// characters, so a hostile megabyte-long field is not echoed back whole.
+pub(super) fn snippet(v: &Value) -> String {
+    const MAX: usize = 64;
+    let text = v.to_string();
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
 pub(super) fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",

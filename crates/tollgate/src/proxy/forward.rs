@@ -8,7 +8,9 @@ use serde_json::{Map, Value};
 
 use crate::config::{ModelConfig, ProviderKind, Target};
 use crate::error::ApiError;
-use crate::providers::{Endpoint, ProviderError, UpstreamCall, UpstreamResponse};
+use crate::providers::{
+    Endpoint, OUTPUT_CAP_FIELDS, ProviderError, UpstreamCall, UpstreamResponse, output_cap_field,
+};
 use crate::state::Runtime;
 
 /// The order in which to try a model's targets.
@@ -42,8 +44,39 @@ pub(super) fn order(model: &ModelConfig) -> Vec<&Target> {
     out
 }
 
-/// Sends the request to the first target that answers; returns that
-/// provider's name, its model name and its answer.
+/// The output cap a forwarded request must carry.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OutputCap {
+    /// What was reserved per choice (after any clamp).
+    pub per_choice: u64,
+    /// A budget or token limit reserved for it: every target gets an
+    /// explicit cap no larger, so the provider enforces the reservation.
+    pub enforced: bool,
+}
+
+/// The answer of the target that answered.
+pub(super) struct Answered {
+    pub provider: String,
+    pub provider_model: String,
+    pub response: UpstreamResponse,
+}
+
+/// Why no target answered.
+pub(super) struct Unanswered {
+    pub error: ApiError,
+    /// The last target tried, if any was.
+    pub provider: Option<(String, String)>,
+    /// That target may have generated (and billed) an answer that was lost
+    /// (see [`ProviderError::may_have_billed`]).
+    pub may_have_billed: bool,
+}
+
+/// Sends the request to the first target that answers.
+///
+/// A failure after which the provider may have billed a generation (a
+/// timeout, a lost answer) ends the request there: it is billed its
+/// reservation, which covers one worst case, so trying another target
+/// could bill a second one beyond what the budget reserved.
 pub(super) async fn send(
     rt: &Runtime,
     targets: &[&Target],
@@ -51,9 +84,10 @@ pub(super) async fn send(
     body: Map<String, Value>,
     stream: bool,
     request_id: &str,
-    reserved_output: u64,
-) -> Result<(String, String, UpstreamResponse), ApiError> {
+    cap: OutputCap,
+) -> Result<Answered, Unanswered> {
     let mut last: Option<ProviderError> = None;
+    let mut tried: Option<(String, String)> = None;
     // The body is moved into the last attempt and cloned only for the ones
     // before it: a single-target model (the common case) never copies it.
     let mut body = Some(body);
@@ -73,15 +107,7 @@ pub(super) async fn send(
             (false, None) => break,
         };
         body.insert("model".into(), Value::String(target.model.clone()));
-        // Anthropic requires `max_tokens` and would pick its own default;
-        // send the per-choice output the budget reserved for instead.
-        if pcfg.kind == ProviderKind::Anthropic
-            && !body.contains_key("max_tokens")
-            && !body.contains_key("max_completion_tokens")
-            && endpoint == Endpoint::ChatCompletions
-        {
-            body.insert("max_tokens".into(), Value::from(reserved_output.max(1)));
-        }
+        apply_cap(&mut body, endpoint, pcfg.kind, &target.model, cap);
         let call = UpstreamCall {
             endpoint,
             body,
@@ -89,8 +115,15 @@ pub(super) async fn send(
             timeout: pcfg.timeout,
             request_id: request_id.to_owned(),
         };
+        tried = Some((target.provider.clone(), target.model.clone()));
         match provider.send(call).await {
-            Ok(resp) => return Ok((target.provider.clone(), target.model.clone(), resp)),
+            Ok(response) => {
+                return Ok(Answered {
+                    provider: target.provider.clone(),
+                    provider_model: target.model.clone(),
+                    response,
+                });
+            }
             Err(ProviderError::Rejected {
                 status,
                 body,
@@ -98,31 +131,156 @@ pub(super) async fn send(
                 ..
             }) => {
                 metrics::counter!("tollgate_upstream_errors_total", "provider" => target.provider.clone(), "kind" => "rejected").increment(1);
-                return Err(ApiError::UpstreamPassthrough {
-                    status,
-                    body,
-                    content_type,
+                return Err(Unanswered {
+                    error: ApiError::UpstreamPassthrough {
+                        status,
+                        body,
+                        content_type,
+                    },
+                    provider: tried,
+                    may_have_billed: false,
                 });
             }
             Err(e) => {
-                let kind = if matches!(e, ProviderError::Timeout { .. }) {
-                    "timeout"
-                } else {
-                    "failed"
+                let kind = match e {
+                    ProviderError::Timeout { .. } => "timeout",
+                    ProviderError::Lost { .. } => "lost",
+                    _ => "failed",
                 };
                 metrics::counter!("tollgate_upstream_errors_total", "provider" => target.provider.clone(), "kind" => kind).increment(1);
+                if e.may_have_billed() {
+                    tracing::warn!(request_id, provider = %target.provider, error = %e,
+                        "upstream failed after it may have generated; billing the reservation, no fallback");
+                    return Err(Unanswered {
+                        error: upstream_failure(
+                            e,
+                            "the request was not sent elsewhere, as this provider may have generated (and billed) an answer; it is billed at its reserved worst case",
+                        ),
+                        provider: tried,
+                        may_have_billed: true,
+                    });
+                }
                 tracing::warn!(request_id, provider = %target.provider, error = %e, "upstream failed; trying the next target if any");
                 last = Some(e);
             }
         }
     }
-    Err(match last {
-        Some(e @ ProviderError::Timeout { .. }) => {
-            ApiError::UpstreamTimeout(format!("{e}; no fallback target answered"))
-        }
-        Some(e) => ApiError::UpstreamError(format!("{e}; no fallback target answered")),
-        None => {
-            ApiError::UpstreamError("no provider is configured for this model's targets".into())
-        }
+    Err(Unanswered {
+        error: match last {
+            Some(e) => upstream_failure(e, "no fallback target answered"),
+            None => {
+                ApiError::UpstreamError("no provider is configured for this model's targets".into())
+            }
+        },
+        provider: tried,
+        may_have_billed: false,
     })
+}
+
+fn upstream_failure(e: ProviderError, what: &str) -> ApiError {
+    match e {
+        e @ ProviderError::Timeout { .. } => ApiError::UpstreamTimeout(format!("{e}; {what}")),
+        e => ApiError::UpstreamError(format!("{e}; {what}")),
+    }
+}
+
+/// Makes the body carry the output cap its target must honour. Under an
+/// enforced reservation every cap field present is lowered to it (a clamp)
+/// and, when none is, the field the target's family takes is inserted.
+/// Otherwise only Anthropic gets one, since it requires `max_tokens` and
+/// would pick its own default.
+fn apply_cap(
+    body: &mut Map<String, Value>,
+    endpoint: Endpoint,
+    kind: ProviderKind,
+    model: &str,
+    cap: OutputCap,
+) {
+    if endpoint == Endpoint::Embeddings {
+        return;
+    }
+    let per_choice = cap.per_choice.max(1);
+    let mut present = false;
+    for field in OUTPUT_CAP_FIELDS {
+        let Some(v) = body.get_mut(field).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        present = true;
+        if cap.enforced && v.as_u64().is_none_or(|n| n > per_choice) {
+            *v = Value::from(per_choice);
+        }
+    }
+    if present {
+        return;
+    }
+    if cap.enforced {
+        body.insert(
+            output_cap_field(endpoint, model).into(),
+            Value::from(per_choice),
+        );
+    } else if kind == ProviderKind::Anthropic && endpoint == Endpoint::ChatCompletions {
+        body.insert("max_tokens".into(), Value::from(per_choice));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn capped(body: Value, kind: ProviderKind, model: &str, enforced: bool) -> Value {
+        let Value::Object(mut map) = body else {
+            unreachable!()
+        };
+        let cap = OutputCap {
+            per_choice: 100,
+            enforced,
+        };
+        apply_cap(&mut map, Endpoint::ChatCompletions, kind, model, cap);
+        Value::Object(map)
+    }
+
+    #[test]
+    fn an_enforced_reservation_always_goes_out_as_a_cap() {
+        let none = json!({"messages": []});
+        let b = capped(none.clone(), ProviderKind::OpenAi, "gpt-4o", true);
+        assert_eq!(b["max_tokens"], 100);
+        let b = capped(none.clone(), ProviderKind::OpenAi, "o3-mini", true);
+        assert_eq!(
+            (b["max_completion_tokens"].clone(), b.get("max_tokens")),
+            (json!(100), None)
+        );
+        let b = capped(none.clone(), ProviderKind::Azure, "gpt-5", true);
+        assert_eq!(b["max_completion_tokens"], 100);
+        // Not enforced: only Anthropic, which requires one.
+        assert_eq!(
+            capped(none.clone(), ProviderKind::OpenAi, "gpt-4o", false),
+            none
+        );
+        assert_eq!(
+            capped(none, ProviderKind::Anthropic, "claude", false)["max_tokens"],
+            100
+        );
+    }
+
+    #[test]
+    fn a_clamp_lowers_every_cap_field_present_and_keeps_smaller_ones() {
+        let b = capped(
+            json!({"max_tokens": 500, "max_completion_tokens": 50, "max_output_tokens": 900}),
+            ProviderKind::OpenAi,
+            "gpt-4o",
+            true,
+        );
+        assert_eq!(b["max_tokens"], 100);
+        assert_eq!(b["max_completion_tokens"], 50);
+        // Not a chat cap: left as it is, and never counted as one.
+        assert_eq!(b["max_output_tokens"], 900);
+        let null = capped(
+            json!({"max_tokens": null}),
+            ProviderKind::OpenAi,
+            "o1",
+            true,
+        );
+        assert_eq!(null["max_completion_tokens"], 100);
+    }
 }

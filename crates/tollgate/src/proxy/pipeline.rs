@@ -33,12 +33,40 @@ pub enum Ingress {
     Anthropic,
 }
 
+/// Runs the request on a task of its own that the server tracks, and
+/// waits for its answer. A client that hangs up cancels only this wait: the
+/// provider call goes on to its end, so the request is billed what the
+/// provider bills for it (the whole answer), not just its prompt, and its
+/// row says the client left (499).
 pub(super) async fn handle(
     state: SharedState,
     request_id: String,
     ingress: Ingress,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
+        let response = run(state, request_id, ingress, headers, body, &reply).await;
+        // Fails only when the client is gone; the books are closed already.
+        let _ = reply.send(response);
+    });
+    match answer.await {
+        Ok(response) => response,
+        // The task panicked; its books were closed as a 500 when dropped.
+        Err(_) => ApiError::Internal("the request failed inside the gateway".into())
+            .into_response_as(ingress.error_format()),
+    }
+}
+
+async fn run(
+    state: SharedState,
+    request_id: String,
+    ingress: Ingress,
+    headers: HeaderMap,
+    body: Body,
+    reply: &tokio::sync::oneshot::Sender<Response>,
 ) -> Response {
     let started = Instant::now();
     let format = ingress.error_format();
@@ -58,6 +86,7 @@ pub(super) async fn handle(
         config: rt.config.clone(),
         key: auth.key,
         team: None,
+        at: state.clock.now(),
         request_id,
         model: String::new(),
         provider: String::new(),
@@ -71,7 +100,9 @@ pub(super) async fn handle(
         upstream: Duration::ZERO,
         admitted: None,
         would_reject: Vec::new(),
+        reserved_output: 0,
         forwarded: false,
+        bill_reservation: false,
         closed: false,
     };
     match proxy(&rt, &mut books, ingress, &headers, body).await {
@@ -79,7 +110,7 @@ pub(super) async fn handle(
             body,
             usage,
             headers,
-        }) => complete(books, ingress, body, usage, headers),
+        }) => complete(books, ingress, body, usage, headers, reply.is_closed()),
         Ok(Reply::Stream {
             events,
             include_usage,
@@ -87,7 +118,8 @@ pub(super) async fn handle(
         }) => stream::respond(books, ingress, events, include_usage, headers),
         Err(e) => {
             let e = books.looping_instead(e).await;
-            books.close(e.status().as_u16(), Usage::default(), Some(e.code()));
+            let usage = books.failure_usage();
+            books.close(e.status().as_u16(), usage, Some(e.code()));
             e.into_response_as(format)
         }
     }
@@ -144,36 +176,35 @@ async fn proxy(
         .check_model_access(config, &who, &model.name)?;
 
     let targets = forward::order(model);
-    let first_model = targets
-        .first()
-        .map(|t| t.model.as_str())
-        .unwrap_or(&model.name);
-    let count_input = || estimate::input_tokens(endpoint, &req, model, first_model);
-    // Every choice of `n` (or `best_of`) is billed: the worst case covers them all.
-    let max_output = match endpoint {
+    // Whichever target answers, the reservation covers its tokenizer.
+    let count_input = || estimate::input_tokens_any_target(endpoint, &req, model);
+    // Every choice of `n` (or `best_of`) and every prompt of a prompt list
+    // is generated and billed: the worst case covers them all.
+    let per_choice = match endpoint {
         Endpoint::Embeddings => 0,
-        _ => estimate::max_output_tokens(&req, model),
+        _ => parsed.max_tokens.unwrap_or(model.max_output_tokens),
     };
-    let choices = max_output
-        / parsed
-            .max_tokens
-            .map_or(model.max_output_tokens, |(_, n)| n)
-            .max(1);
+    let multiplier = parsed.multiplier();
     let facts = RequestFacts {
         request_id: &books.request_id,
         model,
         input_tokens: InputTokens::lazy(&count_input),
-        max_output_tokens: max_output,
+        max_output_tokens: per_choice.saturating_mul(multiplier),
+        output_multiplier: multiplier,
         body: &bytes,
     };
     let admitted = books.state.policy.admit(config, &who, &facts).await;
     books.input.counted = facts.input_tokens.counted();
     let mut admitted = admitted?;
-    if let Some(total) = admitted.clamp_max_tokens {
-        // The clamp covers all choices together; `max_tokens` is per choice.
-        let field = parsed.max_tokens.map_or("max_tokens", |(f, _)| f);
-        req.insert(field.into(), Value::from((total / choices.max(1)).max(1)));
-    }
+    books.at = admitted.at;
+    let cap = forward::OutputCap {
+        per_choice: admitted.clamp_max_tokens.unwrap_or(per_choice),
+        enforced: admitted.enforces_output(),
+    };
+    books.reserved_output = match endpoint {
+        Endpoint::Embeddings => 0,
+        _ => cap.per_choice.saturating_mul(multiplier),
+    };
     let reply_headers = admitted.headers.clone();
     let shadow = admitted.take_would_reject();
     if books.would_reject.is_empty() {
@@ -184,11 +215,17 @@ async fn proxy(
     books.admitted = Some(admitted);
 
     if parsed.stream {
-        // Usage is always requested so that the stream can be billed; the
-        // extra chunk is stripped again for clients that did not ask for it.
+        // Usage is always requested so that the stream can be billed
+        // (hidden reasoning tokens appear nowhere else); the extra chunk is
+        // stripped again for clients that did not ask for it. A
+        // `stream_options` that is not an object (`null`, a string) is
+        // replaced: forwarded as is, it would turn the usage chunk off.
         let opts = req
             .entry("stream_options")
             .or_insert_with(|| Value::Object(Map::new()));
+        if !opts.is_object() {
+            *opts = Value::Object(Map::new());
+        }
         if let Value::Object(o) = opts {
             o.insert("include_usage".into(), Value::Bool(true));
         }
@@ -202,14 +239,24 @@ async fn proxy(
         req,
         parsed.stream,
         &books.request_id,
-        max_output / choices.max(1),
+        cap,
     )
     .await;
     books.upstream = upstream_started.elapsed();
-    let (provider, provider_model, resp) = sent?;
-    books.provider = provider;
-    books.provider_model = provider_model;
-    Ok(match resp {
+    let answered = match sent {
+        Ok(answered) => answered,
+        Err(failure) => {
+            if let Some((provider, provider_model)) = failure.provider {
+                books.provider = provider;
+                books.provider_model = provider_model;
+            }
+            books.bill_reservation = failure.may_have_billed;
+            return Err(failure.error);
+        }
+    };
+    books.provider = answered.provider;
+    books.provider_model = answered.provider_model;
+    Ok(match answered.response {
         UpstreamResponse::Complete { body, usage } => {
             let usage = usage.unwrap_or_else(|| books.usage_from_body(&body));
             Reply::Complete {
@@ -226,14 +273,21 @@ async fn proxy(
     })
 }
 
-/// Settles a complete answer and sends it with its cost headers.
+/// Settles a complete answer and sends it with its cost headers. An
+/// answer whose client hung up while it was generated is billed all the
+/// same, and its row says the client left.
 fn complete(
     books: Books,
     ingress: Ingress,
     body: Bytes,
     usage: Usage,
     headers: Vec<(HeaderName, HeaderValue)>,
+    client_gone: bool,
 ) -> Response {
+    if client_gone {
+        books.close(CLIENT_CLOSED, usage, Some("client_closed"));
+        return StatusCode::NO_CONTENT.into_response();
+    }
     let body = match ingress {
         Ingress::OpenAi(_) => body,
         Ingress::Anthropic => match translate::openai_to_messages_response(&body, &books.model) {
@@ -287,6 +341,10 @@ pub(super) struct Books {
     pub config: Arc<Config>,
     pub key: Arc<KeyRecord>,
     pub team: Option<Arc<TeamRecord>>,
+    /// When the request was admitted (until then, when it arrived): its
+    /// ledger row carries this time, so it lands in the period it was
+    /// charged to even when it ends in the next one.
+    pub at: chrono::DateTime<chrono::Utc>,
     pub request_id: String,
     /// The client-facing model name (empty until the body was read).
     pub model: String,
@@ -301,10 +359,20 @@ pub(super) struct Books {
     /// request (model access, then the counter-backed ones), for the ledger
     /// row; empty (never allocated) when none would.
     pub would_reject: Vec<String>,
+    /// Output tokens reserved, all choices together (after any clamp).
+    pub reserved_output: u64,
     /// The request went to a provider, which may bill its prompt.
     pub forwarded: bool,
+    /// The provider may have generated an answer that was lost (a timeout
+    /// after the request went out): bill the reserved worst case.
+    pub bill_reservation: bool,
     closed: bool,
 }
+
+/// Ledger status of a request whose client went away before its answer:
+/// nginx's 499 "client closed request", the status nginx and LiteLLM users
+/// look for. What the provider generated for it is still billed.
+pub(super) const CLIENT_CLOSED: u16 = 499;
 
 /// The request's input tokens: counted at admission when a policy needed
 /// them, else only if billing does (an answer that came without usage).
@@ -315,10 +383,11 @@ pub(super) struct InputCount {
     counted: Option<u64>,
 }
 
-/// Books dropped before they were closed: the handler was cancelled, which
-/// hyper does when the client hangs up while the provider is still
-/// answering (or the handler panicked). The reservation and any parallel
-/// slot must not leak, and the provider bills the prompt it was sent.
+/// Books dropped before they were closed: the request's task panicked, or
+/// was cancelled as the runtime shut down (a client hanging up does not
+/// cancel it, see [`handle`]). The reservation and any parallel slot must
+/// not leak, and a request that reached a provider may have been generated
+/// there whole: it is billed its reserved worst case.
 impl Drop for Books {
     fn drop(&mut self) {
         if self.closed {
@@ -327,16 +396,10 @@ impl Drop for Books {
         let (status, code) = if std::thread::panicking() {
             (500, "internal_error")
         } else {
-            (499, "client_closed")
+            (CLIENT_CLOSED, "client_closed")
         };
-        let usage = Usage {
-            prompt_tokens: if self.forwarded {
-                self.input_tokens()
-            } else {
-                0
-            },
-            ..Usage::default()
-        };
+        self.bill_reservation = self.forwarded;
+        let usage = self.failure_usage();
         self.close_now(status, usage, Some(code));
     }
 }
@@ -369,6 +432,21 @@ impl Books {
                 &self.provider_model,
             )
         })
+    }
+
+    /// What a request that got no answer is billed: nothing, unless the
+    /// provider may have generated one that was lost, which it bills and
+    /// which is then billed at the reserved worst case (input estimate plus
+    /// all the output reserved), since its real usage cannot be known.
+    pub fn failure_usage(&self) -> Usage {
+        if !self.bill_reservation {
+            return Usage::default();
+        }
+        Usage {
+            prompt_tokens: self.input_tokens(),
+            completion_tokens: self.reserved_output,
+            cached_tokens: 0,
+        }
     }
 
     /// Tokens of generated text, for answers that came without usage.
@@ -448,6 +526,7 @@ impl Books {
 
     fn close_now(&mut self, status: u16, usage: Usage, error_code: Option<&str>) -> Settled {
         self.closed = true;
+        let usage = usage.bounded();
         let outcome = Outcome {
             usage: Some(usage),
             error_code: error_code.map(str::to_owned),
@@ -464,7 +543,7 @@ impl Books {
         // stuck on unreachable counters.
         let latency = self.started.elapsed();
         self.state.ledger.record(LedgerRow {
-            ts: self.state.clock.now(),
+            ts: self.at,
             request_id: self.request_id.clone(),
             key_id: self.key.id.clone(),
             team: self.key.team.clone(),

@@ -18,18 +18,11 @@ use futures_util::Stream;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
-use super::pipeline::{Books, Ingress};
+use super::pipeline::{Books, CLIENT_CLOSED, Ingress};
 use crate::error::{ApiError, ErrorFormat};
 use crate::providers::{
     EventStream, ProviderError, SseEvent, Usage, translate::MessagesStreamTranslator,
 };
-
-/// Ledger status of a stream whose client went away first. No one was sent
-/// it (the client had its `200`); it is nginx's 499 "client closed
-/// request", the status nginx and LiteLLM users look for, so a hang-up is
-/// told apart both from a success and from a failure of ours or the
-/// provider's. What was streamed until then is still billed.
-const CLIENT_CLOSED: u16 = 499;
 
 pub(super) fn respond(
     books: Books,

@@ -19,7 +19,7 @@ use crate::common::*;
 /// little over $0.0002 and a $0.01 cap fits about 49 of them.
 const CAP: f64 = 0.01;
 
-fn capped(limit: f64, extra: &str) -> String {
+pub(crate) fn capped(limit: f64, extra: &str) -> String {
     format!(
         "policies:\n  - name: cap\n    type: cost-limit\n    config: {{ limit_usd: {limit}, period: daily, action: reject{extra} }}\nteams:\n  - id: t1\n    policies: [cap]\n"
     )
@@ -29,7 +29,7 @@ fn body_100() -> Value {
     json!({"model": "gpt-4o-mini", "max_tokens": 100, "messages": [{"role": "user", "content": "Count to one hundred"}]})
 }
 
-async fn total_cost(h: &Harness) -> (u64, usize) {
+pub(crate) async fn total_cost(h: &Harness) -> (u64, usize) {
     let rows = h.ledger().await;
     (
         rows.iter().map(|r| r.cost.0).sum(),

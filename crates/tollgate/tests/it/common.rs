@@ -70,12 +70,32 @@ impl Harness {
     }
 
     pub async fn start_with(mock: MockConfig, tail: &str, clock: Arc<dyn Clock>) -> Harness {
+        Self::start_with_models(mock, "", "", tail, clock).await
+    }
+
+    /// [`Harness::start_with`] with `providers` and `models` entries (YAML
+    /// list items indented by two spaces, `{mock}` standing for the mock's
+    /// base URL) added before the standard ones.
+    pub async fn start_with_models(
+        mock: MockConfig,
+        providers: &str,
+        models: &str,
+        tail: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Harness {
         let mock = MockProvider::start(mock)
             .await
             .expect("mock provider starts");
         let dir = tempfile::tempdir().expect("temp dir");
         let store = format!("sqlite://{}", dir.path().join("tollgate.db").display());
-        let yaml = config_yaml(&mock.base_url(), &store, tail);
+        let with_mock = |s: &str| s.replace("{mock}", &mock.base_url());
+        let yaml = config_yaml(&mock.base_url(), &store, tail)
+            .replacen(
+                "providers:\n",
+                &format!("providers:\n{}", with_mock(providers)),
+                1,
+            )
+            .replacen("models:\n", &format!("models:\n{}", with_mock(models)), 1);
         let gw = start_gateway(&yaml, clock).await;
         let url = format!("http://{}", gw.addr);
         Harness {

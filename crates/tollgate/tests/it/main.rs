@@ -5,8 +5,10 @@
 
 mod common;
 
+mod adversarial;
 mod budget;
 mod errors;
+mod holes;
 mod hooks;
 mod infra;
 mod keys;

@@ -64,7 +64,7 @@ pub fn spawn(dir: &Path, yaml: &str, log_name: &str) -> Proc {
     }
 }
 
-fn signal(child: &Child, sig: &str) {
+pub fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
         .status()

@@ -159,3 +159,41 @@ pub(super) fn assert_no_key(e: &ProviderError) {
         );
     }
 }
+
+#[test]
+fn output_cap_field_follows_the_model_family() {
+    use super::output_cap_field;
+    let chat = Endpoint::ChatCompletions;
+    for model in [
+        "o1",
+        "o1-mini",
+        "o3-mini",
+        "o4-mini-2025-04-16",
+        "gpt-5",
+        "gpt-5.1",
+        "gpt-5-mini",
+        "ft:o4-mini:acme::x",
+        "openai/o3",
+    ] {
+        assert_eq!(
+            output_cap_field(chat, model),
+            "max_completion_tokens",
+            "{model}"
+        );
+    }
+    for model in [
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4.1",
+        "gpt-50x",
+        "o10",
+        "llama-3",
+        "claude-3-5-haiku",
+    ] {
+        assert_eq!(output_cap_field(chat, model), "max_tokens", "{model}");
+    }
+    assert_eq!(
+        output_cap_field(Endpoint::Completions, "o3-mini"),
+        "max_tokens"
+    );
+}
