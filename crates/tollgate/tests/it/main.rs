@@ -6,6 +6,7 @@
 mod common;
 
 mod budget;
+mod crash;
 mod errors;
 mod hooks;
 mod infra;
