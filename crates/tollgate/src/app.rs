@@ -30,7 +30,7 @@ use crate::providers::{self, Provider};
 use crate::shard::Shards;
 use crate::state::{AppState, Runtime, SharedState};
 use crate::store::ledger::{LedgerOptions, LedgerWriter};
-use crate::store::{self as store_mod, Store};
+use crate::store::{self as store_mod, Journal, Store, journal};
 use crate::types::{Clock, SystemClock};
 use crate::{admin, proxy, telemetry};
 
@@ -43,6 +43,8 @@ pub enum StartError {
     Config(String),
     #[error("cannot open the store: {0}")]
     Store(String),
+    #[error("{0}")]
+    Journal(String),
     #[error("cannot connect the counters: {0}")]
     Counters(String),
     #[error("cannot listen on `{addr}`: {source}")]
@@ -208,11 +210,33 @@ pub async fn build_state(
     let store = store_mod::connect(config.store.expose())
         .await
         .map_err(|e| StartError::Store(e.to_string()))?;
+    // Before anything can be served: the spend of a gateway that crashed
+    // must be in the ledger before a budget is restored from it.
+    let journal = match config
+        .journal_dir
+        .clone()
+        .or_else(|| journal::default_dir(config.store.expose()))
+    {
+        Some(dir) => {
+            let (journal, replayed) = Journal::open(&dir, store.as_ref())
+                .await
+                .map_err(|e| StartError::Journal(e.to_string()))?;
+            if replayed.journals > 0 {
+                tracing::warn!(dir = %dir.display(), journals = replayed.journals,
+                    requests = replayed.requests, unsettled = replayed.unsettled,
+                    "a gateway did not shut down cleanly: its spend journal is replayed into the ledger, \
+                     requests it never settled billed at their reservation (error code `gateway_crashed`)");
+            }
+            journal
+        }
+        None => Journal::disabled(),
+    };
     let counters = counters(&config, clock.clone()).await?;
     let admin_key = admin_key(&config, store.as_ref()).await?;
     let http = providers::http_client();
     let keys = KeyCache::new(store.clone());
     let ledger = LedgerWriter::spawn(store.clone(), LedgerOptions::default());
+    journal.start_upkeep(ledger.clone());
     let busy_poll = BusyPoll::new(config.busy_poll, crate::shard::count());
     let policy = PolicyEngine::new(
         counters.clone(),
@@ -229,6 +253,7 @@ pub async fn build_state(
         counters,
         keys,
         ledger,
+        journal,
         policy,
         admin_key,
         clock,
@@ -272,17 +297,19 @@ impl Gateway {
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         let drain = self.state.runtime.load().config.drain_timeout;
-        if tokio::time::timeout(drain, &mut self.server).await.is_err() {
+        let drained = tokio::time::timeout(drain, &mut self.server).await.is_ok();
+        if !drained {
             tracing::warn!(?drain, "drain timeout: in-flight requests were cut");
         }
         self.state.tasks.close();
-        if tokio::time::timeout(drain, self.state.tasks.wait())
+        let settled = tokio::time::timeout(drain, self.state.tasks.wait())
             .await
-            .is_err()
-        {
+            .is_ok();
+        if !settled {
             tracing::warn!("drain timeout: some settlements did not finish");
         }
         self.state.ledger.shutdown().await;
+        self.state.journal.retire(drained && settled);
         self.release.cancel();
     }
 }

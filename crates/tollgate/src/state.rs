@@ -13,8 +13,8 @@ use crate::config::Config;
 use crate::counters::Counters;
 use crate::policy::PolicyEngine;
 use crate::providers::Provider;
-use crate::store::Store;
 use crate::store::ledger::LedgerHandle;
+use crate::store::{Journal, Store};
 use crate::types::Clock;
 
 /// Everything derived from one version of the config file. Replaced as a
@@ -31,6 +31,9 @@ pub struct AppState {
     pub counters: Arc<dyn Counters>,
     pub keys: KeyCache,
     pub ledger: LedgerHandle,
+    /// Requests that reserved budget, until their ledger row is durable:
+    /// what a restart after a crash replays (`crate::store::journal`).
+    pub journal: Journal,
     pub policy: PolicyEngine,
     pub admin_key: AdminKey,
     pub clock: Arc<dyn Clock>,

@@ -77,6 +77,7 @@ fn test_config() -> Config {
         log_bodies: false,
         drain_timeout: std::time::Duration::from_secs(5),
         busy_poll: std::time::Duration::ZERO,
+        journal_dir: None,
         providers: vec![],
         models: vec![],
         policies: vec![Policy {
@@ -137,6 +138,7 @@ async fn harness_with(
         counters,
         keys,
         ledger: LedgerWriter::spawn(store, LedgerOptions::default()),
+        journal: crate::store::Journal::disabled(),
         policy,
         admin_key: AdminKey::from_plain(&Secret::new(ADMIN.to_owned())),
         clock: clock.clone(),

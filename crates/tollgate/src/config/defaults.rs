@@ -100,6 +100,7 @@ pub fn embedded_default(env: &dyn Fn(&str) -> Option<String>) -> Config {
         log_bodies: false,
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         busy_poll: crate::busy_poll::DEFAULT_WINDOW,
+        journal_dir: None,
         providers,
         models,
         policies: Vec::new(),

@@ -2,6 +2,7 @@
 //! by [`super::load`]; nothing here parses or touches the file system.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::types::{NanoUsd, Period, Price, Secret};
@@ -27,6 +28,9 @@ pub struct Config {
     /// How long the runtime busy-polls after each request; zero: never
     /// (see `crate::busy_poll`).
     pub busy_poll: Duration,
+    /// Where the spend journal lives (`crate::store::journal`); `None`:
+    /// derived from the store.
+    pub journal_dir: Option<PathBuf>,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
     pub policies: Vec<Policy>,

@@ -687,6 +687,27 @@ busy_poll_us: 50
 }
 
 #[test]
+fn journal_dir_is_a_path_or_left_out() {
+    let config = load_str(
+        "journal_dir: /var/lib/tollgate/journal\n",
+        "t.yaml",
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(
+        config.journal_dir,
+        Some(std::path::PathBuf::from("/var/lib/tollgate/journal"))
+    );
+    assert_eq!(load_str("", "t.yaml", &no_env).unwrap().journal_dir, None);
+    assert_eq!(
+        problems("journal_dir: ''\n"),
+        [
+            "1: journal_dir: an empty path names no directory; leave the key out to keep the spend journal next to the store"
+        ]
+    );
+}
+
+#[test]
 fn environment_variables_fill_strings_and_numbers() {
     let text = "admin_key: ${ADMIN}
 store: sqlite://${DATA_DIR}/tollgate.db
@@ -949,7 +970,7 @@ fn yaml_error_messages_name_the_key_path() {
     assert_eq!(
         problems("lsiten: 127.0.0.1:4000\n"),
         [
-            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, providers, models, policies, teams, defaults, alerts"
+            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts"
         ]
     );
     assert_eq!(
@@ -1044,7 +1065,7 @@ alerts: { webhook: 'http://x' }
     assert_eq!(
         problems(text),
         [
-            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, providers, models, policies, teams, defaults, alerts",
+            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts",
             "3: providers[0]: unknown key `timeout`; expected one of name, kind, base_url, api_key, timeout_s, api_version",
             "6: models[0].targets[0]: unknown key `modle`; expected one of provider, model, weight",
             "7: models[0].price: unknown key `input`; expected one of input_per_mtok, output_per_mtok, cached_input_per_mtok",
@@ -1059,7 +1080,7 @@ alerts: { webhook: 'http://x' }
         problems("providers: 5\nlisten_addr: x\n"),
         [
             "1: providers: expected a list (`- item` lines or `[a, b]`)",
-            "2: unknown top-level key `listen_addr`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, providers, models, policies, teams, defaults, alerts",
+            "2: unknown top-level key `listen_addr`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts",
         ]
     );
 }

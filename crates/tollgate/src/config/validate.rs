@@ -434,6 +434,17 @@ impl<'e> Validator<'e> {
             }
             Some(Duration::from_micros(us))
         });
+        let journal_dir = raw.journal_dir.as_ref().map(|t| {
+            let dir = self.text(t, "journal_dir")?;
+            if dir.trim().is_empty() {
+                self.error(
+                    line_of(t),
+                    "journal_dir: an empty path names no directory; leave the key out to keep the spend journal next to the store".to_owned(),
+                );
+                return None;
+            }
+            Some(std::path::PathBuf::from(dir))
+        });
 
         let providers = self.providers(raw.providers.as_deref().unwrap_or_default());
         let provider_names: Vec<String> = raw
@@ -470,6 +481,7 @@ impl<'e> Validator<'e> {
             log_bodies: present(log_bodies)?.unwrap_or(false),
             drain_timeout: present(drain_timeout)?.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
             busy_poll: present(busy_poll)?.unwrap_or(crate::busy_poll::DEFAULT_WINDOW),
+            journal_dir: present(journal_dir)?,
             providers: providers?,
             models: models?,
             policies: policies?,

@@ -109,6 +109,7 @@ fn config(policies: Vec<Policy>, teams: Vec<TeamConfig>, defaults: &[&str]) -> C
         log_bodies: false,
         drain_timeout: StdDuration::from_secs(1),
         busy_poll: StdDuration::ZERO,
+        journal_dir: None,
         providers: vec![],
         models: vec![model()],
         policies,

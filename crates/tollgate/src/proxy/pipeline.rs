@@ -22,7 +22,7 @@ use crate::policy::{
 };
 use crate::providers::{Endpoint, UpstreamResponse, Usage, translate};
 use crate::state::{Runtime, SharedState};
-use crate::store::{KeyRecord, LedgerRow, TeamRecord};
+use crate::store::{JournalEntry, KeyRecord, LedgerRow, TeamRecord};
 use crate::types::NanoUsd;
 
 /// Which API a request came in on.
@@ -99,6 +99,7 @@ async fn run(
         started,
         upstream: Duration::ZERO,
         admitted: None,
+        journal: None,
         would_reject: Vec::new(),
         reserved_output: 0,
         forwarded: false,
@@ -212,6 +213,14 @@ async fn proxy(
     } else {
         books.would_reject.extend(shadow);
     }
+    // Before it is forwarded: from here a crash must not forget it.
+    books.journal = books.state.journal.admitted(
+        &books.request_id,
+        books.at,
+        &books.key,
+        &books.model,
+        admitted.reserved(),
+    );
     books.admitted = Some(admitted);
 
     if parsed.stream {
@@ -355,6 +364,8 @@ pub(super) struct Books {
     /// Time spent waiting for the provider's answer (its head, for streams).
     pub upstream: Duration,
     pub admitted: Option<Admitted>,
+    /// Set while a request that reserved budget is open (`store::journal`).
+    pub journal: Option<JournalEntry>,
     /// `policy:code` of each shadow policy that would have refused the
     /// request (model access, then the counter-backed ones), for the ledger
     /// row; empty (never allocated) when none would.
@@ -542,7 +553,7 @@ impl Books {
         // rebuilt from, so it must not wait behind a settlement that is
         // stuck on unreachable counters.
         let latency = self.started.elapsed();
-        self.state.ledger.record(LedgerRow {
+        let row = LedgerRow {
             ts: self.at,
             request_id: self.request_id.clone(),
             key_id: self.key.id.clone(),
@@ -556,7 +567,13 @@ impl Books {
             latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
             error_code: error_code.map(str::to_owned),
             would_reject: std::mem::take(&mut self.would_reject),
-        });
+        };
+        // Journaled too while the journal holds the request, in the order
+        // a crash needs (see `JournalEntry::settle`).
+        match self.journal.take() {
+            Some(entry) => entry.settle(&self.state.ledger, row),
+            None => self.state.ledger.record(row),
+        }
         self.observe(status, usage, settled.cost, error_code, latency);
 
         let admitted = self.admitted.take();

@@ -194,6 +194,17 @@ impl LedgerHandle {
         }
     }
 
+    /// Rows recorded since the start, counted like [`LedgerHandle::durable`].
+    pub fn recorded(&self) -> u64 {
+        self.shared.state.lock().recorded
+    }
+
+    /// Rows durable since the start: every row among the first this many
+    /// recorded is in the store.
+    pub fn durable(&self) -> u64 {
+        *self.shared.durable.borrow()
+    }
+
     /// Rows recorded and not yet durable (queued or in flight), for metrics.
     pub fn buffered(&self) -> usize {
         self.shared.buffered()

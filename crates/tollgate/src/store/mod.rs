@@ -5,6 +5,7 @@
 //! never on the request path.
 
 mod codec;
+pub mod journal;
 pub mod ledger;
 mod postgres;
 mod sqlite;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::types::{KeyId, NanoUsd, Period, TeamId};
 
 pub use codec::redact_url;
+pub use journal::{Journal, JournalEntry};
 pub use ledger::{LedgerHandle, LedgerOptions, LedgerWriter};
 
 /// Opens the store a URL names and brings its schema up to date:

@@ -1048,7 +1048,53 @@ suite!(
     writer_survives_store_outage,
     writer_retry_after_ambiguous_failure_is_not_double_billed,
     writer_sets_aside_a_row_the_store_refuses,
+    journal_of_a_crashed_gateway_is_replayed_into_the_ledger,
 );
+
+/// The spend journal (`store::journal`) works on every engine: a gateway
+/// that died with a settled row unwritten and a request in flight leaves
+/// both in the ledger after the next start.
+async fn journal_of_a_crashed_gateway_is_replayed_into_the_ledger(store: Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let at = t("2026-01-05T10:00:00Z");
+    let k = key("k1", "a", "2026-01-01T00:00:00Z");
+    {
+        let (journal, _) = Journal::open(dir.path(), store.as_ref()).await.unwrap();
+        let ledger = LedgerWriter::spawn(
+            store.clone(),
+            LedgerOptions {
+                flush_interval: Duration::from_secs(3600),
+                ..LedgerOptions::default()
+            },
+        );
+        let settled = journal
+            .admitted("j1", at, &k, "gpt-4o", NanoUsd(500))
+            .unwrap();
+        settled.settle(
+            &ledger,
+            ledger_row("j1", "a", "k1", "gpt-4o", "2026-01-05T10:00:01Z", 300, 1, 1),
+        );
+        // Still at the provider when the process dies (dropping the entry
+        // at the end of the block touches no file).
+        let _in_flight = journal.admitted("j2", at, &k, "gpt-4o", NanoUsd(700));
+        // Killed: the writer never writes j1.
+        std::mem::forget(ledger);
+    }
+    let (journal, replayed) = Journal::open(dir.path(), store.as_ref()).await.unwrap();
+    assert_eq!((replayed.requests, replayed.unsettled), (2, 1));
+    assert_eq!(
+        store
+            .spend_since(
+                &SpendScope::Key(KeyId::from("k1")),
+                t("2026-01-05T00:00:00Z")
+            )
+            .await
+            .unwrap(),
+        NanoUsd(300 + 700)
+    );
+    assert_eq!(ledger_count(store.as_ref()).await, 2);
+    journal.retire(true);
+}
 
 // ------------------------------------------------------- engine-specific
 
