@@ -448,9 +448,10 @@ impl Books {
 
     fn close_now(&mut self, status: u16, usage: Usage, error_code: Option<&str>) -> Settled {
         self.closed = true;
-        let outcome = Outcome {
+        let mut outcome = Outcome {
             usage: Some(usage),
             error_code: error_code.map(str::to_owned),
+            ledger_seq: 0,
         };
         let settled = match &self.admitted {
             Some(admitted) => admitted.settled(&outcome),
@@ -463,7 +464,7 @@ impl Books {
         // rebuilt from, so it must not wait behind a settlement that is
         // stuck on unreachable counters.
         let latency = self.started.elapsed();
-        self.state.ledger.record(LedgerRow {
+        outcome.ledger_seq = self.state.ledger.record(LedgerRow {
             ts: self.state.clock.now(),
             request_id: self.request_id.clone(),
             key_id: self.key.id.clone(),
