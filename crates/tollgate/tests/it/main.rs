@@ -6,6 +6,7 @@
 mod common;
 
 mod budget;
+mod counter_loss;
 mod errors;
 mod hooks;
 mod infra;
