@@ -29,7 +29,7 @@ use crate::policy::PolicyEngine;
 use crate::providers::{self, Provider};
 use crate::shard::Shards;
 use crate::state::{AppState, Runtime, SharedState};
-use crate::store::ledger::{LedgerOptions, LedgerWriter};
+use crate::store::ledger::{LedgerHandle, LedgerOptions, LedgerWriter};
 use crate::store::{self as store_mod, Journal, Store, journal};
 use crate::types::{Clock, SystemClock};
 use crate::{admin, proxy, telemetry};
@@ -162,14 +162,19 @@ fn runtime(config: Config, http: &providers::Http) -> Runtime {
     }
 }
 
-async fn counters(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<dyn Counters>, StartError> {
+async fn counters(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    ledger: &LedgerHandle,
+) -> Result<Arc<dyn Counters>, StartError> {
     use crate::counters::{MemoryCounters, RedisCounters};
     Ok(match &config.counters {
         CountersConfig::Memory => Arc::new(MemoryCounters::new(clock)),
         CountersConfig::Redis(url) => {
             let redis = RedisCounters::connect(url.expose(), clock.clone())
                 .await
-                .map_err(|e| StartError::Counters(e.to_string()))?;
+                .map_err(|e| StartError::Counters(e.to_string()))?
+                .with_ledger(ledger.clone());
             crate::counters::with_fail_mode(Arc::new(redis), config.counters_unavailable, clock)
         }
     })
@@ -231,11 +236,27 @@ pub async fn build_state(
         }
         None => Journal::disabled(),
     };
-    let counters = counters(&config, clock.clone()).await?;
+    // Gateways sharing counters mark their ledger rows, so that a budget
+    // counter rebuilt from the ledger knows which each of them has written
+    // and which gateways are alive to add the rest (see `counters`).
+    let ledger = LedgerWriter::spawn(
+        store.clone(),
+        LedgerOptions {
+            writer_heartbeat: matches!(config.counters, CountersConfig::Redis(_))
+                .then_some(WRITER_HEARTBEAT),
+            ..LedgerOptions::default()
+        },
+    );
+    let counters = match counters(&config, clock.clone(), &ledger).await {
+        Ok(c) => c,
+        Err(e) => {
+            ledger.shutdown().await;
+            return Err(e);
+        }
+    };
     let admin_key = admin_key(&config, store.as_ref()).await?;
     let http = providers::http_client();
     let keys = KeyCache::new(store.clone());
-    let ledger = LedgerWriter::spawn(store.clone(), LedgerOptions::default());
     journal.start_upkeep(ledger.clone());
     let busy_poll = BusyPoll::new(config.busy_poll, crate::shard::count());
     let policy = PolicyEngine::new(
@@ -352,6 +373,7 @@ pub async fn start(
     if let Some(metrics) = state.metrics.clone() {
         tokio::spawn(metrics_upkeep(metrics, shutdown.clone()));
     }
+    tokio::spawn(counters_upkeep(state.counters.clone(), shutdown.clone()));
     let shards = Shards::start(
         listener,
         app(state.clone(), admin_listener.is_none()),
@@ -399,6 +421,22 @@ async fn metrics_upkeep(handle: PrometheusHandle, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = tick.tick() => handle.run_upkeep(),
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// How often a ledger writer that has no rows to write says it is alive.
+const WRITER_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Shared counters hand what this gateway holds to budget counters rebuilt
+/// after a loss, and mend those that missed its spend (`allow_local`).
+async fn counters_upkeep(counters: Arc<dyn Counters>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(crate::counters::MAINTAIN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => counters.maintain().await,
             () = stop.cancelled() => return,
         }
     }

@@ -126,6 +126,7 @@ pub(super) async fn budget_reserves_then_settles(c: Arc<dyn Counters>) {
         Actual {
             cost: NanoUsd(10),
             tokens: 5,
+            ledger_seq: 0,
         },
     )
     .await
@@ -140,6 +141,7 @@ pub(super) async fn budget_reserves_then_settles(c: Arc<dyn Counters>) {
         Actual {
             cost: NanoUsd(45),
             tokens: 5,
+            ledger_seq: 0,
         },
     )
     .await
@@ -150,6 +152,7 @@ pub(super) async fn budget_reserves_then_settles(c: Arc<dyn Counters>) {
         Actual {
             cost: NanoUsd(30),
             tokens: 5,
+            ledger_seq: 0,
         },
     )
     .await
@@ -160,6 +163,7 @@ pub(super) async fn budget_reserves_then_settles(c: Arc<dyn Counters>) {
         Actual {
             cost: NanoUsd(30),
             tokens: 5,
+            ledger_seq: 0,
         },
     )
     .await
@@ -213,6 +217,7 @@ pub(super) async fn budget_clamps_to_the_tightest_enforcing_budget(c: Arc<dyn Co
         Actual {
             cost: NanoUsd(0),
             tokens: 0,
+            ledger_seq: 0,
         },
     )
     .await
@@ -235,6 +240,53 @@ pub(super) async fn seed_only_sets_a_missing_counter(c: Arc<dyn Counters>) {
         granted(admit(&*c, &req).await).budgets,
         vec![state(60, 50, 10)]
     );
+}
+
+/// A counter rebuilt from a ledger snapshot (no other gateway alive) holds
+/// the ledger's spend, admits at once, and is set only if missing.
+pub(super) async fn a_budget_is_rebuilt_from_a_ledger_snapshot(c: Arc<dyn Counters>) {
+    let rebuild = |spent| BudgetRebuild {
+        ledger: crate::store::LedgerSnapshot {
+            spent: NanoUsd(spent),
+            writers: Vec::new(),
+        },
+        read_at: std::time::Instant::now(),
+    };
+    c.rebuild_budget("rb", &rebuild(50), None).await.unwrap();
+    c.rebuild_budget("rb", &rebuild(70), None).await.unwrap();
+    assert_eq!(read(&*c, "rb").await, state(0, 50, 0));
+    let mut req = request("r", 10);
+    req.budgets = vec![budget("rb", 60, 10)];
+    let g = granted(admit(&*c, &req).await);
+    assert_eq!(g.budgets, vec![state(60, 50, 10)]);
+    assert_eq!(g.epochs.len(), 1);
+}
+
+/// A grant taken in an epoch the counter no longer has (it was lost and
+/// re-seeded since) never held a reservation there: its settlement adds
+/// the cost and leaves the reservations of the new epoch alone.
+pub(super) async fn a_settlement_from_another_epoch_leaves_reservations_alone(
+    c: Arc<dyn Counters>,
+) {
+    let mut req = request("now", 30);
+    req.budgets = vec![budget("ep", 100, 30)];
+    seed(&*c, &req).await;
+    let held = granted(admit(&*c, &req).await);
+    let mut old_req = req.clone();
+    old_req.request_id = "before-the-loss".to_owned();
+    let old = Grant {
+        epochs: vec![held.epochs[0].wrapping_add(1)],
+        ..held.clone()
+    };
+    let actual = |cost| Actual {
+        cost: NanoUsd(cost),
+        tokens: 0,
+        ledger_seq: 0,
+    };
+    c.settle(&old_req, &old, actual(20)).await.unwrap();
+    assert_eq!(read(&*c, "ep").await, state(100, 20, 30));
+    c.settle(&req, &held, actual(25)).await.unwrap();
+    assert_eq!(read(&*c, "ep").await, state(100, 45, 0));
 }
 
 /// A missing budget counter is reported before any other check, and the
@@ -431,6 +483,7 @@ pub(super) async fn tokens_rate_is_corrected_on_settle(c: Arc<dyn Counters>) {
         Actual {
             cost: NanoUsd(0),
             tokens: 100,
+            ledger_seq: 0,
         },
     )
     .await
@@ -555,6 +608,7 @@ pub(super) async fn a_successful_settlement_ends_the_streaks(c: Arc<dyn Counters
     let actual = Actual {
         cost: NanoUsd(10),
         tokens: 5,
+        ledger_seq: 0,
     };
     c.settle_success(&req, &g, actual).await.unwrap();
     // Settled like any settlement...
@@ -649,6 +703,8 @@ macro_rules! conformance_tests {
             budget_reserves_then_settles,
             budget_clamps_to_the_tightest_enforcing_budget,
             seed_only_sets_a_missing_counter,
+            a_budget_is_rebuilt_from_a_ledger_snapshot,
+            a_settlement_from_another_epoch_leaves_reservations_alone,
             a_missing_budget_counter_is_reported_and_nothing_is_taken,
             a_rejected_admit_changes_nothing,
             rejections_follow_the_documented_order,

@@ -49,6 +49,8 @@ struct State {
     loop_seq: u64,
     streaks: HashMap<String, Streak>,
     last_sweep_ms: i64,
+    /// The last budget counter epoch handed out by `seed`.
+    last_epoch: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +60,8 @@ struct Budget {
     spent: u64,
     reserved: u64,
     expires_at_ms: Option<i64>,
+    /// Set by the seed that created it (see `Grant::epochs`).
+    epoch: u64,
 }
 
 impl Budget {
@@ -130,6 +134,12 @@ impl MemoryCounters {
             st.streaks.len(),
         ]
     }
+    /// Drops every budget counter, so each is restored from the ledger on
+    /// its next use: `allow_local` does so once the shared counters are
+    /// back, since these stopped seeing the spend taken there.
+    pub fn forget_budgets(&self) {
+        self.state.lock().budgets.clear();
+    }
 }
 
 fn ms_until(at: i64, now: i64) -> u64 {
@@ -171,6 +181,7 @@ impl State {
     /// Creates a budget counter with `spent` unless a live one exists.
     fn seed(&mut self, key: &str, spent: NanoUsd, expires_at_ms: Option<i64>, now: i64) {
         if self.budget(key, now).is_none() {
+            self.last_epoch += 1;
             self.budgets.insert(
                 key.to_owned(),
                 Budget {
@@ -178,6 +189,7 @@ impl State {
                     spent: spent.0,
                     reserved: 0,
                     expires_at_ms,
+                    epoch: self.last_epoch,
                 },
             );
         }
@@ -346,6 +358,11 @@ impl State {
                 state
             })
             .collect();
+        let epochs = req
+            .budgets
+            .iter()
+            .map(|check| self.budgets.get(&check.key).map_or(0, |b| b.epoch))
+            .collect();
         let mut rates = Vec::with_capacity(req.rates.len());
         for (check, (level, taken)) in req.rates.iter().zip(rate_levels) {
             if taken && level > 0 {
@@ -382,6 +399,7 @@ impl State {
             budgets,
             rates,
             would_reject,
+            epochs,
         })
     }
 
@@ -413,10 +431,14 @@ impl State {
     }
 
     fn settle(&mut self, req: &AdmitRequest, grant: &Grant, actual: Actual, now: i64) {
-        for check in &req.budgets {
+        for (i, check) in req.budgets.iter().enumerate() {
             // A counter that expired meanwhile belongs to a finished period.
             if let Some(b) = self.budgets.get_mut(&check.key) {
-                b.reserved = b.reserved.saturating_sub(grant.reserved.0);
+                // A counter seeded after the admission never held the
+                // reservation (a grant that names no epoch predates them).
+                if grant.epochs.get(i).is_none_or(|&e| e == b.epoch) {
+                    b.reserved = b.reserved.saturating_sub(grant.reserved.0);
+                }
                 b.spent = b.spent.saturating_add(actual.cost.0);
             }
         }
@@ -670,6 +692,7 @@ mod tests {
             Actual {
                 cost: NanoUsd(0),
                 tokens: 0,
+                ledger_seq: 0,
             },
         )
         .await
@@ -852,7 +875,7 @@ mod tests {
                         let (req, g) = open.swap_remove(pick % open.len());
                         let actual = g.reserved.0 * actual_share / 100;
                         actual_total += actual;
-                        st.settle(&req, &g, Actual { cost: NanoUsd(actual), tokens: 0 }, 0);
+                        st.settle(&req, &g, Actual { cost: NanoUsd(actual), tokens: 0, ledger_seq: 0 }, 0);
                     }
                 }
                 let held: u64 = open.iter().map(|(_, g)| g.reserved.0).sum();
@@ -867,7 +890,7 @@ mod tests {
             }
             for (req, g) in open.drain(..) {
                 actual_total += g.reserved.0;
-                st.settle(&req, &g, Actual { cost: g.reserved, tokens: 0 }, 0);
+                st.settle(&req, &g, Actual { cost: g.reserved, tokens: 0, ledger_seq: 0 }, 0);
             }
             for i in 0..2 {
                 if let Some(b) = st.budget(&format!("b{i}"), 0) {

@@ -14,6 +14,18 @@
 //! the ledger and asks again. So a counter that vanished is noticed on the
 //! very next request, whatever any cache believes.
 //!
+//! A counter restored from the ledger alone would forget what is not in the
+//! ledger yet: requests admitted but not settled (on any gateway), and rows
+//! settled but still buffered in some gateway's ledger writer. So each seed
+//! starts a new *epoch* of the counter, and every grant records the epoch it
+//! was taken in ([`Grant::epochs`]). A settlement releases its reservation
+//! only from the epoch that holds it, and adds its cost only if the ledger
+//! the seed read did not already hold its row (`Actual::ledger_seq` against
+//! the writer marks the seed recorded). On Redis, each gateway also keeps
+//! what it holds on each counter (`outstanding.rs`) and adds it to a new
+//! epoch, which admits nothing until every live gateway has done so (see
+//! `redis_counters.rs`). `allow_local` spend is folded back the same way.
+//!
 //! This module knows nothing of HTTP, config files or policies: the policy
 //! layer turns those into the plain checks below.
 
@@ -26,6 +38,7 @@ mod conformance;
 mod fallback;
 mod gcra;
 mod memory;
+mod outstanding;
 mod redis_counters;
 
 pub use fallback::with_fail_mode;
@@ -123,6 +136,11 @@ pub struct Grant {
     pub rates: Vec<RateState>,
     /// Checks that would have rejected but do not enforce (shadow, alert).
     pub would_reject: Vec<Rejection>,
+    /// The epoch of each budget counter when the reservation was taken, in
+    /// `AdmitRequest::budgets` order: a counter re-seeded since (lost and
+    /// rebuilt) does not hold this reservation, so the settlement leaves
+    /// its `reserved` alone.
+    pub epochs: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -173,6 +191,22 @@ pub struct Actual {
     pub cost: NanoUsd,
     /// Prompt + completion tokens, for `tokens_per_minute`.
     pub tokens: u64,
+    /// The number of the request's ledger row in this process's ledger
+    /// writer (`LedgerHandle::record`); 0 when it has none. A counter
+    /// seeded from a ledger that already held the row does not add its cost
+    /// again.
+    pub ledger_seq: u64,
+}
+
+/// What a lost budget counter is rebuilt from: the ledger's spend and its
+/// writers' marks, read in one snapshot (`Store::ledger_snapshot`).
+#[derive(Debug, Clone)]
+pub struct BudgetRebuild {
+    pub ledger: crate::store::LedgerSnapshot,
+    /// When the snapshot was read: one too old to trust is refused (a
+    /// gateway forgets what it held on a counter a while after its rows are
+    /// durable, counting on every snapshot from before that being used by then).
+    pub read_at: std::time::Instant,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +259,24 @@ pub trait Counters: Send + Sync + 'static {
         expires_at_ms: Option<i64>,
     ) -> Result<(), CountersError>;
 
+    /// [`Counters::seed_budget`] after [`Admission::Unseeded`], from a
+    /// ledger snapshot: shared counters also record the writer marks and
+    /// take in every live gateway's outstanding amounts before admitting.
+    async fn rebuild_budget(
+        &self,
+        key: &str,
+        rebuild: &BudgetRebuild,
+        expires_at_ms: Option<i64>,
+    ) -> Result<(), CountersError> {
+        self.seed_budget(key, rebuild.ledger.spent, expires_at_ms)
+            .await
+    }
+
+    /// Background upkeep, called every [`MAINTAIN_EVERY`] by the app:
+    /// shared counters hand their outstanding amounts to rebuilt budget
+    /// counters here. Never fails (logs).
+    async fn maintain(&self) {}
+
     /// Spend and reservations of a budget counter; `None` if it does not
     /// exist. `limit` is the one the last admit saw (0 for a counter only
     /// seeded).
@@ -245,6 +297,9 @@ pub trait Counters: Send + Sync + 'static {
     /// For `/readyz`.
     async fn ping(&self) -> Result<(), CountersError>;
 }
+
+/// How often [`Counters::maintain`] runs.
+pub const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Ends the error streaks of `req` (a success), on whatever counters answer.
 /// A failure only costs the streak's reset, so it is logged, not returned.

@@ -13,10 +13,20 @@
 //! sorted set of request ids scored by an expiry ([`DEFAULT_SLOT_TTL_MS`]),
 //! pruned on each admit, so a crashed gateway's slots age out.
 //!
+//! A budget counter Redis lost is rebuilt by `seed.lua` from a ledger
+//! snapshot, as a new epoch that admits nothing until every live gateway
+//! (writers the ledger heard from within [`LIVE_WRITER_MS`]) has added what
+//! it holds on the counter (`contribute.lua`, from [`Outstanding`]), or
+//! [`DEFAULT_REBUILD_WAIT_MS`] has passed. Gateways find the counters
+//! waiting for them in `tg:v1:[namespace:]rebuilding`, which
+//! [`Counters::maintain`] polls. `admit` and `settle` stay one round trip
+//! each; the rest happens only around a loss.
+//!
 //! Amounts travel as decimal strings and are added with `HINCRBY` (exact
 //! 64-bit); comparisons inside Lua use doubles, exact up to 2^53 nano-USD
 //! (about $9 million per counter).
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -24,11 +34,13 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, ScriptInvocation};
 
+use super::outstanding::{ANY_EPOCH, Outstanding};
 use super::{
-    Actual, Admission, AdmitRequest, BudgetState, Counters, CountersError, Grant, RateState,
-    RejectReason, Rejection, StreakCheck, TOKENS_RATE_SUFFIX,
+    Actual, Admission, AdmitRequest, BudgetRebuild, BudgetState, Counters, CountersError, Grant,
+    RateState, RejectReason, Rejection, StreakCheck, TOKENS_RATE_SUFFIX,
 };
 use crate::shard::PerShard;
+use crate::store::LedgerHandle;
 use crate::types::{Clock, NanoUsd};
 
 /// Bumped with any incompatible change to the scripts' data layout.
@@ -38,6 +50,20 @@ pub const SCRIPT_VERSION: &str = "v1";
 /// crashed gateway). A request running longer loses its slot early, which
 /// only ever loosens the limit.
 pub const DEFAULT_SLOT_TTL_MS: u64 = 15 * 60 * 1000;
+
+/// Longest a rebuilt budget counter waits for live gateways to add what
+/// they hold before it admits anyway (a gateway that died since it last
+/// wrote to the ledger never will).
+pub const DEFAULT_REBUILD_WAIT_MS: u64 = 2_000;
+
+/// A ledger writer heard from within this long is a live gateway that a
+/// rebuilt counter waits for. Writers heartbeat every second
+/// (`LedgerOptions::writer_heartbeat`).
+pub const LIVE_WRITER_MS: u64 = 5_000;
+
+/// A ledger snapshot older than this is not seeded from: a gateway forgets
+/// a settled amount `FORGET_DURABLE_AFTER_MS` after its row is durable.
+const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(3);
 
 pub struct RedisCounters {
     /// Made at connect; serves any thread that has no connection of its own.
@@ -53,6 +79,19 @@ pub struct RedisCounters {
     /// The URL's password, scrubbed from every error message.
     password: Option<String>,
     scripts: Arc<Scripts>,
+    /// What this gateway holds on budget counters, for their rebuilds.
+    outstanding: Outstanding,
+    /// Settlements read it, hand-overs to a rebuilt counter write it: an
+    /// amount is never both settled and handed over by one gateway at once.
+    handover: tokio::sync::RwLock<()>,
+    /// This gateway's ledger: its writer id names it in counters, its
+    /// progress says which settled amounts every snapshot holds.
+    ledger: Option<LedgerHandle>,
+    /// The writer id when there is no ledger (tests).
+    writer: String,
+    rebuild_wait_ms: u64,
+    /// Rebuilds (counter key, open time) this gateway has answered.
+    answered: parking_lot::Mutex<HashMap<String, String>>,
 }
 
 #[derive(Default)]
@@ -70,22 +109,28 @@ struct Scripts {
     settle: Script,
     outcome: Script,
     seed: Script,
+    contribute: Script,
+    rebuilds: Script,
 }
 
 impl RedisCounters {
-    /// One `settle.lua` call; `streaks` are the error streaks a success ends.
+    /// One `settle.lua` call; `streaks` are the error streaks a success
+    /// ends. `budgets_only` for a grant taken on local counters
+    /// (`allow_local`): its rates and slots were never taken here.
     async fn settle_ending_streaks(
         &self,
         req: &AdmitRequest,
         grant: &Grant,
         actual: Actual,
         streaks: &[StreakCheck],
+        budgets_only: bool,
     ) -> Result<(), CountersError> {
         let tokens: Vec<_> = req
             .rates
             .iter()
-            .filter(|r| r.key.ends_with(TOKENS_RATE_SUFFIX))
+            .filter(|r| !budgets_only && r.key.ends_with(TOKENS_RATE_SUFFIX))
             .collect();
+        let parallel = if budgets_only { &[][..] } else { &req.parallel };
         let mut call = self.scripts.settle.prepare_invoke();
         call.arg(grant.reserved.0)
             .arg(actual.cost.0)
@@ -93,24 +138,208 @@ impl RedisCounters {
             .arg(&req.request_id)
             .arg(req.budgets.len())
             .arg(tokens.len())
-            .arg(req.parallel.len())
-            .arg(streaks.len());
-        for b in &req.budgets {
+            .arg(parallel.len())
+            .arg(streaks.len())
+            .arg(self.writer_id())
+            .arg(actual.ledger_seq);
+        // Held for the call: no hand-over runs between reading which epoch
+        // holds the reservation and the settlement landing.
+        let _settling = self.handover.read().await;
+        for (i, b) in req.budgets.iter().enumerate() {
             call.key(self.key("b", &b.key));
+            let held = self
+                .outstanding
+                .applied(&b.key, &req.request_id)
+                .or_else(|| grant.epochs.get(i).copied());
+            match held {
+                Some(epoch) => call.arg(epoch),
+                None => call.arg(""),
+            };
         }
         for r in tokens {
             call.key(self.key("r", &r.key))
                 .arg(r.limit_per_minute)
                 .arg(r.amount);
         }
-        for p in &req.parallel {
+        for p in parallel {
             call.key(self.key("p", &p.key));
         }
         for s in streaks {
             call.key(self.key("s", &s.key));
         }
-        let _: i64 = self.run(&call).await?;
-        Ok(())
+        let settled: Result<Vec<u64>, _> = self.run(&call).await;
+        for (i, b) in req.budgets.iter().enumerate() {
+            let reply = settled
+                .as_ref()
+                .ok()
+                .map(|e| e.get(i).copied().unwrap_or(0));
+            self.outstanding.settled(
+                &b.key,
+                &req.request_id,
+                actual.ledger_seq,
+                actual.cost.0,
+                reply,
+            );
+        }
+        settled.map(|_| ())
+    }
+
+    /// Settles a grant taken on local counters (`allow_local`) on the
+    /// shared budget counters too: its cost was never there. When they are
+    /// still unreachable, the counter is rebuilt once they are back.
+    pub(crate) async fn settle_local(
+        &self,
+        req: &AdmitRequest,
+        grant: &Grant,
+        actual: Actual,
+    ) -> Result<(), CountersError> {
+        if req.budgets.is_empty() {
+            return Ok(());
+        }
+        self.settle_ending_streaks(req, grant, actual, &[], true)
+            .await
+    }
+
+    /// Remembers a grant taken on local counters (`allow_local`): the
+    /// shared budget counters miss it.
+    pub(crate) fn track_local(&self, req: &AdmitRequest, grant: &Grant) {
+        if req.budgets.is_empty() {
+            return;
+        }
+        self.outstanding.admitted(
+            &req.request_id,
+            req.budgets
+                .iter()
+                .map(|b| (b.key.as_str(), b.expires_at_ms)),
+            &[],
+            grant.reserved.0,
+            true,
+        );
+    }
+
+    fn writer_id(&self) -> &str {
+        self.ledger
+            .as_ref()
+            .map_or(self.writer.as_str(), LedgerHandle::writer_id)
+    }
+
+    /// Hands what this gateway holds on budget counter `key` to its current
+    /// epoch (and stops that epoch waiting for it), or deletes the counter
+    /// if it is suspect. `Ok(false)` when the epoch changed meanwhile.
+    async fn hand_over(&self, key: &str) -> Result<bool, CountersError> {
+        let _handing_over = self.handover.write().await;
+        let counter = self.key("b", key);
+        let mut conn = self.conn().await;
+        let (spent, epoch, mark): (Option<String>, Option<String>, Option<u64>) =
+            redis::cmd("HMGET")
+                .arg(&counter)
+                .arg("spent")
+                .arg("epoch")
+                .arg(format!("m:{}", self.writer_id()))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.error(&e))?;
+        if spent.is_none() {
+            self.outstanding.gone(key);
+            return Ok(true);
+        }
+        let epoch = epoch.unwrap_or_default();
+        let number = epoch.parse::<u64>().unwrap_or(0);
+        let c = self
+            .outstanding
+            .contribution(key, number, mark.unwrap_or(0));
+        let suspect = match self.outstanding.suspect(key) {
+            0 => "0".to_owned(),
+            ANY_EPOCH => "any".to_owned(),
+            e => e.to_string(),
+        };
+        let mut call = self.scripts.contribute.prepare_invoke();
+        call.key(&counter)
+            .key(self.rebuilding_key())
+            .arg(self.writer_id())
+            .arg(&epoch)
+            .arg(suspect)
+            .arg(c.reserved)
+            .arg(c.spent);
+        let reply: Vec<i64> = self.run(&call).await?;
+        match reply.first() {
+            Some(0 | 2) => {
+                self.outstanding.gone(key);
+                Ok(true)
+            }
+            Some(1) => {
+                self.outstanding.contributed(key, number, &c);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn rebuilding_key(&self) -> String {
+        format!("{}rebuilding", self.prefix)
+    }
+
+    /// Admits, waiting while a budget counter is being rebuilt (after
+    /// handing it what this gateway holds).
+    async fn admit_waiting(&self, req: &AdmitRequest) -> Result<Vec<i64>, CountersError> {
+        let mut call = self.scripts.admit.prepare_invoke();
+        call.arg(req.cost.0)
+            .arg(req.budgets.len())
+            .arg(req.rates.len())
+            .arg(req.parallel.len())
+            .arg(req.loops.len())
+            .arg(req.streaks.len())
+            .arg(&req.request_id)
+            .arg(self.slot_ttl_ms);
+        for b in &req.budgets {
+            call.key(self.key("b", &b.key))
+                .arg(b.limit.0)
+                .arg(b.min.0)
+                .arg(flag(b.enforce))
+                .arg(b.expires_at_ms.unwrap_or(-1));
+        }
+        for r in &req.rates {
+            call.key(self.key("r", &r.key))
+                .arg(r.limit_per_minute)
+                .arg(r.amount)
+                .arg(flag(r.enforce));
+        }
+        for p in &req.parallel {
+            call.key(self.key("p", &p.key))
+                .arg(p.max)
+                .arg(flag(p.enforce));
+        }
+        for l in &req.loops {
+            call.key(self.key("l", &l.key))
+                .arg(l.max_identical)
+                .arg(l.window_ms)
+                .arg(flag(l.enforce));
+        }
+        for s in &req.streaks {
+            call.key(self.key("s", &s.key)).arg(flag(s.enforce));
+        }
+        let started = Instant::now();
+        let patience = Duration::from_millis(self.rebuild_wait_ms) + Duration::from_secs(1);
+        loop {
+            let reply: Vec<i64> = self.run(&call).await?;
+            if reply.first() != Some(&3) {
+                return Ok(reply);
+            }
+            if started.elapsed() > patience {
+                return Err(CountersError::Unavailable(
+                    "redis: a budget counter rebuilt from the ledger is still waiting for gateways to add \
+                     their requests in flight"
+                        .into(),
+                ));
+            }
+            for b in &req.budgets {
+                if let Err(e) = self.hand_over(&b.key).await {
+                    tracing::debug!(error = %e, "cannot hand amounts to a rebuilt budget counter yet");
+                }
+            }
+            let wait = reply.get(1).copied().unwrap_or(10).clamp(1, 20);
+            tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(10))).await;
+        }
     }
 
     /// Connects to `url` (`redis://[:password@]host:port[/db]`). Fails with
@@ -148,8 +377,30 @@ impl RedisCounters {
                 settle: Script::new(include_str!("lua/settle.lua")),
                 outcome: Script::new(include_str!("lua/outcome.lua")),
                 seed: Script::new(include_str!("lua/seed.lua")),
+                contribute: Script::new(include_str!("lua/contribute.lua")),
+                rebuilds: Script::new(include_str!("lua/rebuilds.lua")),
             }),
+            outstanding: Outstanding::default(),
+            handover: tokio::sync::RwLock::new(()),
+            ledger: None,
+            writer: uuid::Uuid::now_v7().simple().to_string(),
+            rebuild_wait_ms: DEFAULT_REBUILD_WAIT_MS,
+            answered: parking_lot::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Names this gateway by its ledger writer and lets it forget settled
+    /// amounts once their rows are durable (see [`Outstanding`]).
+    pub fn with_ledger(mut self, ledger: LedgerHandle) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// Longest a rebuilt budget counter waits for live gateways
+    /// (default [`DEFAULT_REBUILD_WAIT_MS`]).
+    pub fn with_rebuild_wait_ms(mut self, wait_ms: u64) -> Self {
+        self.rebuild_wait_ms = wait_ms;
+        self
     }
 
     /// Puts every key under `tg:v1:<namespace>:`, so several deployments (or
@@ -211,6 +462,74 @@ impl RedisCounters {
         call.invoke_async(&mut conn)
             .await
             .map_err(|e| self.error(&e))
+    }
+}
+
+impl RedisCounters {
+    /// One `seed.lua` call; `true` when it created the counter.
+    async fn seed(
+        &self,
+        key: &str,
+        spent: NanoUsd,
+        expires_at_ms: Option<i64>,
+        marks: &[(&str, u64)],
+        waiting: &[&str],
+    ) -> Result<bool, CountersError> {
+        // Random, and below 2^53 so that Lua numbers carry it exactly.
+        let epoch = rand::random_range(1..(1u64 << 53));
+        let mut call = self.scripts.seed.prepare_invoke();
+        call.key(self.key("b", key))
+            .key(self.rebuilding_key())
+            .arg(spent.0)
+            .arg(expires_at_ms.unwrap_or(-1))
+            .arg(epoch)
+            .arg(self.rebuild_wait_ms)
+            .arg(marks.len());
+        for (writer, seq) in marks {
+            call.arg(*writer).arg(*seq);
+        }
+        call.arg(waiting.len());
+        for writer in waiting {
+            call.arg(*writer);
+        }
+        let created: i64 = self.run(&call).await?;
+        Ok(created == 1)
+    }
+
+    /// Hands this gateway's amounts to every rebuilt counter still waiting,
+    /// once per rebuild.
+    async fn answer_rebuilds(&self) {
+        let mut call = self.scripts.rebuilds.prepare_invoke();
+        call.key(self.rebuilding_key());
+        let Ok(waiting) = self.run::<Vec<String>>(&call).await else {
+            return;
+        };
+        let prefix = self.key("b", "");
+        let open: HashMap<String, String> = waiting
+            .chunks_exact(2)
+            .map(|pair| (pair[0].clone(), pair[1].clone()))
+            .collect();
+        self.answered.lock().retain(|k, _| open.contains_key(k));
+        for (counter, open_at) in &open {
+            if self.answered.lock().get(counter) == Some(open_at) {
+                continue;
+            }
+            let Some(key) = counter.strip_prefix(&prefix) else {
+                continue;
+            };
+            match self.hand_over(key).await {
+                Ok(true) => {
+                    self.answered
+                        .lock()
+                        .insert(counter.clone(), open_at.clone());
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot answer a budget counter's rebuild yet");
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -287,43 +606,7 @@ impl Reply {
 #[async_trait]
 impl Counters for RedisCounters {
     async fn admit(&self, req: &AdmitRequest) -> Result<Admission, CountersError> {
-        let mut call = self.scripts.admit.prepare_invoke();
-        call.arg(req.cost.0)
-            .arg(req.budgets.len())
-            .arg(req.rates.len())
-            .arg(req.parallel.len())
-            .arg(req.loops.len())
-            .arg(req.streaks.len())
-            .arg(&req.request_id)
-            .arg(self.slot_ttl_ms);
-        for b in &req.budgets {
-            call.key(self.key("b", &b.key))
-                .arg(b.limit.0)
-                .arg(b.min.0)
-                .arg(flag(b.enforce))
-                .arg(b.expires_at_ms.unwrap_or(-1));
-        }
-        for r in &req.rates {
-            call.key(self.key("r", &r.key))
-                .arg(r.limit_per_minute)
-                .arg(r.amount)
-                .arg(flag(r.enforce));
-        }
-        for p in &req.parallel {
-            call.key(self.key("p", &p.key))
-                .arg(p.max)
-                .arg(flag(p.enforce));
-        }
-        for l in &req.loops {
-            call.key(self.key("l", &l.key))
-                .arg(l.max_identical)
-                .arg(l.window_ms)
-                .arg(flag(l.enforce));
-        }
-        for s in &req.streaks {
-            call.key(self.key("s", &s.key)).arg(flag(s.enforce));
-        }
-        let reply: Vec<i64> = self.run(&call).await?;
+        let reply = self.admit_waiting(req).await?;
         let mut reply = Reply(reply.into_iter());
         match reply.next()? {
             0 => return Ok(Admission::Rejected(reply.rejection()?)),
@@ -344,12 +627,14 @@ impl Counters for RedisCounters {
         }
         let reserved = NanoUsd(reply.u64()?);
         let mut budgets = Vec::with_capacity(req.budgets.len());
+        let mut epochs = Vec::with_capacity(req.budgets.len());
         for b in &req.budgets {
             budgets.push(BudgetState {
                 limit: b.limit,
                 spent: NanoUsd(reply.u64()?),
                 reserved: NanoUsd(reply.u64()?),
             });
+            epochs.push(reply.u64()?);
         }
         let mut rates = Vec::with_capacity(req.rates.len());
         for r in &req.rates {
@@ -364,11 +649,23 @@ impl Counters for RedisCounters {
         for _ in 0..would {
             would_reject.push(reply.rejection()?);
         }
+        if !req.budgets.is_empty() {
+            self.outstanding.admitted(
+                &req.request_id,
+                req.budgets
+                    .iter()
+                    .map(|b| (b.key.as_str(), b.expires_at_ms)),
+                &epochs,
+                reserved.0,
+                false,
+            );
+        }
         Ok(Admission::Admitted(Grant {
             reserved,
             budgets,
             rates,
             would_reject,
+            epochs,
         }))
     }
 
@@ -378,7 +675,8 @@ impl Counters for RedisCounters {
         grant: &Grant,
         actual: Actual,
     ) -> Result<(), CountersError> {
-        self.settle_ending_streaks(req, grant, actual, &[]).await
+        self.settle_ending_streaks(req, grant, actual, &[], false)
+            .await
     }
 
     async fn settle_success(
@@ -387,7 +685,7 @@ impl Counters for RedisCounters {
         grant: &Grant,
         actual: Actual,
     ) -> Result<(), CountersError> {
-        self.settle_ending_streaks(req, grant, actual, &req.streaks)
+        self.settle_ending_streaks(req, grant, actual, &req.streaks, false)
             .await
     }
 
@@ -397,16 +695,65 @@ impl Counters for RedisCounters {
         spent: NanoUsd,
         expires_at_ms: Option<i64>,
     ) -> Result<(), CountersError> {
-        let mut call = self.scripts.seed.prepare_invoke();
-        call.key(self.key("b", key))
-            .arg(spent.0)
-            .arg(expires_at_ms.unwrap_or(-1));
-        let _: i64 = self.run(&call).await?;
+        self.seed(key, spent, expires_at_ms, &[], &[]).await?;
         Ok(())
+    }
+
+    async fn rebuild_budget(
+        &self,
+        key: &str,
+        rebuild: &BudgetRebuild,
+        expires_at_ms: Option<i64>,
+    ) -> Result<(), CountersError> {
+        if rebuild.read_at.elapsed() > SNAPSHOT_MAX_AGE {
+            return Err(CountersError::Unavailable(format!(
+                "the ledger snapshot for budget counter `{key}` took over {} s to reach Redis; \
+                 not seeding from it",
+                SNAPSHOT_MAX_AGE.as_secs()
+            )));
+        }
+        let me = self.writer_id();
+        let marks: Vec<(&str, u64)> = rebuild
+            .ledger
+            .writers
+            .iter()
+            .map(|w| (w.mark.writer.as_str(), w.mark.seq))
+            .collect();
+        let mut waiting: Vec<&str> = rebuild
+            .ledger
+            .writers
+            .iter()
+            .filter(|w| w.idle_ms <= LIVE_WRITER_MS && w.mark.writer != me)
+            .map(|w| w.mark.writer.as_str())
+            .collect();
+        waiting.push(me);
+        let created = self
+            .seed(key, rebuild.ledger.spent, expires_at_ms, &marks, &waiting)
+            .await?;
+        if created {
+            // This gateway's own part, at once: alone, the counter opens now.
+            self.hand_over(key).await?;
+        }
+        Ok(())
+    }
+
+    async fn maintain(&self) {
+        self.answer_rebuilds().await;
+        for key in self.outstanding.to_push() {
+            if let Err(e) = self.hand_over(&key).await {
+                tracing::debug!(error = %e, "cannot hand amounts to a budget counter yet");
+                break;
+            }
+        }
+        let durable = self.ledger.as_ref().map_or(u64::MAX, LedgerHandle::durable);
+        self.outstanding
+            .prune(durable, chrono::Utc::now().timestamp_millis());
     }
 
     async fn budget(&self, key: &str) -> Result<Option<BudgetState>, CountersError> {
         let mut conn = self.conn().await;
+        // (Only the fields every counter has: `open` and the marks are
+        // the rebuild's business.)
         let (limit, spent, reserved): (Option<u64>, Option<u64>, Option<u64>) = redis::cmd("HMGET")
             .arg(self.key("b", key))
             .arg("limit")
@@ -640,6 +987,8 @@ mod tests {
         let strip = |a: Admission| match a {
             Admission::Admitted(mut g) => {
                 g.rates.clear();
+                // Each backend numbers its epochs its own way.
+                g.epochs.clear();
                 g.would_reject.iter_mut().for_each(|r| r.retry_after_ms = 0);
                 Admission::Admitted(g)
             }
@@ -655,6 +1004,7 @@ mod tests {
                 let actual = Actual {
                     cost: NanoUsd(rng.random_range(0..=g.reserved.0 + 20)),
                     tokens: 0,
+                    ledger_seq: 0,
                 };
                 redis.settle(&req, &g, actual).await.unwrap();
                 memory.settle(&req, &g, actual).await.unwrap();
@@ -852,6 +1202,7 @@ mod tests {
             Actual {
                 cost: NanoUsd(40),
                 tokens: 0,
+                ledger_seq: 0,
             },
         )
         .await
@@ -879,6 +1230,170 @@ mod tests {
                 reserved: NanoUsd(0),
             })
         );
+    }
+
+    /// Two gateways on one namespace, the first rebuilding counters with
+    /// `wait_ms` of patience.
+    async fn two_gateways(wait_ms: u64) -> (RedisCounters, RedisCounters) {
+        let a = connect().await.with_rebuild_wait_ms(wait_ms);
+        let namespace = a
+            .key_prefix()
+            .trim_start_matches("tg:v1:")
+            .trim_end_matches(':')
+            .to_owned();
+        let b = RedisCounters::connect(&redis_url(), Arc::new(SystemClock))
+            .await
+            .unwrap()
+            .with_namespace(&namespace);
+        (a, b)
+    }
+
+    fn snapshot(spent: u64, marks: &[(&RedisCounters, u64)]) -> BudgetRebuild {
+        BudgetRebuild {
+            ledger: crate::store::LedgerSnapshot {
+                spent: NanoUsd(spent),
+                writers: marks
+                    .iter()
+                    .map(|(c, seq)| crate::store::WriterState {
+                        mark: crate::store::WriterMark {
+                            writer: c.writer_id().to_owned(),
+                            seq: *seq,
+                        },
+                        idle_ms: 0,
+                    })
+                    .collect(),
+            },
+            read_at: Instant::now(),
+        }
+    }
+
+    async fn lose(c: &RedisCounters, key: &str) {
+        let mut conn = c.conn.clone();
+        let deleted: i64 = redis::cmd("DEL")
+            .arg(c.key("b", key))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(deleted, 1);
+    }
+
+    fn spent(cost: u64, ledger_seq: u64) -> Actual {
+        Actual {
+            cost: NanoUsd(cost),
+            tokens: 0,
+            ledger_seq,
+        }
+    }
+
+    /// Gateway B holds a request in flight and a settled row its ledger has
+    /// not written when the counter is lost. A rebuilds it from a snapshot
+    /// without that row: the counter admits nothing until B has added both,
+    /// and then nothing is counted twice or dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rebuilt_counter_waits_for_what_live_gateways_hold() {
+        let (a, b) = two_gateways(10_000).await;
+        c_seed(&a, "cap").await;
+        let mut flying = request("b-flying", 30);
+        flying.budgets = vec![conformance::budget("cap", 100, 0)];
+        let mut done = request("b-done", 20);
+        done.budgets = flying.budgets.clone();
+        let g_flying = granted(admit(&b, &flying).await);
+        let g_done = granted(admit(&b, &done).await);
+        b.settle(&done, &g_done, spent(15, 7)).await.unwrap();
+        lose(&a, "cap").await;
+
+        // The snapshot holds B's rows up to 6 and $0.000000005 of spend.
+        a.rebuild_budget("cap", &snapshot(5, &[(&b, 6)]), None)
+            .await
+            .unwrap();
+        let a = Arc::new(a);
+        let mut next = request("a-next", 40);
+        next.budgets = flying.budgets.clone();
+        let waiting = {
+            let (a, next) = (a.clone(), next.clone());
+            tokio::spawn(async move { a.admit(&next).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "admitted before B added its part");
+        b.maintain().await;
+        let g_next = granted(waiting.await.unwrap().unwrap());
+        // 5 from the ledger + B's unwritten 15; B's 30 in flight + A's 40.
+        assert_eq!(g_next.budgets[0].spent, NanoUsd(20));
+        assert_eq!(g_next.budgets[0].reserved, NanoUsd(70));
+        // Row 8 is past the snapshot: counted; the reservation is released
+        // from the new epoch, which took it over.
+        b.settle(&flying, &g_flying, spent(25, 8)).await.unwrap();
+        a.settle(&next, &g_next, spent(40, 0)).await.unwrap();
+        assert_eq!(
+            read(&*a, "cap").await,
+            BudgetState {
+                limit: NanoUsd(100),
+                spent: NanoUsd(85),
+                reserved: NanoUsd(0)
+            }
+        );
+    }
+
+    /// A settlement that lands after the rebuild but whose row the
+    /// snapshot already held releases its reservation and adds nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_row_the_snapshot_held_is_not_counted_again() {
+        let (a, b) = two_gateways(10_000).await;
+        c_seed(&a, "cap").await;
+        let mut flying = request("b-flying", 30);
+        flying.budgets = vec![conformance::budget("cap", 100, 0)];
+        let g = granted(admit(&b, &flying).await);
+        lose(&a, "cap").await;
+        a.rebuild_budget("cap", &snapshot(12, &[(&b, 9)]), None)
+            .await
+            .unwrap();
+        b.maintain().await;
+        assert_eq!(read(&a, "cap").await.reserved, NanoUsd(30));
+        b.settle(&flying, &g, spent(12, 9)).await.unwrap();
+        assert_eq!(
+            read(&a, "cap").await,
+            BudgetState {
+                limit: NanoUsd(0),
+                spent: NanoUsd(12),
+                reserved: NanoUsd(0)
+            }
+        );
+    }
+
+    /// Nobody else alive: the gateway that rebuilds adds its own part and
+    /// the counter admits at once; a counter that lost a settlement's
+    /// outcome (the call failed) is deleted to be rebuilt.
+    #[tokio::test]
+    async fn alone_a_rebuild_admits_at_once_and_a_suspect_counter_is_rebuilt() {
+        let (a, _b) = two_gateways(10_000).await;
+        c_seed(&a, "cap").await;
+        let mut flying = request("a-flying", 30);
+        flying.budgets = vec![conformance::budget("cap", 100, 0)];
+        granted(admit(&a, &flying).await);
+        lose(&a, "cap").await;
+        a.rebuild_budget("cap", &snapshot(5, &[]), None)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut next = request("a-next", 10);
+        next.budgets = flying.budgets.clone();
+        let g = granted(admit(&a, &next).await);
+        assert!(started.elapsed() < Duration::from_millis(500));
+        assert_eq!(
+            g.budgets[0].reserved,
+            NanoUsd(40),
+            "the flight was taken over"
+        );
+
+        // A settlement whose call fails: nobody knows what it did.
+        a.outstanding.settled("cap", "a-next", 0, 10, None);
+        a.maintain().await;
+        assert_eq!(a.budget("cap").await.unwrap(), None, "deleted as suspect");
+        assert_eq!(admit(&a, &next).await, Admission::Unseeded(vec![0]));
+    }
+
+    async fn c_seed(c: &RedisCounters, key: &str) {
+        c.seed_budget(key, NanoUsd(0), None).await.unwrap();
     }
 
     /// The Redis connection id a command from this thread travels on.

@@ -27,8 +27,8 @@ use crate::config::{
     PolicyMode,
 };
 use crate::counters::{
-    Actual, Admission, AdmitRequest, BudgetCheck, Counters, CountersError, Grant, LoopCheck,
-    ParallelCheck, RateCheck, RejectReason, Rejection, StreakCheck,
+    Actual, Admission, AdmitRequest, BudgetCheck, BudgetRebuild, Counters, CountersError, Grant,
+    LoopCheck, ParallelCheck, RateCheck, RejectReason, Rejection, StreakCheck,
 };
 use crate::error::ApiError;
 use crate::providers::Usage;
@@ -218,6 +218,9 @@ pub struct Outcome {
     /// cut short ([`estimate::text_tokens`]); `None` when nothing was generated.
     pub usage: Option<Usage>,
     pub error_code: Option<String>,
+    /// The number of the request's ledger row (`LedgerHandle::record`);
+    /// 0 when it has none.
+    pub ledger_seq: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -636,7 +639,11 @@ impl PolicyEngine {
             return settled;
         };
         let cost = settled.cost;
-        let actual = Actual { cost, tokens };
+        let actual = Actual {
+            cost,
+            tokens,
+            ledger_seq: outcome.ledger_seq,
+        };
         // A success also ends the key's error streaks, in the same call.
         let done = if outcome.error_code.is_none() {
             self.counters
@@ -886,8 +893,10 @@ impl PolicyEngine {
     }
 
     /// Restores a missing budget counter from the ledger: this process's
-    /// rows not written yet are flushed first, then the period's spend is
-    /// summed and seeded. Seeding is set-if-absent, so a counter another
+    /// rows not written yet are flushed first, then the period's spend and
+    /// the ledger writers' marks are read in one snapshot and seeded (shared
+    /// counters then take in what every live gateway holds on the counter:
+    /// see `counters`). Seeding is set-if-absent, so a counter another
     /// gateway restored (or kept) meanwhile is left as it is. Concurrent
     /// restores of one counter share one ledger query.
     async fn restore(&self, check: &BudgetCheck, meta: &BudgetMeta) -> Result<(), ApiError> {
@@ -907,15 +916,17 @@ impl PolicyEngine {
                     meta.named.describe()
                 )));
             }
-            let spent = self.store.spend_since(&scope, meta.start).await.map_err(|e| {
+            let read_at = std::time::Instant::now();
+            let ledger = self.store.ledger_snapshot(&scope, meta.start).await.map_err(|e| {
                 ApiError::CountersUnavailable(format!(
                     "cannot restore the spend of budget {} from the ledger: {e}; requests for this budget are \
                      refused until the store answers",
                     meta.named.describe()
                 ))
             })?;
+            let rebuild = BudgetRebuild { ledger, read_at };
             self.counters
-                .seed_budget(&check.key, spent, check.expires_at_ms)
+                .rebuild_budget(&check.key, &rebuild, check.expires_at_ms)
                 .await
                 .map_err(|e| counters_down(&e))
         };

@@ -215,6 +215,7 @@ fn usage(input: u64, output: u64) -> Outcome {
             cached_tokens: 0,
         }),
         error_code: None,
+        ledger_seq: 0,
     }
 }
 

@@ -538,9 +538,10 @@ impl Books {
     fn close_now(&mut self, status: u16, usage: Usage, error_code: Option<&str>) -> Settled {
         self.closed = true;
         let usage = usage.bounded();
-        let outcome = Outcome {
+        let mut outcome = Outcome {
             usage: Some(usage),
             error_code: error_code.map(str::to_owned),
+            ledger_seq: 0,
         };
         let settled = match &self.admitted {
             Some(admitted) => admitted.settled(&outcome),
@@ -570,10 +571,10 @@ impl Books {
         };
         // Journaled too while the journal holds the request, in the order
         // a crash needs (see `JournalEntry::settle`).
-        match self.journal.take() {
+        outcome.ledger_seq = match self.journal.take() {
             Some(entry) => entry.settle(&self.state.ledger, row),
             None => self.state.ledger.record(row),
-        }
+        };
         self.observe(status, usage, settled.cost, error_code, latency);
 
         let admitted = self.admitted.take();

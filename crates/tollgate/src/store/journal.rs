@@ -353,12 +353,14 @@ impl JournalEntry {
     /// instant the request is either among the admissions a new segment
     /// starts with, or its row was recorded before the old segment was
     /// sealed and that segment is kept until the row is durable.
-    pub fn settle(self, ledger: &LedgerHandle, row: LedgerRow) {
+    /// Returns the row's sequence number in this process's ledger writer.
+    pub fn settle(self, ledger: &LedgerHandle, row: LedgerRow) -> u64 {
         let record = encode(&Record::Settled(Cow::Borrowed(&row)));
-        ledger.record(row);
+        let seq = ledger.record(row);
         if let Some(record) = record {
             self.inner.append(&record);
         }
+        seq
     }
 }
 

@@ -15,6 +15,13 @@
 //! so that one unwritable row cannot stall all billing; the refused row is
 //! logged in full at error level and counted (see [`LedgerHandle::rejected`]).
 //!
+//! With `writer_heartbeat` set (gateways sharing counters in Redis), each
+//! batch also records this writer's mark (see [`WriterMark`]: the number of
+//! its last durable row) in the same transaction, and an idle writer
+//! refreshes it once per heartbeat, so a budget counter rebuilt from the
+//! ledger knows which of every gateway's rows it already holds and which
+//! gateways are alive to add the rest.
+//!
 //! `max_buffered` is an alarm, not a cap: past it the writer keeps accepting
 //! rows and logs an error, because every row is money already billed and
 //! dropping one silently is worse than the memory it takes (about 200 bytes a
@@ -29,7 +36,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use super::{LedgerRow, Store, StoreError};
+use super::{LedgerRow, Store, StoreError, WriterMark};
 
 /// First retry delay after a failed batch; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -51,6 +58,9 @@ pub struct LedgerOptions {
     pub flush_interval: Duration,
     /// Queue length past which every further tenth of it logs an error.
     pub max_buffered: usize,
+    /// Record this writer's mark with every batch, and at least this often
+    /// while idle; `None` records no marks.
+    pub writer_heartbeat: Option<Duration>,
 }
 
 impl Default for LedgerOptions {
@@ -59,6 +69,7 @@ impl Default for LedgerOptions {
             max_batch: 1000,
             flush_interval: Duration::from_millis(200),
             max_buffered: 1_000_000,
+            writer_heartbeat: None,
         }
     }
 }
@@ -82,6 +93,7 @@ impl LedgerWriter {
             task: Mutex::new(None),
             opts,
             rejected: AtomicU64::new(0),
+            writer: uuid::Uuid::now_v7().simple().to_string(),
         });
         let task = tokio::spawn(run(store, Arc::clone(&shared), durable_tx));
         *shared.task.lock() = Some(task);
@@ -106,9 +118,23 @@ struct Shared {
     opts: LedgerOptions,
     /// Rows the store refused while up; see [`write_until_durable`].
     rejected: AtomicU64,
+    /// This writer's id in the store's `ledger_writers`.
+    writer: String,
 }
 
 impl Shared {
+    fn mark(&self, seq: u64) -> WriterMark {
+        WriterMark {
+            writer: self.writer.clone(),
+            seq,
+        }
+    }
+
+    /// The mark to write with rows up to `seq`, if marks are kept.
+    fn marks(&self, seq: u64) -> Option<WriterMark> {
+        self.opts.writer_heartbeat.map(|_| self.mark(seq))
+    }
+
     fn buffered(&self) -> usize {
         let state = self.state.lock();
         state.queue.len() + state.inflight
@@ -126,10 +152,12 @@ struct State {
 }
 
 impl LedgerHandle {
-    /// Queues a row for writing. Never waits on the database.
-    pub fn record(&self, row: LedgerRow) {
+    /// Queues a row for writing and answers its number (1 for the first
+    /// row this writer recorded; 0 if the writer has shut down and drops
+    /// it). Never waits on the database.
+    pub fn record(&self, row: LedgerRow) -> u64 {
         let opts = &self.shared.opts;
-        let (buffered, full) = {
+        let (buffered, full, seq) = {
             let mut state = self.shared.state.lock();
             if state.closed {
                 drop(state);
@@ -139,13 +167,14 @@ impl LedgerHandle {
                     cost_nano_usd = row.cost.0,
                     "ledger row recorded after the ledger writer shut down; it is NOT written"
                 );
-                return;
+                return 0;
             }
             state.queue.push_back(row);
             state.recorded += 1;
             (
                 state.queue.len() + state.inflight,
                 state.queue.len() >= opts.max_batch,
+                state.recorded,
             )
         };
         if buffered >= opts.max_buffered
@@ -161,6 +190,17 @@ impl LedgerHandle {
         if full {
             self.shared.wake.notify_one();
         }
+        seq
+    }
+
+    /// Every row numbered up to this is durable.
+    pub fn durable(&self) -> u64 {
+        *self.shared.durable.borrow()
+    }
+
+    /// This writer's id, unique per process, as its marks name it.
+    pub fn writer_id(&self) -> &str {
+        &self.shared.writer
     }
 
     /// Returns once every row recorded before the call is durable. Waits as
@@ -199,12 +239,6 @@ impl LedgerHandle {
         self.shared.state.lock().recorded
     }
 
-    /// Rows durable since the start: every row among the first this many
-    /// recorded is in the store.
-    pub fn durable(&self) -> u64 {
-        *self.shared.durable.borrow()
-    }
-
     /// Rows recorded and not yet durable (queued or in flight), for metrics.
     pub fn buffered(&self) -> usize {
         self.shared.buffered()
@@ -220,6 +254,8 @@ impl LedgerHandle {
 async fn run(store: Arc<dyn Store>, shared: Arc<Shared>, durable: watch::Sender<u64>) {
     let opts = shared.opts.clone();
     let mut written: u64 = 0;
+    // A new writer says it is alive at once.
+    let mut heard: Option<tokio::time::Instant> = None;
     loop {
         let batch: Vec<LedgerRow> = {
             let mut state = shared.state.lock();
@@ -232,6 +268,15 @@ async fn run(store: Arc<dyn Store>, shared: Arc<Shared>, durable: watch::Sender<
             if shared.state.lock().closed || Arc::strong_count(&shared) == 1 {
                 return;
             }
+            if let Some(every) = opts.writer_heartbeat
+                && heard.is_none_or(|at| at.elapsed() >= every)
+            {
+                heard = Some(tokio::time::Instant::now());
+                let mark = shared.mark(written);
+                if let Err(e) = insert(store.as_ref(), &[], Some(&mark)).await {
+                    tracing::warn!(error = %e, "cannot record the ledger writer's heartbeat");
+                }
+            }
             tokio::select! {
                 () = tokio::time::sleep(opts.flush_interval) => {}
                 () = shared.wake.notified() => {}
@@ -239,7 +284,8 @@ async fn run(store: Arc<dyn Store>, shared: Arc<Shared>, durable: watch::Sender<
             continue;
         }
         let started = tokio::time::Instant::now();
-        write_until_durable(store.as_ref(), &batch, &shared).await;
+        write_until_durable(store.as_ref(), &batch, written, &shared).await;
+        heard = Some(started);
         written += batch.len() as u64;
         let (queued, closed) = {
             let mut state = shared.state.lock();
@@ -268,13 +314,17 @@ async fn run(store: Arc<dyn Store>, shared: Arc<Shared>, durable: watch::Sender<
 /// it, such a batch is written row by row and only the refused rows are set
 /// aside: logged at error level with every field, so they can be re-entered
 /// by hand, and counted in [`LedgerHandle::rejected`].
-async fn write_until_durable(store: &dyn Store, batch: &[LedgerRow], shared: &Shared) {
+///
+/// `before` is the number of the row preceding the batch.
+async fn write_until_durable(store: &dyn Store, batch: &[LedgerRow], before: u64, shared: &Shared) {
     let mut pending = batch;
+    let mut pending_before = before;
     let mut backoff = MIN_BACKOFF;
     let mut failures: u32 = 0;
     let mut refusals: u32 = 0;
     loop {
-        let err = match insert(store, pending).await {
+        let mark = shared.marks(pending_before + pending.len() as u64);
+        let err = match insert(store, pending, mark.as_ref()).await {
             Ok(()) => {
                 if failures > 0 {
                     tracing::info!(
@@ -291,11 +341,12 @@ async fn write_until_durable(store: &dyn Store, batch: &[LedgerRow], shared: &Sh
         if ping(store).await.is_ok() {
             refusals += 1;
             if refusals >= REFUSALS_BEFORE_ISOLATING {
-                match write_one_by_one(store, pending, shared).await {
+                match write_one_by_one(store, pending, pending_before, shared).await {
                     None => return,
                     Some(written) => {
                         // The store went down half-way: the rest waits for it.
                         pending = &pending[written..];
+                        pending_before += written as u64;
                         refusals = 0;
                     }
                 }
@@ -317,11 +368,17 @@ async fn write_until_durable(store: &dyn Store, batch: &[LedgerRow], shared: &Sh
 
 /// Writes rows singly, setting aside each one the store refuses while it is
 /// up. `Some(n)` when the store went down after `n` rows were dealt with.
-async fn write_one_by_one(store: &dyn Store, rows: &[LedgerRow], shared: &Shared) -> Option<usize> {
+async fn write_one_by_one(
+    store: &dyn Store,
+    rows: &[LedgerRow],
+    before: u64,
+    shared: &Shared,
+) -> Option<usize> {
     for (i, row) in rows.iter().enumerate() {
         let mut last_err = None;
+        let mark = shared.marks(before + i as u64 + 1);
         for _ in 0..REFUSALS_BEFORE_ISOLATING {
-            match insert(store, std::slice::from_ref(row)).await {
+            match insert(store, std::slice::from_ref(row), mark.as_ref()).await {
                 Ok(()) => {
                     last_err = None;
                     break;
@@ -348,8 +405,18 @@ async fn write_one_by_one(store: &dyn Store, rows: &[LedgerRow], shared: &Shared
     None
 }
 
-async fn insert(store: &dyn Store, rows: &[LedgerRow]) -> Result<(), StoreError> {
-    match tokio::time::timeout(CALL_TIMEOUT, store.insert_ledger(rows)).await {
+async fn insert(
+    store: &dyn Store,
+    rows: &[LedgerRow],
+    mark: Option<&WriterMark>,
+) -> Result<(), StoreError> {
+    let write = async {
+        match mark {
+            Some(mark) => store.insert_ledger_marked(rows, mark).await,
+            None => store.insert_ledger(rows).await,
+        }
+    };
+    match tokio::time::timeout(CALL_TIMEOUT, write).await {
         Ok(result) => result,
         Err(_) => Err(StoreError::Backend(format!(
             "no answer within {} s",

@@ -148,6 +148,37 @@ pub enum SpendScope {
     Key(KeyId),
 }
 
+/// A ledger writer's progress: `seq` numbers its rows in the order it
+/// recorded them, and every row up to `seq` is durable. Written in the same
+/// transaction as the rows, so whoever reads the ledger knows exactly which
+/// of the writer's rows it has seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterMark {
+    /// Unique per gateway process (see [`LedgerHandle::writer_id`]).
+    pub writer: String,
+    pub seq: u64,
+}
+
+/// What a budget counter is rebuilt from: a scope's spend and the marks of
+/// the writers heard from in the last hour, read in one snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerSnapshot {
+    pub spent: NanoUsd,
+    pub writers: Vec<WriterState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterState {
+    pub mark: WriterMark,
+    /// Since the writer last wrote (rows or a heartbeat), by the store's clock.
+    pub idle_ms: u64,
+}
+
+/// Writers not heard from for this long are left out of a
+/// [`LedgerSnapshot`]; after [`FORGET_WRITER_AFTER_S`] their row is deleted.
+pub const WRITER_SNAPSHOT_WINDOW_S: u64 = 3600;
+pub const FORGET_WRITER_AFTER_S: u64 = 7 * 86_400;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} already exists")]
@@ -187,6 +218,29 @@ pub trait Store: Send + Sync + 'static {
         scope: &SpendScope,
         since: DateTime<Utc>,
     ) -> Result<NanoUsd, StoreError>;
+
+    /// [`Store::insert_ledger`], recording `mark` in the same transaction
+    /// (with no rows: a heartbeat that only says the writer is alive).
+    async fn insert_ledger_marked(
+        &self,
+        rows: &[LedgerRow],
+        mark: &WriterMark,
+    ) -> Result<(), StoreError> {
+        let _ = mark;
+        self.insert_ledger(rows).await
+    }
+
+    /// [`Store::spend_since`] and the writers' marks, in one snapshot.
+    async fn ledger_snapshot(
+        &self,
+        scope: &SpendScope,
+        since: DateTime<Utc>,
+    ) -> Result<LedgerSnapshot, StoreError> {
+        Ok(LedgerSnapshot {
+            spent: self.spend_since(scope, since).await?,
+            writers: Vec::new(),
+        })
+    }
 
     async fn get_setting(&self, name: &str) -> Result<Option<String>, StoreError>;
     async fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError>;

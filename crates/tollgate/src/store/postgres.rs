@@ -19,8 +19,9 @@ use super::codec::{
     to_i64, to_u64, would_reject_from, would_reject_text,
 };
 use super::{
-    GroupBy, KeyRecord, LedgerRow, RequestsQuery, SpendQuery, SpendRow, SpendScope, Store,
-    StoreError, TeamRecord,
+    FORGET_WRITER_AFTER_S, GroupBy, KeyRecord, LedgerRow, LedgerSnapshot, RequestsQuery,
+    SpendQuery, SpendRow, SpendScope, Store, StoreError, TeamRecord, WRITER_SNAPSHOT_WINDOW_S,
+    WriterMark, WriterState,
 };
 use crate::types::{KeyId, NanoUsd, TeamId};
 
@@ -194,6 +195,42 @@ impl LedgerColumns {
     }
 }
 
+/// Inserts a ledger batch in one statement: the batch lands whole or not at
+/// all, and a retry of rows already written is a no-op.
+async fn insert_rows<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    rows: &[LedgerRow],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let c = LedgerColumns::from_rows(rows)?;
+    let sql = format!(
+        "INSERT INTO ledger ({LEDGER_COLUMNS}) \
+         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+         $7::int4[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::text[], $13::text[]) \
+         ON CONFLICT (request_id) DO NOTHING"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(c.ts)
+        .bind(c.request_id)
+        .bind(c.key_id)
+        .bind(c.team)
+        .bind(c.model)
+        .bind(c.provider)
+        .bind(c.status)
+        .bind(c.prompt_tokens)
+        .bind(c.completion_tokens)
+        .bind(c.cost)
+        .bind(c.latency_ms)
+        .bind(c.error_code)
+        .bind(c.would_reject)
+        .execute(executor)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn create_team(&self, team: &TeamRecord) -> Result<(), StoreError> {
@@ -355,36 +392,77 @@ impl Store for PostgresStore {
     }
 
     async fn insert_ledger(&self, rows: &[LedgerRow]) -> Result<(), StoreError> {
+        insert_rows(&self.pool, rows).await
+    }
+
+    async fn insert_ledger_marked(
+        &self,
+        rows: &[LedgerRow],
+        mark: &WriterMark,
+    ) -> Result<(), StoreError> {
+        let seq = to_i64(mark.seq, "writer seq")?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        insert_rows(&mut *tx, rows).await?;
+        sqlx::query(
+            "INSERT INTO ledger_writers (writer, seq, seen_at) VALUES ($1, $2, now()) \
+             ON CONFLICT (writer) DO UPDATE SET seq = GREATEST(ledger_writers.seq, excluded.seq), \
+             seen_at = excluded.seen_at",
+        )
+        .bind(&mark.writer)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
         if rows.is_empty() {
-            return Ok(());
-        }
-        let c = LedgerColumns::from_rows(rows)?;
-        let sql = format!(
-            "INSERT INTO ledger ({LEDGER_COLUMNS}) \
-             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-             $7::int4[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::text[], $13::text[]) \
-             ON CONFLICT (request_id) DO NOTHING"
-        );
-        // One statement is one implicit transaction: the batch lands whole or
-        // not at all, and a retry of rows already written is a no-op.
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(c.ts)
-            .bind(c.request_id)
-            .bind(c.key_id)
-            .bind(c.team)
-            .bind(c.model)
-            .bind(c.provider)
-            .bind(c.status)
-            .bind(c.prompt_tokens)
-            .bind(c.completion_tokens)
-            .bind(c.cost)
-            .bind(c.latency_ms)
-            .bind(c.error_code)
-            .bind(c.would_reject)
-            .execute(&self.pool)
+            // Heartbeats are rare (one a second per idle writer): the
+            // moment to forget the writers of processes long gone.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM ledger_writers WHERE seen_at < now() - interval '{FORGET_WRITER_AFTER_S} seconds'"
+            )))
+            .execute(&mut *tx)
             .await
             .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
         Ok(())
+    }
+
+    async fn ledger_snapshot(
+        &self,
+        scope: &SpendScope,
+        since: DateTime<Utc>,
+    ) -> Result<LedgerSnapshot, StoreError> {
+        let (column, id) = match scope {
+            SpendScope::Team(team) => ("team", team.as_str()),
+            SpendScope::Key(key) => ("key_id", key.as_str()),
+        };
+        // One statement, one snapshot: a batch and its writer's mark are
+        // both seen or both not.
+        let sql = format!(
+            "SELECT NULL::text AS writer, COALESCE(SUM(cost), 0)::BIGINT AS n, 0::BIGINT AS idle_ms \
+             FROM ledger WHERE {column} = $1 AND ts >= $2 \
+             UNION ALL \
+             SELECT writer, seq, GREATEST(0, (EXTRACT(EPOCH FROM now() - seen_at) * 1000))::BIGINT \
+             FROM ledger_writers WHERE seen_at > now() - interval '{WRITER_SNAPSHOT_WINDOW_S} seconds'"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        let mut snapshot = LedgerSnapshot::default();
+        for row in &rows {
+            let n = to_u64(get(row, "n")?, "ledger_writers.seq")?;
+            match get::<Option<String>>(row, "writer")? {
+                None => snapshot.spent = NanoUsd(n),
+                Some(writer) => snapshot.writers.push(WriterState {
+                    mark: WriterMark { writer, seq: n },
+                    idle_ms: to_u64(get(row, "idle_ms")?, "ledger_writers.seen_at")?,
+                }),
+            }
+        }
+        Ok(snapshot)
     }
 
     async fn spend(&self, query: &SpendQuery) -> Result<Vec<SpendRow>, StoreError> {

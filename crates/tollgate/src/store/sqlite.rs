@@ -20,8 +20,9 @@ use super::codec::{
     redact_url, requests_limit, status_from, to_i64, to_u64, would_reject_from, would_reject_text,
 };
 use super::{
-    GroupBy, KeyRecord, LedgerRow, RequestsQuery, SpendQuery, SpendRow, SpendScope, Store,
-    StoreError, TeamRecord,
+    FORGET_WRITER_AFTER_S, GroupBy, KeyRecord, LedgerRow, LedgerSnapshot, RequestsQuery,
+    SpendQuery, SpendRow, SpendScope, Store, StoreError, TeamRecord, WRITER_SNAPSHOT_WINDOW_S,
+    WriterMark, WriterState,
 };
 use crate::types::{KeyId, NanoUsd, TeamId};
 
@@ -77,6 +78,10 @@ impl SqliteStore {
         Ok(Arc::new(SqliteStore { pool }))
     }
 }
+
+/// SQLite's own clock in milliseconds since the epoch, as SQL: every
+/// writer's `seen_at` comes from the one clock that judges it.
+const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
 
 fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(format!("SQLite: {e}"))
@@ -189,6 +194,88 @@ const KEY_COLUMNS: &str = "id, team, name, secret_hash, prefix, previous_secret_
 
 const LEDGER_COLUMNS: &str = "ts, request_id, key_id, team, model, provider, status, prompt_tokens, \
      completion_tokens, cost, latency_ms, error_code, would_reject";
+
+impl SqliteStore {
+    /// Writes a ledger batch and, when given, its writer's mark in one
+    /// transaction: all or nothing.
+    async fn insert_rows(
+        &self,
+        rows: &[LedgerRow],
+        mark: Option<&WriterMark>,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() && mark.is_none() {
+            return Ok(());
+        }
+        let values = rows
+            .iter()
+            .map(|row| {
+                Ok(LedgerValues {
+                    row,
+                    prompt_tokens: to_i64(row.prompt_tokens, "prompt_tokens")?,
+                    completion_tokens: to_i64(row.completion_tokens, "completion_tokens")?,
+                    cost: money(row.cost, "cost")?,
+                    latency_ms: to_i64(row.latency_ms, "latency_ms")?,
+                    would_reject: would_reject_text(&row.would_reject)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // One transaction around every chunk: the batch lands whole or not at all.
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        for chunk in values.chunks(SQLITE_ROWS_PER_STATEMENT) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new(format!("INSERT INTO ledger ({LEDGER_COLUMNS}) "));
+            qb.push_values(chunk, |mut b, v| {
+                b.push_bind(ms(v.row.ts))
+                    .push_bind(ledger_text(&v.row.request_id))
+                    .push_bind(ledger_text(v.row.key_id.as_str()))
+                    .push_bind(ledger_text(v.row.team.as_str()))
+                    .push_bind(ledger_text(&v.row.model))
+                    .push_bind(ledger_text(&v.row.provider))
+                    .push_bind(i64::from(v.row.status))
+                    .push_bind(v.prompt_tokens)
+                    .push_bind(v.completion_tokens)
+                    .push_bind(v.cost)
+                    .push_bind(v.latency_ms)
+                    .push_bind(v.row.error_code.as_deref().map(ledger_text))
+                    .push_bind(v.would_reject.as_deref());
+            });
+            // A retry after an ambiguous failure must not bill twice.
+            qb.push(" ON CONFLICT (request_id) DO NOTHING");
+            // Not cached: every batch size is its own statement text, and a
+            // cache of up to 100 of them (each thousands of parameters) held
+            // megabytes of SQLite memory for statements rarely seen again.
+            qb.build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        if let Some(mark) = mark {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO ledger_writers (writer, seq, seen_at) VALUES (?, ?, {NOW_MS}) \
+                 ON CONFLICT (writer) DO UPDATE SET seq = MAX(seq, excluded.seq), seen_at = excluded.seen_at"
+            )))
+            .bind(&mark.writer)
+            .bind(to_i64(mark.seq, "writer seq")?)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            if rows.is_empty() {
+                // Heartbeats are rare (one a second per idle writer): the
+                // moment to forget the writers of processes long gone.
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM ledger_writers WHERE seen_at < {NOW_MS} - {}",
+                    FORGET_WRITER_AFTER_S * 1000
+                )))
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            }
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -348,55 +435,54 @@ impl Store for SqliteStore {
     }
 
     async fn insert_ledger(&self, rows: &[LedgerRow]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
+        self.insert_rows(rows, None).await
+    }
+
+    async fn insert_ledger_marked(
+        &self,
+        rows: &[LedgerRow],
+        mark: &WriterMark,
+    ) -> Result<(), StoreError> {
+        self.insert_rows(rows, Some(mark)).await
+    }
+
+    async fn ledger_snapshot(
+        &self,
+        scope: &SpendScope,
+        since: DateTime<Utc>,
+    ) -> Result<LedgerSnapshot, StoreError> {
+        let (column, id) = match scope {
+            SpendScope::Team(team) => ("team", team.as_str()),
+            SpendScope::Key(key) => ("key_id", key.as_str()),
+        };
+        // One statement, one snapshot: a batch and its writer's mark are
+        // both seen or both not.
+        let sql = format!(
+            "SELECT NULL AS writer, COALESCE(SUM(cost), 0) AS n, 0 AS idle_ms \
+             FROM ledger WHERE {column} = ? AND ts >= ? \
+             UNION ALL \
+             SELECT writer, seq, MAX(0, {NOW_MS} - seen_at) FROM ledger_writers \
+             WHERE seen_at > {NOW_MS} - {}",
+            WRITER_SNAPSHOT_WINDOW_S * 1000
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(ms(since))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        let mut snapshot = LedgerSnapshot::default();
+        for row in &rows {
+            let n = to_u64(get(row, "n")?, "ledger_writers.seq")?;
+            match get::<Option<String>>(row, "writer")? {
+                None => snapshot.spent = NanoUsd(n),
+                Some(writer) => snapshot.writers.push(WriterState {
+                    mark: WriterMark { writer, seq: n },
+                    idle_ms: to_u64(get(row, "idle_ms")?, "ledger_writers.seen_at")?,
+                }),
+            }
         }
-        let values = rows
-            .iter()
-            .map(|row| {
-                Ok(LedgerValues {
-                    row,
-                    prompt_tokens: to_i64(row.prompt_tokens, "prompt_tokens")?,
-                    completion_tokens: to_i64(row.completion_tokens, "completion_tokens")?,
-                    cost: money(row.cost, "cost")?,
-                    latency_ms: to_i64(row.latency_ms, "latency_ms")?,
-                    would_reject: would_reject_text(&row.would_reject)?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        // One transaction around every chunk: the batch lands whole or not at all.
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        for chunk in values.chunks(SQLITE_ROWS_PER_STATEMENT) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new(format!("INSERT INTO ledger ({LEDGER_COLUMNS}) "));
-            qb.push_values(chunk, |mut b, v| {
-                b.push_bind(ms(v.row.ts))
-                    .push_bind(ledger_text(&v.row.request_id))
-                    .push_bind(ledger_text(v.row.key_id.as_str()))
-                    .push_bind(ledger_text(v.row.team.as_str()))
-                    .push_bind(ledger_text(&v.row.model))
-                    .push_bind(ledger_text(&v.row.provider))
-                    .push_bind(i64::from(v.row.status))
-                    .push_bind(v.prompt_tokens)
-                    .push_bind(v.completion_tokens)
-                    .push_bind(v.cost)
-                    .push_bind(v.latency_ms)
-                    .push_bind(v.row.error_code.as_deref().map(ledger_text))
-                    .push_bind(v.would_reject.as_deref());
-            });
-            // A retry after an ambiguous failure must not bill twice.
-            qb.push(" ON CONFLICT (request_id) DO NOTHING");
-            // Not cached: every batch size is its own statement text, and a
-            // cache of up to 100 of them (each thousands of parameters) held
-            // megabytes of SQLite memory for statements rarely seen again.
-            qb.build()
-                .persistent(false)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(())
+        Ok(snapshot)
     }
 
     async fn spend(&self, query: &SpendQuery) -> Result<Vec<SpendRow>, StoreError> {

@@ -501,6 +501,84 @@ async fn requests_newest_first_with_limit(store: Arc<dyn Store>) {
     );
 }
 
+/// A rebuilt budget counter reads a scope's spend and every writer's mark
+/// in one snapshot; a mark never goes back, and a heartbeat (no rows) only
+/// says the writer is alive.
+async fn ledger_snapshot_reads_spend_and_writer_marks(store: Arc<dyn Store>) {
+    let mark = |writer: &str, seq| WriterMark {
+        writer: writer.to_owned(),
+        seq,
+    };
+    store
+        .insert_ledger_marked(&spend_fixture(), &mark("w1", 3))
+        .await
+        .unwrap();
+    store
+        .insert_ledger_marked(&[], &mark("w2", 0))
+        .await
+        .unwrap();
+    store
+        .insert_ledger_marked(&[], &mark("w1", 2))
+        .await
+        .unwrap();
+    let team_a = SpendScope::Team(TeamId::from("a"));
+    let mut snapshot = store
+        .ledger_snapshot(&team_a, DateTime::<Utc>::UNIX_EPOCH)
+        .await
+        .unwrap();
+    assert_eq!(snapshot.spent, NanoUsd(600));
+    snapshot
+        .writers
+        .sort_by(|a, b| a.mark.writer.cmp(&b.mark.writer));
+    let marks: Vec<_> = snapshot.writers.iter().map(|w| w.mark.clone()).collect();
+    assert_eq!(marks, vec![mark("w1", 3), mark("w2", 0)]);
+    assert!(
+        snapshot.writers.iter().all(|w| w.idle_ms < 60_000),
+        "{snapshot:?}"
+    );
+    let nobody = SpendScope::Key(KeyId::from("nobody"));
+    let empty = store
+        .ledger_snapshot(&nobody, DateTime::<Utc>::UNIX_EPOCH)
+        .await
+        .unwrap();
+    assert_eq!(empty.spent, NanoUsd(0));
+    assert_eq!(empty.writers.len(), 2);
+}
+
+/// With marks on, the writer numbers rows as recorded and writes its mark
+/// with them: the snapshot says exactly which rows are in.
+async fn writer_marks_its_rows(store: Arc<dyn Store>) {
+    let handle = LedgerWriter::spawn(
+        store.clone(),
+        LedgerOptions {
+            writer_heartbeat: Some(Duration::from_millis(50)),
+            ..opts(100, Duration::from_secs(3600), 1_000_000)
+        },
+    );
+    let seqs: Vec<u64> = numbered(5, "marked")
+        .map(|row| handle.record(row))
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    assert_eq!(handle.durable(), 0);
+    handle.flush().await;
+    assert_eq!(handle.durable(), 5);
+    let snapshot = store
+        .ledger_snapshot(
+            &SpendScope::Team(TeamId::from("t")),
+            DateTime::<Utc>::UNIX_EPOCH,
+        )
+        .await
+        .unwrap();
+    let me: Vec<_> = snapshot
+        .writers
+        .iter()
+        .filter(|w| w.mark.writer == handle.writer_id())
+        .map(|w| w.mark.seq)
+        .collect();
+    assert_eq!(me, vec![5]);
+    handle.shutdown().await;
+}
+
 async fn spend_since_by_scope(store: Arc<dyn Store>) {
     store.insert_ledger(&spend_fixture()).await.unwrap();
     let team_a = SpendScope::Team(TeamId::from("a"));
@@ -683,6 +761,7 @@ fn opts(max_batch: usize, flush_interval: Duration, max_buffered: usize) -> Ledg
         max_batch,
         flush_interval,
         max_buffered,
+        writer_heartbeat: None,
     }
 }
 
@@ -1039,6 +1118,8 @@ suite!(
     spend_groups_and_filters,
     requests_newest_first_with_limit,
     spend_since_by_scope,
+    ledger_snapshot_reads_spend_and_writer_marks,
+    writer_marks_its_rows,
     settings_round_trip,
     writer_batches_rows,
     writer_flushes_on_interval_and_full_batch,

@@ -14,7 +14,7 @@
 --       per streak:   enforce
 -- Reply, rejected: {0, reason, index, retry_after_ms, limit, spent, reserved}
 --   with reason 1 streak, 2 loop, 3 budget, 4 rate, 5 parallel, index 0-based.
--- Reply, admitted: {1, granted, (spent, reserved) per budget,
+-- Reply, admitted: {1, granted, (spent, reserved, epoch) per budget,
 --   (remaining, reset_ms) per rate, #would_reject,
 --   (reason, index, retry_after_ms, limit, spent, reserved) per would_reject}
 -- Reply, unseeded: {2, #missing, index per missing budget (0-based)} when a
@@ -22,6 +22,10 @@
 --   nothing is checked or written; the caller seeds it from the ledger
 --   (seed.lua) and calls again. A budget is never decided on a counter that
 --   forgot its spend, and this script never creates one.
+-- Reply, rebuilding: {3, wait_ms} when an enforcing budget's counter was
+--   just re-seeded and still waits for live gateways to add what they hold
+--   on it (seed.lua, contribute.lua): nothing is checked or written; the
+--   caller adds its own amounts and calls again.
 
 local WINDOW = 60000
 local t = redis.call('TIME')
@@ -120,13 +124,22 @@ for i, l in ipairs(loops) do
 end
 
 local granted = cost
+local rebuilding = 0
 for _, b in ipairs(budgets) do
-  local h = redis.call('HMGET', b.key, 'spent', 'reserved')
+  local h = redis.call('HMGET', b.key, 'spent', 'reserved', 'epoch', 'open')
   b.spent, b.reserved = tonumber(h[1]) or 0, tonumber(h[2]) or 0
+  b.epoch = h[3]
+  local open = tonumber(h[4]) or 0
+  if b.enforce and open > now then
+    rebuilding = math.max(rebuilding, open - now)
+  end
   b.remaining = math.max(0, b.limit - b.spent - b.reserved)
   if b.enforce and b.remaining < granted then
     granted = b.remaining
   end
+end
+if rebuilding > 0 then
+  return { 3, rebuilding }
 end
 -- Blame the first enforcing budget that cannot fit its own minimum, else
 -- (another budget clamped the grant below some minimum) the tightest one.
@@ -207,6 +220,12 @@ local reply = { 1, granted }
 for _, b in ipairs(budgets) do
   local reserved = redis.call('HINCRBY', b.key, 'reserved', int(granted))
   redis.call('HSET', b.key, 'limit', int(b.limit))
+  if not b.epoch then
+    -- A counter seeded before epochs existed: give it one (Redis time in
+    -- microseconds, below 2^53 so it survives the trip as a number).
+    b.epoch = t[1] .. string.format('%06d', tonumber(t[2]))
+    redis.call('HSET', b.key, 'epoch', b.epoch)
+  end
   if b.expires >= 0 then
     redis.call('PEXPIREAT', b.key, int(b.expires))
   else
@@ -214,6 +233,7 @@ for _, b in ipairs(budgets) do
   end
   reply[#reply + 1] = b.spent
   reply[#reply + 1] = reserved
+  reply[#reply + 1] = tonumber(b.epoch)
 end
 for _, r in ipairs(rates) do
   if r.take and r.after > 0 then

@@ -5,10 +5,17 @@
 -- successful request costs one script call, not two. Mirrors
 -- `MemoryCounters::settle` (memory.rs), gcra.rs and `Counters::settle_success`.
 --
+-- A budget counter releases the reservation only if it is the epoch that
+-- holds it (a counter re-seeded since never had it), and adds the cost
+-- only if the ledger snapshot it was seeded from did not hold the row
+-- already (the row's number above the writer's mark `m:<writer>`).
+--
 -- KEYS: budget keys, tokens-rate keys, parallel keys, streak keys.
 -- ARGV: reserved, actual_cost, actual_tokens, request_id, #budgets,
---       #rates, #parallel, #streaks, then per rate: limit_per_minute,
---       reserved amount.
+--       #rates, #parallel, #streaks, writer, ledger_seq (0: no row), then
+--       per budget: the epoch holding the reservation ('0': none, '': any),
+--       per rate: limit_per_minute, reserved amount.
+-- Reply: per budget, the counter's epoch (0: no counter).
 
 local WINDOW = 60000
 local t = redis.call('TIME')
@@ -23,19 +30,29 @@ local actual_tokens = tonumber(ARGV[3])
 local request_id = ARGV[4]
 local nb, nr, np = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local ns = tonumber(ARGV[8])
-local k, a = 1, 9
+local writer, seq = ARGV[9], tonumber(ARGV[10])
+local k, a = 1, 11
 
-for _ = 1, nb do
-  local key = KEYS[k]
-  -- A counter that expired meanwhile belongs to a finished period.
+local epochs = {}
+for i = 1, nb do
+  local key, held = KEYS[k], ARGV[a]
+  epochs[i] = 0
+  -- A counter that expired meanwhile belongs to a finished period; one
+  -- lost meanwhile gets this from the gateway when it is rebuilt.
   if redis.call('EXISTS', key) == 1 then
+    local h = redis.call('HMGET', key, 'epoch', 'm:' .. writer)
+    local epoch = h[1] or ''
     -- Redis does not parse `-0` as an integer.
-    if reserved ~= '0' and redis.call('HINCRBY', key, 'reserved', '-' .. reserved) < 0 then
+    if (held == '' or held == epoch) and reserved ~= '0'
+        and redis.call('HINCRBY', key, 'reserved', '-' .. reserved) < 0 then
       redis.call('HSET', key, 'reserved', 0)
     end
-    redis.call('HINCRBY', key, 'spent', actual_cost)
+    if seq == 0 or seq > (tonumber(h[2]) or 0) then
+      redis.call('HINCRBY', key, 'spent', actual_cost)
+    end
+    epochs[i] = tonumber(epoch) or 0
   end
-  k = k + 1
+  k, a = k + 1, a + 1
 end
 
 for _ = 1, nr do
@@ -69,4 +86,4 @@ for _ = 1, ns do
   end
   k = k + 1
 end
-return 1
+return epochs
