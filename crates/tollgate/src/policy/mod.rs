@@ -147,7 +147,7 @@ impl Admitted {
     pub fn cost(&self, outcome: &Outcome) -> NanoUsd {
         outcome.usage.map_or(NanoUsd::ZERO, |u| {
             self.price
-                .cost_with_cache(u.prompt_tokens, u.cached_tokens, u.completion_tokens)
+                .cost_with_cache(u.prompt_tokens, u.cache(), u.completion_tokens)
         })
     }
 
@@ -1166,8 +1166,8 @@ fn build_plan(
     } else {
         0
     };
-    let cost = price.cost(input, facts.max_output_tokens);
-    let clamp_min = price.cost(input, 1);
+    let cost = price.worst_case(input, facts.max_output_tokens);
+    let clamp_min = price.worst_case(input, 1);
     let tokens = input.saturating_add(facts.max_output_tokens);
     let key_id = who.key.id.as_str();
     let mut plan = Plan {
@@ -1425,7 +1425,7 @@ fn budget_error(
 ) -> ApiError {
     let price = facts.model.price;
     let remaining = state.remaining();
-    let input_cost = price.cost(facts.input_tokens.get(), 0);
+    let input_cost = price.worst_case(facts.input_tokens.get(), 0);
     let fit = price
         .affordable_output_tokens(remaining, facts.input_tokens.get())
         .min(facts.max_output_tokens);

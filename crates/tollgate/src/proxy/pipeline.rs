@@ -416,7 +416,7 @@ impl Books {
         Usage {
             prompt_tokens: self.input_tokens(),
             completion_tokens: self.text_tokens(&text),
-            cached_tokens: 0,
+            ..Usage::default()
         }
     }
 
