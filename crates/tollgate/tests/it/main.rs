@@ -6,6 +6,7 @@
 mod common;
 
 mod budget;
+mod cache_prices;
 mod errors;
 mod hooks;
 mod infra;
