@@ -300,6 +300,7 @@ fn build_answer<'a>(
         truncated: tokens < configured,
         prompt_tokens,
         completion_tokens,
+        cache: settings.cache,
     }
 }
 

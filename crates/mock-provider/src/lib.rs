@@ -40,7 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-pub use state::{FailureMode, RecordedRequest, UsageOverride};
+pub use state::{CacheUsage, FailureMode, RecordedRequest, UsageOverride};
 pub use wire::EMBEDDING_DIM;
 
 use state::{Settings, Shared, content_for};
@@ -118,6 +118,7 @@ impl MockProvider {
             completion_tokens: config.completion_tokens,
             content: content_for(config.completion_tokens),
             usage: config.usage,
+            cache: None,
             failure: config.failure,
             expected_api_key: config.expected_api_key.map(Arc::from),
         };
@@ -183,6 +184,12 @@ impl MockHandle {
     /// Reported usage; `None` goes back to the computed numbers.
     pub fn set_usage(&self, usage: Option<UsageOverride>) {
         self.shared.update(|s| s.usage = usage);
+    }
+
+    /// Prompt-cache numbers reported with every chat or messages answer;
+    /// `None` (the start) reports none.
+    pub fn set_cache_usage(&self, cache: Option<CacheUsage>) {
+        self.shared.update(|s| s.cache = cache);
     }
 
     /// Setting `FailFirst(n)` (again) restarts its count at `n`.

@@ -57,6 +57,23 @@ pub struct UsageOverride {
     pub completion_tokens: u64,
 }
 
+/// How many of an answer's prompt tokens the provider read from or wrote
+/// to its prompt cache. They are parts of the prompt (the computed count or
+/// [`UsageOverride::prompt_tokens`]), reported in each API's own way. On
+/// OpenAI routes `read` is `prompt_tokens_details.cached_tokens`, included
+/// in `prompt_tokens`; OpenAI reports no writes, so `write_5m`/`write_1h`
+/// are not sent there. On `/v1/messages`, as Anthropic does, `input_tokens`
+/// is the rest of the prompt and the cache counts go beside it:
+/// `cache_read_input_tokens`, `cache_creation_input_tokens` (the writes'
+/// sum) and the `cache_creation` split, in the answer and in a stream's
+/// `message_start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheUsage {
+    pub read: u64,
+    pub write_5m: u64,
+    pub write_1h: u64,
+}
+
 /// One request as the mock received it.
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
@@ -115,6 +132,7 @@ pub(crate) struct Settings {
     /// a request only slices it.
     pub content: Bytes,
     pub usage: Option<UsageOverride>,
+    pub cache: Option<CacheUsage>,
     pub failure: FailureMode,
     pub expected_api_key: Option<Arc<str>>,
 }

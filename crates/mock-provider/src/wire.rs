@@ -9,6 +9,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use crate::state::CacheUsage;
+
 /// Dimension of the mock's embedding vectors.
 pub const EMBEDDING_DIM: usize = 8;
 
@@ -312,6 +314,8 @@ pub(crate) struct Answer<'a> {
     pub truncated: bool,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Prompt-cache numbers to report, if set.
+    pub cache: Option<CacheUsage>,
 }
 
 fn push_usage_openai(buf: &mut BytesMut, a: &Answer) {
@@ -321,6 +325,37 @@ fn push_usage_openai(buf: &mut BytesMut, a: &Answer) {
     push_u64(buf, a.completion_tokens);
     buf.put_slice(b",\"total_tokens\":");
     push_u64(buf, a.prompt_tokens + a.completion_tokens);
+    if let Some(cache) = a.cache {
+        buf.put_slice(b",\"prompt_tokens_details\":{\"cached_tokens\":");
+        push_u64(buf, cache.read);
+        buf.put_u8(b'}');
+    }
+    buf.put_u8(b'}');
+}
+
+/// Anthropic's `input_tokens`: the prompt but its cache reads and writes.
+fn anthropic_input(a: &Answer) -> u64 {
+    a.cache.map_or(a.prompt_tokens, |c| {
+        a.prompt_tokens
+            .saturating_sub(c.read)
+            .saturating_sub(c.write_5m)
+            .saturating_sub(c.write_1h)
+    })
+}
+
+/// Anthropic's cache fields, after `input_tokens`: `,"cache_read_input_tokens":..`.
+fn push_cache_anthropic(buf: &mut BytesMut, a: &Answer) {
+    let Some(cache) = a.cache else {
+        return;
+    };
+    buf.put_slice(b",\"cache_read_input_tokens\":");
+    push_u64(buf, cache.read);
+    buf.put_slice(b",\"cache_creation_input_tokens\":");
+    push_u64(buf, cache.write_5m.saturating_add(cache.write_1h));
+    buf.put_slice(b",\"cache_creation\":{\"ephemeral_5m_input_tokens\":");
+    push_u64(buf, cache.write_5m);
+    buf.put_slice(b",\"ephemeral_1h_input_tokens\":");
+    push_u64(buf, cache.write_1h);
     buf.put_u8(b'}');
 }
 
@@ -540,7 +575,8 @@ pub(crate) fn anthropic_message(a: &Answer) -> Bytes {
     buf.put_slice(b"\"}],\"stop_reason\":");
     buf.put_slice(anthropic_stop_reason(a));
     buf.put_slice(b",\"stop_sequence\":null,\"usage\":{\"input_tokens\":");
-    push_u64(&mut buf, a.prompt_tokens);
+    push_u64(&mut buf, anthropic_input(a));
+    push_cache_anthropic(&mut buf, a);
     buf.put_slice(b",\"output_tokens\":");
     push_u64(&mut buf, a.completion_tokens);
     buf.put_slice(b"}}");
@@ -571,7 +607,8 @@ pub(crate) fn anthropic_stream(a: &Answer, cut_after: Option<u64>) -> Vec<Bytes>
     start.put_slice(
         b",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":",
     );
-    push_u64(&mut start, a.prompt_tokens);
+    push_u64(&mut start, anthropic_input(a));
+    push_cache_anthropic(&mut start, a);
     start.put_slice(b",\"output_tokens\":1}}}");
     events.push(sse_event(b"message_start", &start));
     events.push(sse_event(
@@ -673,6 +710,7 @@ mod tests {
             truncated: true,
             prompt_tokens: 3,
             completion_tokens: tokens,
+            cache: None,
         }
     }
 

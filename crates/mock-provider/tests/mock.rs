@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use mock_provider::{
-    EMBEDDING_DIM, FailureMode, MockConfig, MockHandle, MockProvider, UsageOverride,
+    CacheUsage, EMBEDDING_DIM, FailureMode, MockConfig, MockHandle, MockProvider, UsageOverride,
 };
 use serde_json::{Value, json};
 
@@ -471,6 +471,81 @@ async fn usage_override() {
         .await
         .unwrap();
     assert_eq!(body["usage"]["prompt_tokens"], 10);
+}
+
+#[tokio::test]
+async fn cache_usage_is_reported_in_each_apis_accounting() {
+    let mock = start().await;
+    mock.set_usage(Some(UsageOverride {
+        prompt_tokens: 1000,
+        completion_tokens: 7,
+    }));
+    mock.set_cache_usage(Some(CacheUsage {
+        read: 600,
+        write_5m: 250,
+        write_1h: 100,
+    }));
+    // OpenAI: the reads are part of `prompt_tokens`; writes are not reported.
+    let body: Value = post(&mock, "/v1/chat/completions", &chat(false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 1000, "completion_tokens": 7, "total_tokens": 1007,
+               "prompt_tokens_details": {"cached_tokens": 600}})
+    );
+    let mut request = chat(true);
+    request["stream_options"] = json!({"include_usage": true});
+    let text = post(&mock, "/v1/chat/completions", &request)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let events = sse_data(&text);
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(
+        usage["usage"]["prompt_tokens_details"]["cached_tokens"],
+        600
+    );
+
+    // Anthropic: `input_tokens` is the rest of the prompt, the cache beside it.
+    let messages = json!({"model": "claude-3-5-haiku-latest", "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let expected = json!({"input_tokens": 50, "cache_read_input_tokens": 600,
+        "cache_creation_input_tokens": 350,
+        "cache_creation": {"ephemeral_5m_input_tokens": 250, "ephemeral_1h_input_tokens": 100},
+        "output_tokens": 7});
+    let body: Value = post(&mock, "/v1/messages", &messages)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["usage"], expected);
+    let mut streaming = messages.clone();
+    streaming["stream"] = json!(true);
+    let text = post(&mock, "/v1/messages", &streaming)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let start: Value = serde_json::from_str(&sse_data(&text)[0]).unwrap();
+    let mut usage = expected.clone();
+    usage["output_tokens"] = json!(1);
+    assert_eq!(start["message"]["usage"], usage);
+
+    // Off again: the plain usage, as before.
+    mock.set_cache_usage(None);
+    let body: Value = post(&mock, "/v1/messages", &messages)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["usage"],
+        json!({"input_tokens": 1000, "output_tokens": 7})
+    );
 }
 
 #[tokio::test]

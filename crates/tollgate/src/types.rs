@@ -62,44 +62,127 @@ impl fmt::Display for NanoUsd {
 
 /// A model's price in nano-USD per one million tokens (so `$0.15/Mtok` is
 /// `150_000_000`). Per-million keeps sub-nano per-token prices exact.
+///
+/// A prompt token costs one of four rates, by what the provider did with
+/// it: fresh input, a read from its prompt cache, or a write to that cache
+/// (5-minute or 1-hour lifetime). A rate left `None` falls back to one that
+/// never bills below the provider: reads and writes to the input rate, 1-hour
+/// writes to the 5-minute write rate when that is higher.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Price {
     pub input_per_mtok: NanoUsd,
     pub output_per_mtok: NanoUsd,
-    /// Price of prompt tokens served from the provider's cache, where it
-    /// has one; `None` bills them as ordinary input.
+    /// Prompt tokens read from the provider's cache (OpenAI
+    /// `cached_tokens`, Anthropic `cache_read_input_tokens`).
     pub cached_input_per_mtok: Option<NanoUsd>,
+    /// Prompt tokens written to the provider's cache with its default
+    /// 5-minute lifetime (Anthropic `cache_creation_input_tokens`: 1.25×
+    /// input).
+    #[serde(default)]
+    pub cache_write_per_mtok: Option<NanoUsd>,
+    /// Prompt tokens written to the cache with a 1-hour lifetime
+    /// (Anthropic `cache_creation.ephemeral_1h_input_tokens`: 2× input).
+    #[serde(default)]
+    pub cache_write_1h_per_mtok: Option<NanoUsd>,
+}
+
+/// The part of a request's prompt tokens the provider billed at a cache
+/// rate. Each count is part of the prompt total given beside it;
+/// `write_1h` is part of `write`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheTokens {
+    /// Read from the cache.
+    pub read: u64,
+    /// Written to the cache, both lifetimes.
+    pub write: u64,
+    /// Of `write`, written with the 1-hour lifetime.
+    pub write_1h: u64,
 }
 
 impl Price {
-    /// Cost of a request, rounded up to the next nano-USD so that a
-    /// reservation is never below what the settlement will charge.
-    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> NanoUsd {
-        let nanos = per_mtok(input_tokens, self.input_per_mtok)
+    /// Anthropic's cache-write multipliers over its input rate, as
+    /// (numerator, denominator): 5-minute writes 1.25×, 1-hour writes 2×.
+    pub const ANTHROPIC_CACHE_WRITE: (u64, u64) = (5, 4);
+    pub const ANTHROPIC_CACHE_WRITE_1H: (u64, u64) = (2, 1);
+
+    pub fn cache_read_rate(&self) -> NanoUsd {
+        self.cached_input_per_mtok.unwrap_or(self.input_per_mtok)
+    }
+
+    pub fn cache_write_rate(&self) -> NanoUsd {
+        self.cache_write_per_mtok.unwrap_or(self.input_per_mtok)
+    }
+
+    pub fn cache_write_1h_rate(&self) -> NanoUsd {
+        self.cache_write_1h_per_mtok
+            .unwrap_or_else(|| self.cache_write_rate().max(self.input_per_mtok))
+    }
+
+    /// The dearest rate a prompt token can be billed at.
+    pub fn max_input_rate(&self) -> NanoUsd {
+        self.input_per_mtok
+            .max(self.cache_read_rate())
+            .max(self.cache_write_rate())
+            .max(self.cache_write_1h_rate())
+    }
+
+    /// This price with the cache-write rates it lacks set the way Anthropic
+    /// bills them (rounded up); rates already set are kept.
+    pub fn with_anthropic_cache_writes(mut self) -> Price {
+        let times = |(num, den): (u64, u64)| {
+            let nanos = u128::from(self.input_per_mtok.0) * u128::from(num);
+            NanoUsd(u64::try_from(nanos.div_ceil(u128::from(den))).unwrap_or(u64::MAX))
+        };
+        self.cache_write_per_mtok = self
+            .cache_write_per_mtok
+            .or(Some(times(Self::ANTHROPIC_CACHE_WRITE)));
+        self.cache_write_1h_per_mtok = self
+            .cache_write_1h_per_mtok
+            .or(Some(times(Self::ANTHROPIC_CACHE_WRITE_1H)));
+        self
+    }
+
+    /// The most `input_tokens` prompt and `output_tokens` completion tokens
+    /// can cost, rounded up: what a reservation holds. Every prompt token is
+    /// priced at [`Price::max_input_rate`], because whether the provider
+    /// writes its cache is only known from its answer: it depends on markers
+    /// the gateway may translate, on automatic caching and on the provider,
+    /// and a reservation too low lets the spend pass its cap, one too high
+    /// only holds headroom until the settlement. For a model without a
+    /// cache-write surcharge this is the plain input rate.
+    pub fn worst_case(&self, input_tokens: u64, output_tokens: u64) -> NanoUsd {
+        let nanos = per_mtok(input_tokens, self.max_input_rate())
             .saturating_add(per_mtok(output_tokens, self.output_per_mtok));
         bounded(nanos)
     }
 
-    /// Cost with `cached_tokens` of the input billed at the cached price.
+    /// What the provider bills: of `input_tokens`, the cache reads and
+    /// writes in `cache` at their rates, the rest at the input rate; rounded
+    /// up to the next nano-USD. Cache counts the provider reports beyond
+    /// the prompt total are cut to it, writes (the dearer) first, so an
+    /// inconsistent report is never billed below its total at input.
     pub fn cost_with_cache(
         &self,
         input_tokens: u64,
-        cached_tokens: u64,
+        cache: CacheTokens,
         output_tokens: u64,
     ) -> NanoUsd {
-        let cached = cached_tokens.min(input_tokens);
-        let Some(cached_price) = self.cached_input_per_mtok else {
-            return self.cost(input_tokens, output_tokens);
-        };
-        let nanos = per_mtok(input_tokens - cached, self.input_per_mtok)
-            .saturating_add(per_mtok(cached, cached_price))
+        let write = cache.write.min(input_tokens);
+        let write_1h = cache.write_1h.min(write);
+        let read = cache.read.min(input_tokens - write);
+        let fresh = input_tokens - write - read;
+        let nanos = per_mtok(fresh, self.input_per_mtok)
+            .saturating_add(per_mtok(read, self.cache_read_rate()))
+            .saturating_add(per_mtok(write - write_1h, self.cache_write_rate()))
+            .saturating_add(per_mtok(write_1h, self.cache_write_1h_rate()))
             .saturating_add(per_mtok(output_tokens, self.output_per_mtok));
         bounded(nanos)
     }
 
-    /// How many output tokens `budget` pays for once `input_tokens` are paid.
+    /// How many output tokens `budget` pays for once `input_tokens` are
+    /// paid at their worst case ([`Price::worst_case`]).
     pub fn affordable_output_tokens(&self, budget: NanoUsd, input_tokens: u64) -> u64 {
-        let input_cost = self.cost(input_tokens, 0);
+        let input_cost = self.worst_case(input_tokens, 0);
         let left = budget.saturating_sub(input_cost).0 as u128 * 1_000_000;
         match self.output_per_mtok.0 {
             0 => u64::MAX,
@@ -319,14 +402,128 @@ mod tests {
         let p = Price {
             input_per_mtok: NanoUsd::from_usd(0.15).unwrap(),
             output_per_mtok: NanoUsd::from_usd(0.60).unwrap(),
-            cached_input_per_mtok: None,
+            ..Price::default()
         };
         // 1M input tokens at $0.15 is exactly $0.15.
-        assert_eq!(p.cost(1_000_000, 0), NanoUsd::from_usd(0.15).unwrap());
+        assert_eq!(p.worst_case(1_000_000, 0), NanoUsd::from_usd(0.15).unwrap());
         // One token costs 150 nano-USD input, 600 output.
-        assert_eq!(p.cost(1, 1), NanoUsd(750));
+        assert_eq!(p.worst_case(1, 1), NanoUsd(750));
         assert_eq!(p.affordable_output_tokens(NanoUsd(750), 1), 1);
         assert_eq!(p.affordable_output_tokens(NanoUsd(749), 1), 0);
+    }
+
+    fn usd(v: f64) -> NanoUsd {
+        NanoUsd::from_usd(v).unwrap()
+    }
+
+    /// Claude Sonnet 4 as Anthropic lists it: $3 input, $3.75 5-minute
+    /// writes, $6 1-hour writes, $0.30 reads, $15 output.
+    fn sonnet() -> Price {
+        Price {
+            input_per_mtok: usd(3.0),
+            output_per_mtok: usd(15.0),
+            cached_input_per_mtok: Some(usd(0.30)),
+            ..Price::default()
+        }
+        .with_anthropic_cache_writes()
+    }
+
+    #[test]
+    fn anthropic_cache_rates_are_derived_from_input_and_billed_by_kind() {
+        let p = sonnet();
+        assert_eq!(p.cache_write_per_mtok, Some(usd(3.75)));
+        assert_eq!(p.cache_write_1h_per_mtok, Some(usd(6.0)));
+        assert_eq!(p.max_input_rate(), usd(6.0));
+        // 1000 prompt tokens: 100 fresh, 500 read, 300 written for 5
+        // minutes, 100 for an hour; 10 output tokens.
+        let cache = CacheTokens {
+            read: 500,
+            write: 400,
+            write_1h: 100,
+        };
+        let expected = 100 * 3_000 + 500 * 300 + 300 * 3_750 + 100 * 6_000 + 10 * 15_000;
+        assert_eq!(p.cost_with_cache(1000, cache, 10), NanoUsd(expected));
+        // Rates already set are kept.
+        let set = Price {
+            cache_write_per_mtok: Some(usd(4.0)),
+            ..sonnet()
+        }
+        .with_anthropic_cache_writes();
+        assert_eq!(set.cache_write_per_mtok, Some(usd(4.0)));
+    }
+
+    #[test]
+    fn missing_cache_rates_never_bill_below_input() {
+        let plain = Price {
+            input_per_mtok: usd(2.0),
+            output_per_mtok: usd(8.0),
+            ..Price::default()
+        };
+        let cache = CacheTokens {
+            read: 300,
+            write: 200,
+            write_1h: 50,
+        };
+        assert_eq!(
+            plain.cost_with_cache(1000, cache, 5),
+            plain.worst_case(1000, 5)
+        );
+        // A 1-hour write without its own rate costs the 5-minute one.
+        let five = Price {
+            cache_write_per_mtok: Some(usd(2.5)),
+            ..plain
+        };
+        assert_eq!(five.cache_write_1h_rate(), usd(2.5));
+        // Counts beyond the prompt total are cut to it, writes first.
+        let over = CacheTokens {
+            read: 900,
+            write: 900,
+            write_1h: 0,
+        };
+        assert_eq!(
+            five.cost_with_cache(1000, over, 0),
+            NanoUsd(900 * 2_500 + 100 * 2_000)
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the provider reports, the bill never exceeds the
+        /// reservation's worst case for the same token counts.
+        #[test]
+        fn bill_never_exceeds_worst_case(
+            input in 0u64..10_000_000,
+            output in 0u64..1_000_000,
+            read in 0u64..20_000_000,
+            write in 0u64..20_000_000,
+            write_1h in 0u64..20_000_000,
+            rates in proptest::collection::vec(0u64..100_000_000_000, 5),
+            set in proptest::collection::vec(proptest::bool::ANY, 3),
+        ) {
+            let opt = |on: bool, v: u64| on.then_some(NanoUsd(v));
+            let p = Price {
+                input_per_mtok: NanoUsd(rates[0]),
+                output_per_mtok: NanoUsd(rates[1]),
+                cached_input_per_mtok: opt(set[0], rates[2]),
+                cache_write_per_mtok: opt(set[1], rates[3]),
+                cache_write_1h_per_mtok: opt(set[2], rates[4]),
+            };
+            let cache = CacheTokens { read, write, write_1h };
+            let bill = p.cost_with_cache(input, cache, output);
+            proptest::prop_assert!(bill <= p.worst_case(input, output));
+            // And never below all of it at the cheapest prompt rate.
+            let cheapest = p
+                .input_per_mtok
+                .min(p.cache_read_rate())
+                .min(p.cache_write_rate())
+                .min(p.cache_write_1h_rate());
+            let floor = Price { input_per_mtok: cheapest, ..Price::default() };
+            proptest::prop_assert!(bill >= floor.worst_case(input, 0));
+            // The derived Anthropic rates keep the bound too.
+            let a = p.with_anthropic_cache_writes();
+            proptest::prop_assert!(
+                a.cost_with_cache(input, cache, output) <= a.worst_case(input, output)
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,8 @@ const MOCK_PRICE: Price = Price {
     input_per_mtok: NanoUsd(NanoUsd::PER_USD),
     output_per_mtok: NanoUsd(2 * NanoUsd::PER_USD),
     cached_input_per_mtok: None,
+    cache_write_per_mtok: None,
+    cache_write_1h_per_mtok: None,
 };
 const MOCK_MAX_OUTPUT_TOKENS: u64 = 4096;
 

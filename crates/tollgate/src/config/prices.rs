@@ -42,6 +42,10 @@ struct RawEntry {
     input: f64,
     output: f64,
     cached_input: Option<f64>,
+    /// 5-minute cache writes, where the provider charges them apart.
+    cache_write: Option<f64>,
+    /// 1-hour cache writes.
+    cache_write_1h: Option<f64>,
     max_output_tokens: u64,
     /// For people reading the file (tiered prices and the like).
     #[serde(default, rename = "note")]
@@ -89,13 +93,14 @@ fn parse_table(json: &str) -> Result<Table, String> {
         ..empty()
     };
     for entry in raw.models {
+        let optional =
+            |value: Option<f64>, what: &str| value.map(|v| usd(v, what, &entry.id)).transpose();
         let price = Price {
             input_per_mtok: usd(entry.input, "input", &entry.id)?,
             output_per_mtok: usd(entry.output, "output", &entry.id)?,
-            cached_input_per_mtok: entry
-                .cached_input
-                .map(|c| usd(c, "cached_input", &entry.id))
-                .transpose()?,
+            cached_input_per_mtok: optional(entry.cached_input, "cached_input")?,
+            cache_write_per_mtok: optional(entry.cache_write, "cache_write")?,
+            cache_write_1h_per_mtok: optional(entry.cache_write_1h, "cache_write_1h")?,
         };
         let index = table.entries.len();
         table.entries.push(Entry {
@@ -157,6 +162,34 @@ mod tests {
                 assert!(cached <= entry.price.input_per_mtok, "{name}");
             }
         }
+        // Every Claude model lists Anthropic's cache rates, and they are
+        // Anthropic's multiples of its input rate (0.1×, 1.25×, 2×), but
+        // for Claude 3 Haiku, which the price page lists rounded ($0.03
+        // reads, $0.30 writes for $0.25 input): the page is what is billed.
+        for name in builtin_models("anthropic") {
+            let p = builtin_price(name).unwrap().price;
+            let derived = Price {
+                cache_write_per_mtok: None,
+                cache_write_1h_per_mtok: None,
+                ..p
+            }
+            .with_anthropic_cache_writes();
+            let read = p.cached_input_per_mtok.unwrap();
+            if name == "claude-3-haiku-20240307" {
+                assert_eq!(p.cache_write_1h_per_mtok, derived.cache_write_1h_per_mtok);
+                continue;
+            }
+            assert_eq!(p, derived, "{name}");
+            assert_eq!(read.0, p.input_per_mtok.0 / 10, "{name}");
+        }
+        // Nobody else charges for writes: the table lists none for them.
+        for provider in ["openai", "google"] {
+            for name in builtin_models(provider) {
+                let p = builtin_price(name).unwrap().price;
+                assert_eq!(p.cache_write_per_mtok, None, "{name}");
+                assert_eq!(p.cache_write_1h_per_mtok, None, "{name}");
+            }
+        }
         assert!(table.entries.len() > 30, "{} entries", table.entries.len());
         assert!(!table.source.is_empty());
         assert!(!table.as_of.is_empty());
@@ -195,6 +228,12 @@ mod tests {
         let sonnet = builtin_price("claude-sonnet-4-0").unwrap();
         assert_eq!(Some(sonnet), builtin_price("claude-sonnet-4-20250514"));
         assert_eq!(sonnet.price.cached_input_per_mtok, NanoUsd::from_usd(0.30));
+        assert_eq!(sonnet.price.cache_write_per_mtok, NanoUsd::from_usd(3.75));
+        assert_eq!(sonnet.price.cache_write_1h_per_mtok, NanoUsd::from_usd(6.0));
+        let haiku3 = builtin_price("claude-3-haiku-20240307").unwrap().price;
+        assert_eq!(haiku3.cache_write_per_mtok, NanoUsd::from_usd(0.30));
+        assert_eq!(haiku3.cache_write_1h_per_mtok, NanoUsd::from_usd(0.50));
+        assert_eq!(haiku3.cached_input_per_mtok, NanoUsd::from_usd(0.03));
         assert!(builtin_models("anthropic").all(|m| m.starts_with("claude")));
     }
 

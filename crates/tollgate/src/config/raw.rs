@@ -140,6 +140,8 @@ pub(crate) struct RawPrice {
     pub input_per_mtok: Option<Value>,
     pub output_per_mtok: Option<Value>,
     pub cached_input_per_mtok: Option<Value>,
+    pub cache_write_per_mtok: Option<Value>,
+    pub cache_write_1h_per_mtok: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,8 +232,13 @@ pub(crate) mod keys {
     ];
     pub(crate) const MODEL: &[&str] = &["name", "targets", "price", "max_output_tokens"];
     pub(crate) const TARGET: &[&str] = &["provider", "model", "weight"];
-    pub(crate) const PRICE: &[&str] =
-        &["input_per_mtok", "output_per_mtok", "cached_input_per_mtok"];
+    pub(crate) const PRICE: &[&str] = &[
+        "input_per_mtok",
+        "output_per_mtok",
+        "cached_input_per_mtok",
+        "cache_write_per_mtok",
+        "cache_write_1h_per_mtok",
+    ];
     pub(crate) const POLICY: &[&str] = &["name", "type", "mode", "config"];
     pub(crate) const POLICY_CONFIG: &[&str] = &[
         "limit_usd",

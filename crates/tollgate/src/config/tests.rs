@@ -292,6 +292,16 @@ fn prices_come_from_the_file_or_the_built_in_table() {
     targets: [{ provider: local, model: llama }]
     price: { input_per_mtok: 1, output_per_mtok: 2.5, cached_input_per_mtok: 0.5 }
     max_output_tokens: 1000
+  - name: house-claude
+    targets: [{ provider: local, model: claude-custom }]
+    price: { input_per_mtok: 2, output_per_mtok: 10 }
+  - name: claude-overridden
+    targets: [{ provider: local, model: claude-custom }]
+    price: { input_per_mtok: 2, output_per_mtok: 10, cached_input_per_mtok: 0.2, cache_write_per_mtok: 3, cache_write_1h_per_mtok: 5 }
+  - name: sonnet-or-mini
+    targets:
+      - { provider: openai, model: claude-sonnet-4-0 }
+      - { provider: openai, model: gpt-4o-mini }
 ",
     );
     let config = load_str(&text, "t.yaml", &spec_env).unwrap();
@@ -321,6 +331,44 @@ fn prices_come_from_the_file_or_the_built_in_table() {
     assert_eq!(capped.price.output_per_mtok, usd(2.5));
     assert_eq!(capped.price.cached_input_per_mtok, Some(usd(0.5)));
     assert_eq!(capped.max_output_tokens, 1000);
+    // Not Anthropic's: no write surcharge unless the price says so.
+    assert_eq!(capped.price.cache_write_per_mtok, None);
+    assert_eq!(mini.price.cache_write_1h_per_mtok, None);
+
+    // A Claude model priced by hand bills cache writes as Anthropic does,
+    // and reads (no rate given) at the full input rate.
+    let house = config.model("house-claude").unwrap();
+    assert_eq!(house.price.cache_write_per_mtok, Some(usd(2.5)));
+    assert_eq!(house.price.cache_write_1h_per_mtok, Some(usd(4.0)));
+    assert_eq!(house.price.cached_input_per_mtok, None);
+    assert_eq!(house.price.cache_read_rate(), usd(2.0));
+    // Rates written in the file win.
+    let over = config.model("claude-overridden").unwrap();
+    assert_eq!(over.price.cached_input_per_mtok, Some(usd(0.2)));
+    assert_eq!(over.price.cache_write_per_mtok, Some(usd(3.0)));
+    assert_eq!(over.price.cache_write_1h_per_mtok, Some(usd(5.0)));
+    // Across targets, the dearest write rate.
+    let mixed = config.model("sonnet-or-mini").unwrap();
+    assert_eq!(mixed.price.input_per_mtok, usd(3.0));
+    assert_eq!(mixed.price.cache_write_per_mtok, Some(usd(3.75)));
+    assert_eq!(mixed.price.cache_write_1h_per_mtok, Some(usd(6.0)));
+}
+
+#[test]
+fn a_model_on_an_anthropic_provider_bills_anthropic_cache_writes() {
+    let text = "providers:
+  - name: claude-up
+    kind: anthropic
+    api_key: k
+models:
+  - name: house
+    targets: [{ provider: claude-up, model: my-alias }]
+    price: { input_per_mtok: 0.8, output_per_mtok: 4 }
+";
+    let config = load_str(text, "t.yaml", &spec_env).unwrap();
+    let house = config.model("house").unwrap();
+    assert_eq!(house.price.cache_write_per_mtok, Some(usd(1.0)));
+    assert_eq!(house.price.cache_write_1h_per_mtok, Some(usd(1.6)));
 }
 
 #[test]
@@ -334,6 +382,14 @@ fn price_values_are_checked() {
     targets: [{ provider: local }]
     price: { input_per_mtok: 1 }
     max_output_tokens: 0
+  - name: c
+    targets: [{ provider: local }]
+    price:
+      input_per_mtok: 1
+      output_per_mtok: 1
+      cached_input_per_mtok: free
+      cache_write_per_mtok: -2
+      cache_write_1h_per_mtok: \"NaN\"
 ",
     );
     assert_eq!(
@@ -343,7 +399,16 @@ fn price_values_are_checked() {
             "10: models[0].price.output_per_mtok: `cheap` is not a number",
             "13: models[1].price: missing `output_per_mtok`",
             "14: models[1].max_output_tokens: `0` is below the minimum of 1",
+            "20: models[2].price.cached_input_per_mtok: `free` is not a number",
+            "21: models[2].price.cache_write_per_mtok: `-2` is negative; a price is 0 or more USD",
+            "22: models[2].price.cache_write_1h_per_mtok: `NaN` is not a number",
         ]
+    );
+    // A bare YAML `.nan` is refused by the parser, with its line.
+    let nan = text.replace("\"NaN\"", ".nan");
+    assert_eq!(
+        problems(&nan),
+        ["22: non-finite float `.nan` rejected by the configured policy"]
     );
 }
 
@@ -1068,7 +1133,7 @@ alerts: { webhook: 'http://x' }
             "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts",
             "3: providers[0]: unknown key `timeout`; expected one of name, kind, base_url, api_key, timeout_s, api_version",
             "6: models[0].targets[0]: unknown key `modle`; expected one of provider, model, weight",
-            "7: models[0].price: unknown key `input`; expected one of input_per_mtok, output_per_mtok, cached_input_per_mtok",
+            "7: models[0].price: unknown key `input`; expected one of input_per_mtok, output_per_mtok, cached_input_per_mtok, cache_write_per_mtok, cache_write_1h_per_mtok",
             "11: policies[0].config: unknown key `actoin`; expected one of limit_usd, period, action, on_insufficient, requests_per_minute, tokens_per_minute, max_parallel, max_identical, window_seconds, on_trip, allow",
             "14: teams[0]: unknown key `budget_usd`; expected one of id, policies, models",
             "15: defaults: unknown key `polices`; expected one of policies",

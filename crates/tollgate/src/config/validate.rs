@@ -468,6 +468,9 @@ impl<'e> Validator<'e> {
         };
         let alerts = raw.alerts.as_ref().map(|a| self.alerts(a));
 
+        let providers = providers?;
+        let mut models = models?;
+        anthropic_cache_writes(&mut models, &providers);
         Some(Config {
             listen: listen?,
             admin_listen: present(admin_listen)?,
@@ -482,8 +485,8 @@ impl<'e> Validator<'e> {
             drain_timeout: present(drain_timeout)?.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
             busy_poll: present(busy_poll)?.unwrap_or(crate::busy_poll::DEFAULT_WINDOW),
             journal_dir: present(journal_dir)?,
-            providers: providers?,
-            models: models?,
+            providers,
+            models,
             policies: policies?,
             teams: teams?,
             defaults: defaults?,
@@ -790,14 +793,20 @@ impl<'e> Validator<'e> {
         let output = self
             .required(&raw.output_per_mtok, line, path, "output_per_mtok")
             .and_then(|v| self.usd(v, &format!("{path}.output_per_mtok"), "a price"));
-        let cached = raw
-            .cached_input_per_mtok
-            .as_ref()
-            .map(|v| self.usd(v, &format!("{path}.cached_input_per_mtok"), "a price"));
+        let mut optional = |value: &Option<Value>, key: &str| {
+            value
+                .as_ref()
+                .map(|v| self.usd(v, &format!("{path}.{key}"), "a price"))
+        };
+        let cached = optional(&raw.cached_input_per_mtok, "cached_input_per_mtok");
+        let write = optional(&raw.cache_write_per_mtok, "cache_write_per_mtok");
+        let write_1h = optional(&raw.cache_write_1h_per_mtok, "cache_write_1h_per_mtok");
         Some(Price {
             input_per_mtok: input?,
             output_per_mtok: output?,
             cached_input_per_mtok: present(cached)?,
+            cache_write_per_mtok: present(write)?,
+            cache_write_1h_per_mtok: present(write_1h)?,
         })
     }
 
@@ -1176,10 +1185,13 @@ fn set_keys(config: &RawPolicyConfig) -> Vec<(&'static str, Option<usize>)> {
 
 /// The highest of each price over a model's targets, so a reservation made
 /// before the target is chosen covers whichever one serves the request.
-/// The cached-input price is kept only when every target has one.
+/// The cached-input price is kept only when every target has one; a
+/// cache-write price is the highest any target bills a write at (its own
+/// rate, or its input rate), set when some target has one.
 fn worst_price(prices: impl Iterator<Item = Price>) -> Price {
     let mut worst = Price::default();
     let mut cached = Some(NanoUsd::ZERO);
+    let (mut write, mut write_1h) = (None, None);
     for p in prices {
         worst.input_per_mtok = worst.input_per_mtok.max(p.input_per_mtok);
         worst.output_per_mtok = worst.output_per_mtok.max(p.output_per_mtok);
@@ -1187,9 +1199,37 @@ fn worst_price(prices: impl Iterator<Item = Price>) -> Price {
             (Some(a), Some(b)) => Some(a.max(b)),
             _ => None,
         };
+        write = write.max(Some(p.cache_write_rate()));
+        write_1h = write_1h.max(Some(p.cache_write_1h_rate()));
     }
     worst.cached_input_per_mtok = cached;
+    // A rate equal to the input rate needs no entry of its own.
+    let own = |rate: Option<NanoUsd>| rate.filter(|&r| r > worst.input_per_mtok);
+    worst.cache_write_per_mtok = own(write);
+    worst.cache_write_1h_per_mtok = own(write_1h);
     worst
+}
+
+/// Gives the models Anthropic serves the cache-write rates Anthropic bills
+/// (1.25× input for 5-minute writes, 2× for 1-hour ones) where their price
+/// sets none: an Anthropic answer reports its writes, and a price written
+/// with only `input_per_mtok` must not bill them below the provider. A
+/// model is Anthropic's when a target goes to an `anthropic` provider or
+/// names a Claude model (as Bedrock, Vertex and OpenAI-compatible routers
+/// do). Any other model bills a write at its input rate unless its price
+/// says otherwise.
+fn anthropic_cache_writes(models: &mut [ModelConfig], providers: &[ProviderConfig]) {
+    let anthropic = |t: &Target| {
+        t.model.to_ascii_lowercase().contains("claude")
+            || providers
+                .iter()
+                .any(|p| p.name == t.provider && p.kind == ProviderKind::Anthropic)
+    };
+    for model in models {
+        if model.targets.iter().any(anthropic) {
+            model.price = model.price.with_anthropic_cache_writes();
+        }
+    }
 }
 
 /// An optional key's validated value: absent is fine (`Some(None)`),

@@ -168,7 +168,7 @@ impl Admitted {
     pub fn cost(&self, outcome: &Outcome) -> NanoUsd {
         let cost = outcome.usage.map_or(NanoUsd::ZERO, |u| {
             self.price
-                .cost_with_cache(u.prompt_tokens, u.cached_tokens, u.completion_tokens)
+                .cost_with_cache(u.prompt_tokens, u.cache(), u.completion_tokens)
         });
         let reserved = self.reserved();
         if cost > reserved && self.enforces_output() {
@@ -1246,9 +1246,9 @@ fn build_plan(
     } else {
         0
     };
-    let cost = price.cost(input, facts.max_output_tokens);
+    let cost = price.worst_case(input, facts.max_output_tokens);
     // A clamp must leave at least one token for every choice.
-    let clamp_min = price.cost(input, facts.output_multiplier.max(1));
+    let clamp_min = price.worst_case(input, facts.output_multiplier.max(1));
     let tokens = input
         .saturating_add(facts.max_output_tokens)
         .min(MAX_REQUEST_TOKENS);
@@ -1552,7 +1552,7 @@ fn budget_error(
 ) -> ApiError {
     let price = facts.model.price;
     let remaining = state.remaining();
-    let input_cost = price.cost(facts.input_tokens.get(), 0);
+    let input_cost = price.worst_case(facts.input_tokens.get(), 0);
     let fit = price
         .affordable_output_tokens(remaining, facts.input_tokens.get())
         .min(facts.max_output_tokens);

@@ -30,6 +30,8 @@ fn model() -> ModelConfig {
             input_per_mtok: NanoUsd(USD),
             output_per_mtok: NanoUsd(2 * USD),
             cached_input_per_mtok: None,
+            cache_write_per_mtok: None,
+            cache_write_1h_per_mtok: None,
         },
         max_output_tokens: 1000,
     }
@@ -212,7 +214,7 @@ fn usage(input: u64, output: u64) -> Outcome {
         usage: Some(Usage {
             prompt_tokens: input,
             completion_tokens: output,
-            cached_tokens: 0,
+            ..Usage::default()
         }),
         error_code: None,
         ledger_seq: 0,

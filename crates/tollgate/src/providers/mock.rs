@@ -186,7 +186,7 @@ impl Generation {
             usage: Usage {
                 prompt_tokens,
                 completion_tokens,
-                cached_tokens: 0,
+                ..Usage::default()
             },
             include_usage,
         })
@@ -351,7 +351,7 @@ impl Mock {
         let usage = Usage {
             prompt_tokens: prompt,
             completion_tokens: 0,
-            cached_tokens: 0,
+            ..Usage::default()
         };
         let body = json!({
             "object": "list",

@@ -108,13 +108,51 @@ pub struct UpstreamCall {
     pub request_id: String,
 }
 
-/// Token usage as the provider reported it.
+/// Token usage as the provider reported it, in OpenAI's accounting:
+/// `prompt_tokens` counts every prompt token, and the cache counts are
+/// parts of it. OpenAI reports it that way (`prompt_tokens_details.
+/// cached_tokens` is included in `prompt_tokens`). Anthropic does not: its
+/// `input_tokens` excludes `cache_read_input_tokens` and
+/// `cache_creation_input_tokens`, so [`translate::usage_from_anthropic`]
+/// adds them in and [`translate::usage_to_anthropic`] takes them out again;
+/// each token is billed once, at its own rate
+/// ([`crate::types::Price::cost_with_cache`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
+    /// All prompt tokens: fresh input, cache reads and cache writes.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
-    /// Prompt tokens served from the provider's cache.
+    /// Of `prompt_tokens`, read from the provider's cache (OpenAI
+    /// `cached_tokens`, Anthropic `cache_read_input_tokens`).
     pub cached_tokens: u64,
+    /// Of `prompt_tokens`, written to the provider's cache, both lifetimes
+    /// (Anthropic `cache_creation_input_tokens`).
+    pub cache_write_tokens: u64,
+    /// Of `cache_write_tokens`, written with the 1-hour lifetime (Anthropic
+    /// `cache_creation.ephemeral_1h_input_tokens`).
+    pub cache_write_1h_tokens: u64,
+}
+
+impl Usage {
+    /// The prompt tokens billed at a cache rate.
+    pub fn cache(&self) -> crate::types::CacheTokens {
+        crate::types::CacheTokens {
+            read: self.cached_tokens,
+            write: self.cache_write_tokens,
+            write_1h: self.cache_write_1h_tokens,
+        }
+    }
+
+    /// Sets the cache writes from a provider's total and its per-lifetime
+    /// split (either may be missing, as 0). The larger of the total and
+    /// the split's sum is kept, so no write is dropped; writes reported
+    /// without a split are billed as 5-minute ones, the default lifetime
+    /// (Anthropic reports the split whenever a request writes for an hour).
+    pub(crate) fn with_cache_writes(mut self, total: u64, split_5m: u64, split_1h: u64) -> Usage {
+        self.cache_write_tokens = total.max(split_5m.saturating_add(split_1h));
+        self.cache_write_1h_tokens = split_1h;
+        self
+    }
 }
 
 impl Usage {
@@ -125,13 +163,16 @@ impl Usage {
     pub const MAX_TOKENS: u64 = 1_000_000_000_000;
 
     /// This usage with every count at most [`Usage::MAX_TOKENS`] and the
-    /// cached tokens no more than the prompt's.
+    /// cache counts no more than the prompt's.
     pub fn bounded(self) -> Usage {
         let prompt_tokens = self.prompt_tokens.min(Self::MAX_TOKENS);
+        let cache_write_tokens = self.cache_write_tokens.min(prompt_tokens);
         Usage {
             prompt_tokens,
             completion_tokens: self.completion_tokens.min(Self::MAX_TOKENS),
             cached_tokens: self.cached_tokens.min(prompt_tokens),
+            cache_write_tokens,
+            cache_write_1h_tokens: self.cache_write_1h_tokens.min(cache_write_tokens),
         }
     }
 }

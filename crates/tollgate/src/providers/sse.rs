@@ -185,9 +185,12 @@ struct WithUsage {
     usage: Option<WireUsage>,
 }
 
-/// OpenAI's `usage` object (chat, completions and embeddings alike).
+/// OpenAI's `usage` object (chat, completions and embeddings alike), with
+/// the cache writes a translated Anthropic answer adds to it
+/// ([`super::translate::usage_to_openai`]). Shared with the proxy's stream
+/// reader, so every path reads usage the same way.
 #[derive(Deserialize, Default)]
-struct WireUsage {
+pub(crate) struct WireUsage {
     #[serde(default)]
     prompt_tokens: Option<u64>,
     #[serde(default)]
@@ -200,18 +203,35 @@ struct WireUsage {
 struct PromptDetails {
     #[serde(default)]
     cached_tokens: Option<u64>,
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation: Option<CacheCreation>,
+}
+
+#[derive(Deserialize, Default)]
+struct CacheCreation {
+    #[serde(default)]
+    ephemeral_5m_input_tokens: Option<u64>,
+    #[serde(default)]
+    ephemeral_1h_input_tokens: Option<u64>,
 }
 
 impl WireUsage {
-    fn into_usage(self) -> Usage {
+    pub(crate) fn into_usage(self) -> Usage {
+        let details = self.prompt_tokens_details.unwrap_or_default();
+        let creation = details.cache_creation.unwrap_or_default();
         Usage {
             prompt_tokens: self.prompt_tokens.unwrap_or(0),
             completion_tokens: self.completion_tokens.unwrap_or(0),
-            cached_tokens: self
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
+            cached_tokens: details.cached_tokens.unwrap_or(0),
+            ..Usage::default()
         }
+        .with_cache_writes(
+            details.cache_write_tokens.unwrap_or(0),
+            creation.ephemeral_5m_input_tokens.unwrap_or(0),
+            creation.ephemeral_1h_input_tokens.unwrap_or(0),
+        )
     }
 }
 
@@ -365,7 +385,8 @@ mod tests {
             Some(Usage {
                 prompt_tokens: 12,
                 completion_tokens: 5,
-                cached_tokens: 4
+                cached_tokens: 4,
+                ..Usage::default()
             })
         );
         let embeddings = br#"{"data":[],"usage":{"prompt_tokens":3,"total_tokens":3}}"#;
@@ -374,7 +395,7 @@ mod tests {
             Some(Usage {
                 prompt_tokens: 3,
                 completion_tokens: 0,
-                cached_tokens: 0
+                ..Usage::default()
             })
         );
         assert!(usage_from_body(b"not json").is_err());

@@ -456,7 +456,7 @@ impl Books {
         Usage {
             prompt_tokens: self.input_tokens(),
             completion_tokens: self.reserved_output,
-            cached_tokens: 0,
+            ..Usage::default()
         }
     }
 
@@ -505,7 +505,7 @@ impl Books {
         Usage {
             prompt_tokens: self.input_tokens(),
             completion_tokens: self.text_tokens(&text),
-            cached_tokens: 0,
+            ..Usage::default()
         }
     }
 

@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use super::pipeline::{Books, CLIENT_CLOSED, Ingress};
 use crate::error::{ApiError, ErrorFormat};
+use crate::providers::sse::WireUsage;
 use crate::providers::{
     EventStream, ProviderError, SseEvent, Usage, translate::MessagesStreamTranslator,
 };
@@ -142,11 +143,7 @@ impl Metered {
         }
         match chunk.usage {
             Some(u) => {
-                self.usage = Some(Usage {
-                    prompt_tokens: u.prompt_tokens,
-                    completion_tokens: u.completion_tokens,
-                    cached_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
-                });
+                self.usage = Some(u.into_usage());
                 chunk.choices.is_empty()
             }
             None => false,
@@ -171,7 +168,7 @@ impl Metered {
         let usage = self.usage.unwrap_or_else(|| Usage {
             prompt_tokens: books.input_tokens(),
             completion_tokens: books.text_tokens(&self.text),
-            cached_tokens: 0,
+            ..Usage::default()
         });
         books.close(status, usage, error_code);
     }
@@ -238,7 +235,7 @@ struct ChunkView<'a> {
     #[serde(default, borrow)]
     choices: Vec<ChoiceView<'a>>,
     #[serde(default)]
-    usage: Option<UsageView>,
+    usage: Option<WireUsage>,
 }
 
 #[derive(Deserialize)]
@@ -267,20 +264,4 @@ struct ToolCallView<'a> {
 struct FunctionView<'a> {
     #[serde(default, borrow)]
     arguments: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct UsageView {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    #[serde(default)]
-    prompt_tokens_details: Option<CachedView>,
-}
-
-#[derive(Deserialize)]
-struct CachedView {
-    #[serde(default)]
-    cached_tokens: u64,
 }

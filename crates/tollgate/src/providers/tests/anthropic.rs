@@ -180,7 +180,8 @@ fn response_round_trips() {
         Usage {
             prompt_tokens: 100,
             completion_tokens: 9,
-            cached_tokens: 80
+            cached_tokens: 80,
+            ..Usage::default()
         }
     );
     assert_eq!(openai["object"], "chat.completion");
@@ -324,7 +325,8 @@ fn stream_translates_to_openai_chunks_and_back() {
         Some(Usage {
             prompt_tokens: 30,
             completion_tokens: 17,
-            cached_tokens: 5
+            cached_tokens: 5,
+            ..Usage::default()
         })
     );
 }
@@ -376,7 +378,8 @@ async fn provider_sends_translated_request_with_anthropic_headers() {
         Some(Usage {
             prompt_tokens: 100,
             completion_tokens: 9,
-            cached_tokens: 80
+            cached_tokens: 80,
+            ..Usage::default()
         })
     );
     let seen = server.seen.lock()[0].clone();

@@ -156,7 +156,7 @@ async fn embeddings_float_and_base64() {
         Some(Usage {
             prompt_tokens: 2,
             completion_tokens: 0,
-            cached_tokens: 0
+            ..Usage::default()
         })
     );
 

@@ -41,7 +41,8 @@ async fn sends_key_and_request_id_and_nothing_else() {
         Some(Usage {
             prompt_tokens: 7,
             completion_tokens: 3,
-            cached_tokens: 2
+            cached_tokens: 2,
+            ..Usage::default()
         })
     );
 
@@ -159,7 +160,7 @@ async fn stream_arrives_event_by_event() {
         Some(Usage {
             prompt_tokens: 5,
             completion_tokens: 2,
-            cached_tokens: 0
+            ..Usage::default()
         })
     );
     assert_eq!(events.next().await.unwrap().unwrap(), SseEvent::Done);

@@ -201,45 +201,83 @@ pub(crate) fn tool_choice_to_openai(choice: &Value) -> Result<(Value, Option<boo
 }
 
 /// Anthropic `usage` → token counts. Anthropic's `input_tokens` leaves out
-/// cached prompt tokens; OpenAI's `prompt_tokens` includes them.
+/// the prompt tokens read from or written to its cache; OpenAI's
+/// `prompt_tokens` (and [`Usage::prompt_tokens`]) includes them.
 pub(crate) fn usage_from_anthropic(usage: &Value) -> Usage {
-    let n = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let cache_read = n("cache_read_input_tokens");
-    Usage {
-        prompt_tokens: n("input_tokens") + cache_read + n("cache_creation_input_tokens"),
-        completion_tokens: n("output_tokens"),
+    let n = |p: &str| usage.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let cache_read = n("/cache_read_input_tokens");
+    let usage = Usage {
+        completion_tokens: n("/output_tokens"),
         cached_tokens: cache_read,
+        ..Usage::default()
+    }
+    .with_cache_writes(
+        n("/cache_creation_input_tokens"),
+        n("/cache_creation/ephemeral_5m_input_tokens"),
+        n("/cache_creation/ephemeral_1h_input_tokens"),
+    );
+    Usage {
+        prompt_tokens: n("/input_tokens")
+            .saturating_add(cache_read)
+            .saturating_add(usage.cache_write_tokens),
+        ..usage
     }
 }
 
-/// Token counts → OpenAI `usage` object.
+/// Token counts → OpenAI `usage` object. Cache writes, which OpenAI does
+/// not report, go in `prompt_tokens_details` as `cache_write_tokens`
+/// (OpenRouter's name) with Anthropic's per-lifetime split beside it, so a
+/// translated answer keeps everything its bill depends on.
 pub(crate) fn usage_to_openai(u: Usage) -> Value {
+    let mut details = json!({ "cached_tokens": u.cached_tokens });
+    if u.cache_write_tokens > 0 {
+        details["cache_write_tokens"] = json!(u.cache_write_tokens);
+        details["cache_creation"] = cache_creation(u);
+    }
     json!({
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "prompt_tokens_details": { "cached_tokens": u.cached_tokens },
+        "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
+        "prompt_tokens_details": details,
+    })
+}
+
+fn cache_creation(u: Usage) -> Value {
+    json!({
+        "ephemeral_5m_input_tokens": u.cache_write_tokens.saturating_sub(u.cache_write_1h_tokens),
+        "ephemeral_1h_input_tokens": u.cache_write_1h_tokens,
     })
 }
 
 /// Token counts → Anthropic `usage` object (the inverse of [`usage_from_anthropic`]).
 pub(crate) fn usage_to_anthropic(u: Usage) -> Value {
     json!({
-        "input_tokens": u.prompt_tokens.saturating_sub(u.cached_tokens),
+        "input_tokens": u
+            .prompt_tokens
+            .saturating_sub(u.cached_tokens)
+            .saturating_sub(u.cache_write_tokens),
         "output_tokens": u.completion_tokens,
         "cache_read_input_tokens": u.cached_tokens,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": u.cache_write_tokens,
+        "cache_creation": cache_creation(u),
     })
 }
 
-/// OpenAI `usage` object → token counts.
+/// OpenAI `usage` object → token counts (the inverse of
+/// [`usage_to_openai`]); the same reading as [`super::sse::usage_from_body`].
 pub(crate) fn usage_from_openai(usage: &Value) -> Usage {
     let n = |p: &str| usage.pointer(p).and_then(Value::as_u64).unwrap_or(0);
     Usage {
         prompt_tokens: n("/prompt_tokens"),
         completion_tokens: n("/completion_tokens"),
         cached_tokens: n("/prompt_tokens_details/cached_tokens"),
+        ..Usage::default()
     }
+    .with_cache_writes(
+        n("/prompt_tokens_details/cache_write_tokens"),
+        n("/prompt_tokens_details/cache_creation/ephemeral_5m_input_tokens"),
+        n("/prompt_tokens_details/cache_creation/ephemeral_1h_input_tokens"),
+    )
 }
 
 /// An OpenAI message `content` (string, parts, or null) as plain text; used
@@ -359,11 +397,72 @@ mod tests {
             Usage {
                 prompt_tokens: 100,
                 completion_tokens: 5,
-                cached_tokens: 90
+                cached_tokens: 90,
+                ..Usage::default()
             }
         );
         assert_eq!(usage_from_openai(&usage_to_openai(u)), u);
         assert_eq!(usage_from_anthropic(&usage_to_anthropic(u)), u);
+
+        // Cache writes: counted in `prompt_tokens` once, with their split.
+        let a = json!({"input_tokens":10,"output_tokens":5,"cache_read_input_tokens":90,
+            "cache_creation_input_tokens":300,
+            "cache_creation":{"ephemeral_5m_input_tokens":200,"ephemeral_1h_input_tokens":100}});
+        let u = usage_from_anthropic(&a);
+        assert_eq!(
+            u,
+            Usage {
+                prompt_tokens: 400,
+                completion_tokens: 5,
+                cached_tokens: 90,
+                cache_write_tokens: 300,
+                cache_write_1h_tokens: 100,
+            }
+        );
+        let openai = usage_to_openai(u);
+        assert_eq!(openai["prompt_tokens_details"]["cache_write_tokens"], 300);
+        assert_eq!(usage_from_openai(&openai), u);
+        assert_eq!(usage_to_anthropic(u)["input_tokens"], 10);
+        assert_eq!(usage_from_anthropic(&usage_to_anthropic(u)), u);
+        // A total without its split is all 5-minute writes; a split larger
+        // than the total wins.
+        let total_only =
+            usage_from_anthropic(&json!({"input_tokens":1,"cache_creation_input_tokens":7}));
+        assert_eq!(
+            (
+                total_only.cache_write_tokens,
+                total_only.cache_write_1h_tokens
+            ),
+            (7, 0)
+        );
+        let split = usage_from_anthropic(&json!({"cache_creation_input_tokens":1,
+            "cache_creation":{"ephemeral_1h_input_tokens":5}}));
+        assert_eq!(
+            (
+                split.prompt_tokens,
+                split.cache_write_tokens,
+                split.cache_write_1h_tokens
+            ),
+            (5, 5, 5)
+        );
+    }
+
+    proptest::proptest! {
+        /// Anthropic → canonical → Anthropic and canonical → OpenAI JSON →
+        /// canonical keep every count: nothing billed twice or dropped.
+        #[test]
+        fn usage_round_trips(input in 0u64..1 << 40, output in 0u64..1 << 40,
+                             read in 0u64..1 << 40, w5 in 0u64..1 << 40, w1 in 0u64..1 << 40) {
+            let a = json!({"input_tokens":input,"output_tokens":output,"cache_read_input_tokens":read,
+                "cache_creation_input_tokens":w5 + w1,
+                "cache_creation":{"ephemeral_5m_input_tokens":w5,"ephemeral_1h_input_tokens":w1}});
+            let u = usage_from_anthropic(&a);
+            proptest::prop_assert_eq!(u.prompt_tokens, input + read + w5 + w1);
+            proptest::prop_assert_eq!(usage_from_anthropic(&usage_to_anthropic(u)), u);
+            proptest::prop_assert_eq!(usage_from_openai(&usage_to_openai(u)), u);
+            let wire = serde_json::to_vec(&json!({"usage": usage_to_openai(u)})).unwrap();
+            proptest::prop_assert_eq!(crate::providers::sse::usage_from_body(&wire).unwrap(), Some(u));
+        }
     }
 
     /// JSON biased towards the keys and values the translators look at, so
