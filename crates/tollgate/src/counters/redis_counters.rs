@@ -5,7 +5,7 @@
 //! scripts read the clock from Redis `TIME`, so gateways with skewed clocks
 //! still agree on rate limits, loop windows and slot expiry.
 //!
-//! Keys are `tg:v1:[namespace:]{b,r,p,l,s}:<check key>`: the `v1` changes
+//! Keys are `tg:v2:[namespace:]{b,r,p,l,s}:<check key>`: the `v2` changes
 //! with any incompatible change to the scripts' data layout, so a rolling
 //! upgrade never reads the other version's hashes. Nothing leaks: budget
 //! counters expire at their `expires_at_ms`, rate buckets once refilled, loop
@@ -31,8 +31,9 @@ use super::{
 use crate::shard::PerShard;
 use crate::types::{Clock, NanoUsd};
 
-/// Bumped with any incompatible change to the scripts' data layout.
-pub const SCRIPT_VERSION: &str = "v1";
+/// Bumped with any incompatible change to the scripts' data layout (v2:
+/// loop keys became sliding logs).
+pub const SCRIPT_VERSION: &str = "v2";
 
 /// How long a parallel slot outlives its admit if it is never settled (a
 /// crashed gateway). A request running longer loses its slot early, which
@@ -53,6 +54,9 @@ pub struct RedisCounters {
     /// The URL's password, scrubbed from every error message.
     password: Option<String>,
     scripts: Arc<Scripts>,
+    /// Replaces Redis `TIME` in `admit`, so tests can move time.
+    #[cfg(test)]
+    script_clock: Option<Arc<dyn Clock>>,
 }
 
 #[derive(Default)]
@@ -149,10 +153,19 @@ impl RedisCounters {
                 outcome: Script::new(include_str!("lua/outcome.lua")),
                 seed: Script::new(include_str!("lua/seed.lua")),
             }),
+            #[cfg(test)]
+            script_clock: None,
         })
     }
 
-    /// Puts every key under `tg:v1:<namespace>:`, so several deployments (or
+    /// `admit` reads `clock` instead of Redis `TIME`.
+    #[cfg(test)]
+    pub(crate) fn with_script_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.script_clock = Some(clock);
+        self
+    }
+
+    /// Puts every key under `tg:v2:<namespace>:`, so several deployments (or
     /// tests) can share one Redis without seeing each other's counters.
     pub fn with_namespace(mut self, namespace: &str) -> Self {
         self.prefix = format!("tg:{SCRIPT_VERSION}:{namespace}:");
@@ -323,6 +336,10 @@ impl Counters for RedisCounters {
         for s in &req.streaks {
             call.key(self.key("s", &s.key)).arg(flag(s.enforce));
         }
+        #[cfg(test)]
+        if let Some(clock) = &self.script_clock {
+            call.arg(clock.now_ms());
+        }
         let reply: Vec<i64> = self.run(&call).await?;
         let mut reply = Reply(reply.into_iter());
         match reply.next()? {
@@ -484,7 +501,7 @@ mod tests {
         let mut keys = Vec::new();
         {
             let mut scan: redis::AsyncIter<String> =
-                redis::AsyncCommands::scan_match(&mut conn, "tg:v1:test:*")
+                redis::AsyncCommands::scan_match(&mut conn, format!("tg:{SCRIPT_VERSION}:test:*"))
                     .await
                     .unwrap();
             while let Some(key) = scan.next_item().await {
@@ -507,7 +524,13 @@ mod tests {
         Arc::new(connect().await)
     }
 
-    conformance::conformance_tests!(fresh());
+    async fn timed() -> (Arc<dyn Counters>, Arc<crate::types::ManualClock>) {
+        let clock = Arc::new(crate::types::ManualClock::new(chrono::Utc::now()));
+        let counters = connect().await.with_script_clock(clock.clone());
+        (Arc::new(counters), clock)
+    }
+
+    conformance::conformance_tests!(fresh(), timed());
 
     async fn pttl(c: &RedisCounters, kind: &str, key: &str) -> i64 {
         let mut conn = c.conn.clone();
@@ -761,7 +784,7 @@ mod tests {
     #[tokio::test]
     async fn keys_are_versioned_and_every_one_expires() {
         let c = connect().await;
-        assert!(c.key_prefix().starts_with("tg:v1:test:"));
+        assert!(c.key_prefix().starts_with("tg:v2:test:"));
         let now = chrono::Utc::now().timestamp_millis();
         let mut req = request("r", 5);
         req.budgets = vec![BudgetCheck {

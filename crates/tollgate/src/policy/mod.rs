@@ -1390,8 +1390,8 @@ fn rejection_error(
             let what = if r.reason == RejectReason::Loop {
                 format!(
                     "more than {} identical request bodies from key `{}` within {window}s; this exact request is \
-                     refused until {until} (retry in {secs}s). If a client is retrying a failing request, fix the \
-                     request instead of retrying it",
+                     refused until {until} (retry in {secs}s; each retry before then restarts the wait). If a \
+                     client is retrying a failing request, fix the request instead of retrying it",
                     meta.guard.max_identical, plan.key
                 )
             } else {
