@@ -198,6 +198,46 @@ async fn provider_4xx_passes_through_with_its_status() {
     );
 }
 
+/// A provider 401/403 is about the gateway's own provider key: the client
+/// gets 502 `upstream_error` naming the provider, with nothing of the
+/// provider's message (OpenAI echoes a masked fragment of the key), and no
+/// key's error streak counts it.
+#[tokio::test]
+async fn provider_auth_failure_is_502_naming_the_provider_and_feeds_no_streak() {
+    let tail = "policies:\n  - name: lg\n    type: loop-guard\n    config: { max_identical: 2, window_seconds: 60 }\n\
+                defaults:\n  policies: [lg]\n";
+    let h = Harness::start(tail).await;
+    let (_, key) = h.key(json!({})).await;
+    let fragment = "sk-ups************leak";
+    for (i, status) in [401, 403, 401, 403, 401].into_iter().enumerate() {
+        let upstream = json!({"error": {
+            "message": format!("Incorrect API key provided: {fragment}. You can find your API key at https://platform.openai.com."),
+            "type": "invalid_request_error", "code": "invalid_api_key", "param": null}});
+        h.mock
+            .set_failure(FailureMode::Status(status, upstream.to_string()));
+        let (got, code, body) =
+            error_code(h.chat(&key, &chat_body(&format!("try {i}"))).await).await;
+        assert_eq!((got, code.as_str()), (502, "upstream_error"), "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("provider `upstream`"), "{message}");
+        assert!(message.contains("`invalid_api_key`"), "{message}");
+        assert!(!body.to_string().contains("leak"), "{body}");
+        assert!(!body.to_string().contains("sk-ups"), "{body}");
+    }
+    // The same error five times in a row, yet the key is not throttled as
+    // looping: the provider failed, not the client.
+    h.mock.set_failure(FailureMode::None);
+    h.settled().await;
+    assert_eq!(h.chat(&key, &chat_body("fixed")).await.status(), 200);
+    let rows = h.ledger().await;
+    assert!(
+        rows.iter()
+            .filter(|r| r.error_code.is_some())
+            .all(|r| r.error_code.as_deref() == Some("upstream_error")),
+        "{rows:?}"
+    );
+}
+
 #[tokio::test]
 async fn fallback_target_answers_when_the_first_fails() {
     let broken = mock_provider::MockProvider::start(MockConfig {
