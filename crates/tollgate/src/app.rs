@@ -109,7 +109,11 @@ async fn request_id(State(state): State<SharedState>, mut req: Request, next: Ne
 async fn not_found(req: Request) -> Response {
     ApiError::NotFound {
         code: "not_found",
-        message: format!("no route for `{} {}`", req.method(), req.uri().path()),
+        message: format!(
+            "no route for `{} {}`",
+            req.method(),
+            crate::types::clip(req.uri().path())
+        ),
     }
     .into_response()
 }

@@ -121,7 +121,10 @@ fn token_limit(body: &Map<String, Value>, field: &'static str) -> Result<Option<
             Some(n) if n >= 1 => Ok(Some(n)),
             _ => Err(ApiError::invalid_param(
                 field,
-                format!("`{field}` must be a positive integer, got `{v}`"),
+                format!(
+                    "`{field}` must be a positive integer, got `{}`",
+                    crate::types::clip(&v.to_string())
+                ),
             )),
         },
     }

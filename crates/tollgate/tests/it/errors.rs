@@ -126,6 +126,47 @@ async fn unknown_model_is_404() {
     assert_eq!(h.mock.calls(), 0);
 }
 
+/// A client's own strings never become metric labels (each distinct value
+/// would be a series kept for good) and reach error messages, log lines and
+/// the ledger only clipped.
+#[tokio::test]
+async fn client_strings_never_become_labels_and_are_clipped() {
+    let h = Harness::start("").await;
+    let (_, key) = h.key(json!({})).await;
+    let long = format!("made-up-model-{}", "x".repeat(100_000));
+    for name in ["made-up-model-1", "made-up-model-2", long.as_str()] {
+        let body = json!({"model": name, "messages": [{"role": "user", "content": "x"}]});
+        let (status, code, body) = error_code(h.chat(&key, &body).await).await;
+        assert_eq!((status, code.as_str()), (404, "model_not_found"));
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("made-up-model-"), "{message}");
+        assert!(message.len() < 400, "{} bytes", message.len());
+    }
+    let huge = "9".repeat(100_000);
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": huge, "messages": [{"role": "user", "content": "x"}]});
+    let (status, _, body) = error_code(h.chat(&key, &body).await).await;
+    assert_eq!(status, 400);
+    assert!(body.to_string().len() < 600, "{body}");
+
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("made-up-model"), "{metrics}");
+    assert!(metrics.contains(r#"model="other""#), "{metrics}");
+    let rows = h.ledger().await;
+    assert!(
+        rows.iter().all(|r| r.model.chars().count() <= 129),
+        "a ledger row holds a whole client string"
+    );
+}
+
 #[tokio::test]
 async fn oversized_body_is_413_never_forwarded() {
     let h = Harness::start("max_body_bytes: 2048\n").await;
