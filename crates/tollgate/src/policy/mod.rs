@@ -967,17 +967,14 @@ impl PolicyEngine {
 
     async fn suspend(&self, key_id: &str, policy: &str, now: DateTime<Utc>) {
         let id = KeyId(key_id.to_owned());
-        let result = match self.store.get_key(&id).await {
-            Ok(Some(mut rec)) if rec.suspended_at.is_none() => {
-                rec.suspended_at = Some(now);
-                self.store.update_key(&rec).await.map(|_| ())
-            }
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        };
+        // One conditional update, not read-then-write: a revoke landing in
+        // between would be written back as unrevoked.
+        let result = self.store.suspend_key(&id, now).await;
         self.keys.invalidate(&id);
         match result {
-            Ok(()) => tracing::warn!(
+            // Already suspended, revoked or gone: nothing to say.
+            Ok(false) => {}
+            Ok(true) => tracing::warn!(
                 key_id,
                 policy,
                 "loop guard suspended the key; an admin must restore it"
