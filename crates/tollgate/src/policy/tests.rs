@@ -1964,3 +1964,21 @@ async fn input_tokens_are_counted_only_for_budgets_and_token_limits() {
         env.engine.settle(&cfg, admitted, &usage(IN, OUT)).await;
     }
 }
+
+/// `config check` refuses config policies under the names of the implicit
+/// ones, so the list it checks must hold every one of them.
+#[test]
+fn every_implicit_policy_name_is_reserved_in_the_config() {
+    for name in [
+        resolve::TEAM_BUDGET,
+        resolve::KEY_BUDGET,
+        resolve::KEY_RATE,
+        "team-models",
+        "key-models",
+    ] {
+        assert!(
+            crate::config::RESERVED_POLICY_NAMES.contains(&name),
+            "{name}"
+        );
+    }
+}
