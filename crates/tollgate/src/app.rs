@@ -13,7 +13,7 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt as _;
-use http::{HeaderValue, StatusCode};
+use http::HeaderValue;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -69,7 +69,7 @@ pub enum StartError {
 pub fn app(state: SharedState, with_admin: bool) -> Router {
     let mut router = Router::new().merge(proxy::router());
     if with_admin {
-        router = router.merge(admin_router());
+        router = router.merge(admin::router());
     }
     router
         .fallback(not_found)
@@ -80,14 +80,10 @@ pub fn app(state: SharedState, with_admin: bool) -> Router {
 
 /// What `admin_listen` serves on its own address.
 pub fn admin_app(state: SharedState) -> Router {
-    admin_router()
+    admin::router()
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state)
-}
-
-fn admin_router() -> Router<SharedState> {
-    admin::router().route("/metrics", axum::routing::get(metrics))
 }
 
 /// The id of one request, in its extensions.
@@ -111,27 +107,13 @@ async fn request_id(State(state): State<SharedState>, mut req: Request, next: Ne
 async fn not_found(req: Request) -> Response {
     ApiError::NotFound {
         code: "not_found",
-        message: format!("no route for `{} {}`", req.method(), req.uri().path()),
+        message: format!(
+            "no route for `{} {}`",
+            req.method(),
+            crate::types::clip(req.uri().path())
+        ),
     }
     .into_response()
-}
-
-async fn metrics(State(state): State<SharedState>, headers: http::HeaderMap) -> Response {
-    if let Err(e) = state.admin_key.check(&headers) {
-        return e.into_response();
-    }
-    match &state.metrics {
-        Some(h) => (
-            [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            h.render(),
-        )
-            .into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "metrics recorder not installed",
-        )
-            .into_response(),
-    }
 }
 
 /// One Prometheus recorder per process (several gateways in one test

@@ -361,6 +361,19 @@ impl Clock for SystemClock {
     }
 }
 
+/// Most characters of a client's own text (a model name, a field's value)
+/// that go into an error message, a log line or the ledger: enough to
+/// recognise it, never enough to flood a log or grow memory with it.
+pub const CLIENT_TEXT_MAX: usize = 128;
+
+/// `text` cut to [`CLIENT_TEXT_MAX`] characters, ending in `…` when cut.
+pub fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(CLIENT_TEXT_MAX) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..end])),
+    }
+}
+
 /// A clock that only moves when told to.
 #[derive(Debug)]
 pub struct ManualClock(parking_lot::Mutex<DateTime<Utc>>);
@@ -388,6 +401,19 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_text_is_clipped_on_a_char_boundary() {
+        assert_eq!(clip("gpt-4o"), "gpt-4o");
+        let exact = "é".repeat(CLIENT_TEXT_MAX);
+        assert_eq!(clip(&exact), exact.as_str());
+        let long = format!("{exact}x");
+        assert_eq!(clip(&long), format!("{exact}…"));
+        assert_eq!(
+            clip(&"m".repeat(1_000_000)).chars().count(),
+            CLIENT_TEXT_MAX + 1
+        );
+    }
 
     #[test]
     fn nano_usd_prints_exact_decimal() {

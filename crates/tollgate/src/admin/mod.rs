@@ -1,6 +1,6 @@
 //! The admin API (SPEC §4): teams, virtual keys, spend and request reports,
-//! budgets, reload and the OpenAPI document, all behind the admin key; plus
-//! the open health endpoints `/healthz` and `/readyz`.
+//! budgets, reload, `/metrics` and the OpenAPI document, all behind the admin
+//! key; plus the open health endpoints `/healthz` and `/readyz`.
 //!
 //! Every `/admin` handler takes [`extract::Admin`] as its first argument:
 //! it is the only way to the state, so a handler cannot exist without the
@@ -11,6 +11,7 @@ mod common;
 mod extract;
 mod health;
 mod keys;
+mod metrics;
 mod reports;
 mod teams;
 #[cfg(test)]
@@ -74,6 +75,7 @@ pub(crate) fn routes() -> Vec<Route> {
         route!(false, GET, "/admin/requests", reports::requests),
         route!(false, GET, "/admin/budgets", reports::budgets),
         route!(false, POST, "/admin/reload", reports::reload),
+        route!(false, GET, "/metrics", metrics::metrics),
     ]
 }
 

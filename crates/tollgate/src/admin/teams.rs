@@ -132,6 +132,9 @@ pub(crate) async fn create(
         created_at: now(&state),
     };
     state.store.create_team(&rec).await.map_err(store_error)?;
+    // This node may hold the id as "no such API team" (a team deleted and
+    // made again): requests must see the new one now, not when that expires.
+    state.keys.invalidate_team(&rec.id);
     Ok((StatusCode::CREATED, Json(TeamView::from_record(rec))).into_response())
 }
 
@@ -202,7 +205,11 @@ pub(crate) async fn patch(
     };
     rec.budget = new_budget;
     rec.period = new_period;
-    if !state.store.update_team(&rec).await.map_err(store_error)? {
+    let updated = state.store.update_team(&rec).await.map_err(store_error)?;
+    // Other nodes re-read the team within `KeyCache::FRESHNESS`; this one
+    // at once.
+    state.keys.invalidate_team(&rec.id);
+    if !updated {
         return Err(team_not_found(&id));
     }
     Ok(Json(TeamView::from_record(rec)))
@@ -242,7 +249,9 @@ pub(crate) async fn delete(
             },
         )));
     }
-    if !state.store.delete_team(&team).await.map_err(store_error)? {
+    let deleted = state.store.delete_team(&team).await.map_err(store_error)?;
+    state.keys.invalidate_team(&team);
+    if !deleted {
         return Err(team_not_found(&id));
     }
     Ok(Json(serde_json::json!({ "id": id, "deleted": true })))

@@ -235,6 +235,32 @@ async fn admin_routes_need_the_admin_key() {
     }
 }
 
+/// `/metrics` is an admin route like the others: in the route table (so
+/// the admin-key test above covers it), the OpenAPI document and behind
+/// the `Admin` extractor.
+#[tokio::test]
+async fn metrics_is_an_admin_route() {
+    assert!(
+        super::routes()
+            .iter()
+            .any(|r| r.path == "/metrics" && r.method == Method::GET && !r.open)
+    );
+    let h = harness().await;
+    let get = |auth: Option<&str>| {
+        let mut req = Request::builder().method(Method::GET).uri("/metrics");
+        if let Some(auth) = auth {
+            req = req.header("authorization", format!("Bearer {auth}"));
+        }
+        super::router()
+            .with_state(h.state.clone())
+            .oneshot(req.body(Body::empty()).unwrap())
+    };
+    assert_eq!(get(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    // This harness installs no recorder: the route is reached, and says so.
+    let resp = get(Some(ADMIN)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
 #[tokio::test]
 async fn health_is_open_and_readiness_names_the_failing_dependency() {
     let h = harness().await;

@@ -22,6 +22,8 @@ pub use defaults::embedded_default;
 pub use error::{ConfigErrors, Problem};
 pub use model::*;
 pub use prices::{BuiltinPrice, builtin_price, price_table_source};
+#[cfg(test)]
+pub(crate) use validate::RESERVED_POLICY_NAMES;
 
 /// The file `serve` reads when neither `--config` nor `TOLLGATE_CONFIG` names one.
 pub const DEFAULT_CONFIG_FILE: &str = "tollgate.yaml";

@@ -600,6 +600,36 @@ fn policy_values_are_checked() {
 }
 
 #[test]
+fn implicit_policy_names_are_reserved() {
+    let text = "policies:
+  - name: team-budget
+    type: cost-limit
+    config: { limit_usd: 10, period: daily }
+  - name: ok
+    type: rate-limit
+    config: { requests_per_minute: 5 }
+  - name: key-rate
+    type: rate-limit
+    config: { requests_per_minute: 5 }
+  - { name: key-budget, type: cost-limit, config: { limit_usd: 1, period: daily } }
+  - { name: team-models, type: model-access, config: { allow: ['*'] } }
+  - { name: key-models, type: model-access, config: { allow: ['*'] } }
+";
+    let reserved = "is reserved for a policy the gateway makes itself (reserved: team-budget, key-budget, \
+                    key-rate, team-models, key-models); choose another name";
+    assert_eq!(
+        problems(text),
+        [
+            format!("2: policies[0].name: `team-budget` {reserved}"),
+            format!("8: policies[2].name: `key-rate` {reserved}"),
+            format!("11: policies[3].name: `key-budget` {reserved}"),
+            format!("12: policies[4].name: `team-models` {reserved}"),
+            format!("13: policies[5].name: `key-models` {reserved}"),
+        ]
+    );
+}
+
+#[test]
 fn policy_config_keys_belong_to_its_type() {
     let text = "policies:
   - name: cap

@@ -36,6 +36,18 @@ const COST_LIMIT_KEYS: &[&str] = &["limit_usd", "period", "action", "on_insuffic
 const RATE_LIMIT_KEYS: &[&str] = &["requests_per_minute", "tokens_per_minute", "max_parallel"];
 const LOOP_GUARD_KEYS: &[&str] = &["max_identical", "window_seconds", "on_trip"];
 const MODEL_ACCESS_KEYS: &[&str] = &["allow"];
+/// The names the gateway gives the policies it makes itself: a team's or a
+/// key's `budget_usd` (`team-budget`, `key-budget`), a key's per-minute
+/// limits (`key-rate`) and `models` lists (`team-models`, `key-models`). A
+/// config policy of the same name would be taken for the implicit one where
+/// policies are told apart by name (deduplication, counters, metrics).
+pub(crate) const RESERVED_POLICY_NAMES: &[&str] = &[
+    "team-budget",
+    "key-budget",
+    "key-rate",
+    "team-models",
+    "key-models",
+];
 
 fn line_of<T>(spanned: &Spanned<T>) -> Option<usize> {
     usize::try_from(spanned.referenced.line())
@@ -834,6 +846,17 @@ impl<'e> Validator<'e> {
         let name = self.required(&raw.name, line, path, "name").and_then(|t| {
             let name = self.text(t, &format!("{path}.name"))?;
             self.unique(seen, &name, line_of(t), &format!("{path}.name"));
+            if RESERVED_POLICY_NAMES.contains(&name.as_str()) {
+                self.error(
+                    line_of(t),
+                    format!(
+                        "{path}.name: `{name}` is reserved for a policy the gateway makes itself (reserved: {}); \
+                         choose another name",
+                        RESERVED_POLICY_NAMES.join(", ")
+                    ),
+                );
+                return None;
+            }
             Some(name)
         });
         let mode = match &raw.mode {

@@ -1,13 +1,15 @@
 //! The behaviour every [`Counters`] implementation must share, as async test
 //! bodies over `Arc<dyn Counters>`. [`conformance_tests!`] stamps them out as
-//! `#[tokio::test]`s for one backend (memory and Redis each invoke it). These
-//! bodies never move time, so they hold on Redis's real clock too; tests that
-//! move time live next to each backend.
+//! `#[tokio::test]`s for one backend (memory and Redis each invoke it). Most
+//! bodies never move time, so they hold on Redis's real clock too; the timed
+//! ones get a [`ManualClock`] that the backend reads instead (Redis: passed
+//! to the script in place of `TIME`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
+use crate::types::ManualClock;
 
 pub(super) fn budget(key: &str, limit: u64, min: u64) -> BudgetCheck {
     BudgetCheck {
@@ -695,10 +697,61 @@ pub(super) async fn concurrent_holders_never_exceed_max_parallel(c: Arc<dyn Coun
     }
 }
 
+/// 2,000 identical requests in a tight loop, one every 50 ms: 100 s of
+/// hammering across window edges reaches the provider `max_identical` times
+/// in all, not that many per window, and the body passes again only after a
+/// whole window of quiet. The window slides: no double burst at its edge.
+pub(super) async fn a_sustained_loop_stays_stopped(c: Arc<dyn Counters>, clock: Arc<ManualClock>) {
+    let step = chrono::Duration::milliseconds(50);
+    let mut req = request("r", 0);
+    req.loops = vec![looped("fp", 5, 60_000)];
+    let (mut passed, mut waits) = (0, std::collections::BTreeSet::new());
+    for _ in 0..2_000 {
+        clock.advance(step);
+        match admit(&*c, &req).await {
+            Admission::Admitted(_) => passed += 1,
+            Admission::Rejected(r) if r.reason == RejectReason::Loop => {
+                waits.insert(r.retry_after_ms);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        passed, 5,
+        "a loop of 2,000 over 100 s passed {passed} times"
+    );
+    // Every refusal asks for a whole window of quiet.
+    assert_eq!(waits.into_iter().collect::<Vec<_>>(), [60_000]);
+    // One millisecond short of a quiet window: refused, and the wait restarts.
+    clock.advance(chrono::Duration::milliseconds(59_999));
+    rejected(admit(&*c, &req).await);
+    clock.advance(chrono::Duration::milliseconds(59_999));
+    rejected(admit(&*c, &req).await);
+    clock.advance(chrono::Duration::seconds(60));
+    granted(admit(&*c, &req).await);
+
+    // Five spread over 40 s, then 21 s later: one passes (the oldest has
+    // left the window), the next does not, where a fixed window that began
+    // with the first would have opened afresh for five.
+    req.loops = vec![looped("spread", 5, 60_000)];
+    for _ in 0..5 {
+        granted(admit(&*c, &req).await);
+        clock.advance(chrono::Duration::seconds(10));
+    }
+    clock.advance(chrono::Duration::seconds(11));
+    granted(admit(&*c, &req).await);
+    clock.advance(chrono::Duration::seconds(1));
+    rejected(admit(&*c, &req).await);
+}
+
 /// Stamps out the conformance suite as `#[tokio::test]`s; `$make` is an
-/// async expression giving a fresh, isolated `Arc<dyn Counters>`.
+/// async expression giving a fresh, isolated `Arc<dyn Counters>`, `$timed`
+/// one giving such counters and the [`ManualClock`] they read.
 macro_rules! conformance_tests {
-    ($make:expr) => {
+    ($make:expr, $timed:expr) => {
+        crate::counters::conformance::conformance_tests!(@timed $timed;
+            a_sustained_loop_stays_stopped
+        );
         crate::counters::conformance::conformance_tests!(@each $make;
             budget_reserves_then_settles,
             budget_clamps_to_the_tightest_enforcing_budget,
@@ -718,6 +771,15 @@ macro_rules! conformance_tests {
             concurrent_admits_never_overshoot,
             concurrent_holders_never_exceed_max_parallel
         );
+    };
+    (@timed $timed:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (counters, clock) = $timed.await;
+                crate::counters::conformance::$name(counters, clock).await;
+            }
+        )*
     };
     (@each $make:expr; $($name:ident),*) => {
         $(

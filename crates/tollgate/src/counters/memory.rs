@@ -7,22 +7,23 @@
 //! passed are dropped by a sweep that runs inside `admit` at most every
 //! [`SWEEP_EVERY_MS`]; parallel entries are dropped when their last slot is
 //! released; and the loop-fingerprint table holds at most
-//! [`DEFAULT_LOOP_CAPACITY`] entries (when full, the one whose window started
-//! first is evicted).
+//! [`DEFAULT_LOOP_CAPACITY`] entries (when full, the one attempted least
+//! recently is evicted), each with at most `max_identical` timestamps.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    Actual, Admission, AdmitRequest, BudgetState, Counters, CountersError, Grant, RejectReason,
-    Rejection, gcra,
+    Actual, Admission, AdmitRequest, BudgetState, Counters, CountersError, Grant, LoopCheck,
+    RejectReason, Rejection, gcra,
 };
 use crate::types::{Clock, NanoUsd};
 
-/// Most loop fingerprints kept at once (about 100 bytes each plus the key).
+/// Most loop fingerprints kept at once (about 100 bytes each plus the key,
+/// plus 8 bytes per attempt kept: at most `max_identical`).
 pub const DEFAULT_LOOP_CAPACITY: usize = 100_000;
 
 /// How often (in clock time) `admit` sweeps expired entries.
@@ -43,8 +44,11 @@ struct State {
     rates: HashMap<String, Bucket>,
     /// Request ids holding a slot, per key.
     parallel: HashMap<String, HashSet<String>>,
-    loops: HashMap<String, LoopWindow>,
-    /// Loop windows by (start, sequence): the eviction order when full.
+    loops: HashMap<String, LoopLog>,
+    /// Loop logs by (last attempt, sequence) as of when the entry was
+    /// written: the eviction order when full. Entries lag behind
+    /// `LoopLog::last_ms` and are brought up to date only at eviction, so
+    /// an attempt on a known body costs no allocation.
     loop_order: BTreeMap<(i64, u64), String>,
     loop_seq: u64,
     streaks: HashMap<String, Streak>,
@@ -92,11 +96,43 @@ impl Bucket {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct LoopWindow {
+/// One body's recent attempts under one loop guard: a sliding window, so no
+/// double burst at a window edge.
+#[derive(Debug, Clone)]
+struct LoopLog {
+    /// When the last attempts that passed were made, oldest first; only the
+    /// `max_identical` most recent are kept, as only they can decide.
+    passed: VecDeque<i64>,
+    /// An attempt the guard refused blocks the body until one window after
+    /// it, so a loop that keeps hammering stays stopped and the body passes
+    /// again only after a whole window of quiet.
+    blocked_until_ms: i64,
+    /// The last attempt, passed or refused.
+    last_ms: i64,
+    /// When the log says nothing any more: the last attempt plus the window.
     end_ms: i64,
-    count: u32,
+    /// Its key in `State::loop_order`.
     order: (i64, u64),
+}
+
+impl LoopLog {
+    /// Whether an attempt at `now` is refused: the body was refused within
+    /// the window, or `max_identical` attempts already passed within it.
+    fn refuses(log: Option<&LoopLog>, check: &LoopCheck, now: i64) -> bool {
+        let max = check.max_identical as usize;
+        let Some(log) = log else {
+            return max == 0;
+        };
+        if max == 0 || log.blocked_until_ms > now {
+            return true;
+        }
+        let since = now.saturating_sub(window_ms(check.window_ms));
+        log.passed
+            .len()
+            .checked_sub(max)
+            .and_then(|i| log.passed.get(i))
+            .is_some_and(|&at| at > since)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -161,10 +197,10 @@ impl State {
             .retain(|_, b| gcra::decay(b.level, now - b.last_ms, b.limit) > 0);
         self.parallel.retain(|_, slots| !slots.is_empty());
         let order = &mut self.loop_order;
-        self.loops.retain(|_, w| {
-            let live = w.end_ms > now;
+        self.loops.retain(|_, log| {
+            let live = log.end_ms > now;
             if !live {
-                order.remove(&w.order);
+                order.remove(&log.order);
             }
             live
         });
@@ -231,28 +267,29 @@ impl State {
             }
         }
 
-        // Loop windows to open or count, by check index.
-        let mut loop_takes = Vec::with_capacity(req.loops.len());
+        // Each loop check's verdict on this attempt, by check index. A
+        // refusal blocks the body for a whole window from now.
+        let mut loop_refused = Vec::with_capacity(req.loops.len());
+        let mut loop_rejection = None;
         for (index, check) in req.loops.iter().enumerate() {
-            let live = self.loops.get(&check.key).filter(|w| w.end_ms > now);
-            let (count, end_ms) = match live {
-                Some(w) => (w.count, w.end_ms),
-                None => (0, now.saturating_add(window_ms(check.window_ms))),
-            };
-            if count >= check.max_identical {
-                let retry_after_ms = ms_until(end_ms, now);
-                if let Some(r) = fail(
+            let refused = LoopLog::refuses(self.loops.get(&check.key), check, now);
+            loop_refused.push(refused);
+            if refused && loop_rejection.is_none() {
+                let reason = RejectReason::Loop;
+                loop_rejection = fail(
                     &mut would_reject,
                     check.enforce,
-                    RejectReason::Loop,
+                    reason,
                     index,
-                    retry_after_ms,
-                ) {
-                    return Admission::Rejected(r);
-                }
-                continue;
+                    check.window_ms,
+                );
             }
-            loop_takes.push((index, live.is_some()));
+        }
+        if let Some(r) = loop_rejection {
+            // A refused attempt still counts: otherwise a loop that keeps
+            // hammering would pass again one window after its first refusal.
+            self.count_loops(req, &loop_refused, now, loop_capacity);
+            return Admission::Rejected(r);
         }
 
         let states: Vec<BudgetState> = req
@@ -384,16 +421,7 @@ impl State {
                 .or_default()
                 .insert(req.request_id.clone());
         }
-        for (index, live) in loop_takes {
-            let check = &req.loops[index];
-            self.count_loop(
-                check.key.as_str(),
-                live,
-                now,
-                window_ms(check.window_ms),
-                loop_capacity,
-            );
-        }
+        self.count_loops(req, &loop_refused, now, loop_capacity);
         Admission::Admitted(Grant {
             reserved: granted,
             budgets,
@@ -403,31 +431,63 @@ impl State {
         })
     }
 
-    fn count_loop(&mut self, key: &str, live: bool, now: i64, window: i64, capacity: usize) {
-        if live && let Some(w) = self.loops.get_mut(key) {
-            w.count += 1;
-            return;
+    /// Records this attempt in every loop check of `req`, as passed or (per
+    /// `refused`, by check index) refused.
+    fn count_loops(&mut self, req: &AdmitRequest, refused: &[bool], now: i64, capacity: usize) {
+        for (check, &refused) in req.loops.iter().zip(refused) {
+            // Nothing ever passes `max_identical: 0`: no state to keep.
+            if check.max_identical == 0 {
+                continue;
+            }
+            let window = window_ms(check.window_ms);
+            if !self.loops.contains_key(&check.key) {
+                self.make_loop_room(capacity);
+                self.loop_seq += 1;
+                let order = (now, self.loop_seq);
+                self.loop_order.insert(order, check.key.clone());
+                let log = LoopLog {
+                    passed: VecDeque::new(),
+                    blocked_until_ms: i64::MIN,
+                    last_ms: now,
+                    end_ms: now,
+                    order,
+                };
+                self.loops.insert(check.key.clone(), log);
+            }
+            let Some(log) = self.loops.get_mut(&check.key) else {
+                continue;
+            };
+            if refused {
+                log.blocked_until_ms = now.saturating_add(window);
+            } else {
+                log.passed.push_back(now);
+                while log.passed.len() > check.max_identical as usize {
+                    log.passed.pop_front();
+                }
+            }
+            log.last_ms = log.last_ms.max(now);
+            log.end_ms = log.end_ms.max(now.saturating_add(window));
         }
-        if let Some(old) = self.loops.remove(key) {
-            self.loop_order.remove(&old.order);
-        }
+    }
+
+    /// Evicts the least recently attempted loop logs until one more fits.
+    fn make_loop_room(&mut self, capacity: usize) {
         while self.loops.len() >= capacity {
-            let Some((_, oldest)) = self.loop_order.pop_first() else {
+            let Some(((at, _), oldest)) = self.loop_order.pop_first() else {
                 break;
             };
-            self.loops.remove(&oldest);
+            match self.loops.get_mut(&oldest) {
+                // Attempted since its entry was written: requeue it as of then.
+                Some(log) if log.last_ms > at => {
+                    self.loop_seq += 1;
+                    log.order = (log.last_ms, self.loop_seq);
+                    self.loop_order.insert(log.order, oldest);
+                }
+                _ => {
+                    self.loops.remove(&oldest);
+                }
+            }
         }
-        self.loop_seq += 1;
-        let order = (now, self.loop_seq);
-        self.loop_order.insert(order, key.to_owned());
-        self.loops.insert(
-            key.to_owned(),
-            LoopWindow {
-                end_ms: now.saturating_add(window),
-                count: 1,
-                order,
-            },
-        );
     }
 
     fn settle(&mut self, req: &AdmitRequest, grant: &Grant, actual: Actual, now: i64) {
@@ -647,7 +707,12 @@ mod tests {
         setup().1
     }
 
-    conformance::conformance_tests!(fresh());
+    async fn timed() -> (Arc<dyn Counters>, Arc<ManualClock>) {
+        let (clock, counters) = setup();
+        (counters, clock)
+    }
+
+    conformance::conformance_tests!(fresh(), timed());
 
     #[tokio::test]
     async fn gcra_holds_over_a_window_and_refills_smoothly() {
@@ -704,7 +769,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn loop_windows_start_at_the_first_request_and_rejections_do_not_extend_them() {
+    async fn a_refused_attempt_restarts_the_wait_and_the_window_slides() {
         let (clock, c) = setup();
         let mut req = request("r", 0);
         req.loops = vec![looped("fp", 2, 10_000)];
@@ -712,9 +777,23 @@ mod tests {
         clock.advance(Duration::seconds(4));
         granted(admit(&*c, &req).await);
         clock.advance(Duration::seconds(4));
-        assert_eq!(rejected(admit(&*c, &req).await).retry_after_ms, 2_000);
-        clock.advance(Duration::seconds(2));
+        assert_eq!(rejected(admit(&*c, &req).await).retry_after_ms, 10_000);
+        // Retrying before the wait is over refuses again and restarts it.
+        clock.advance(Duration::seconds(9));
+        assert_eq!(rejected(admit(&*c, &req).await).retry_after_ms, 10_000);
+        clock.advance(Duration::milliseconds(9_999));
+        rejected(admit(&*c, &req).await);
+        clock.advance(Duration::seconds(10));
         granted(admit(&*c, &req).await);
+        // The window slides: 11 s after the first of two, the second (5 s
+        // ago) still counts, so one passes and the next is refused where a
+        // fixed window would have opened afresh for two.
+        clock.advance(Duration::seconds(6));
+        granted(admit(&*c, &req).await);
+        clock.advance(Duration::seconds(5));
+        granted(admit(&*c, &req).await);
+        clock.advance(Duration::seconds(1));
+        assert_eq!(rejected(admit(&*c, &req).await).retry_after_ms, 10_000);
     }
 
     #[tokio::test]
@@ -804,6 +883,28 @@ mod tests {
         // The newest are still counted; the oldest were forgotten.
         rejected(admit(&c, &req_for("fp24")).await);
         granted(admit(&c, &req_for("fp0")).await);
+    }
+
+    #[tokio::test]
+    async fn a_full_loop_table_evicts_the_least_recently_attempted_body() {
+        let clock = Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap(),
+        ));
+        let c = MemoryCounters::with_loop_capacity(clock.clone(), 2);
+        let req_for = |key: &str| AdmitRequest {
+            loops: vec![looped(key, 1, 60_000)],
+            ..request("r", 0)
+        };
+        granted(admit(&c, &req_for("hammered")).await);
+        clock.advance(Duration::milliseconds(1));
+        granted(admit(&c, &req_for("once")).await);
+        // The loop goes on: it is the most recent, though it started first.
+        clock.advance(Duration::milliseconds(1));
+        rejected(admit(&c, &req_for("hammered")).await);
+        clock.advance(Duration::milliseconds(1));
+        granted(admit(&c, &req_for("new")).await);
+        assert_eq!(c.sizes()[3], 2);
+        rejected(admit(&c, &req_for("hammered")).await);
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@
 //! scripts read the clock from Redis `TIME`, so gateways with skewed clocks
 //! still agree on rate limits, loop windows and slot expiry.
 //!
-//! Keys are `tg:v1:[namespace:]{b,r,p,l,s}:<check key>`: the `v1` changes
+//! Keys are `tg:v2:[namespace:]{b,r,p,l,s}:<check key>`: the `v2` changes
 //! with any incompatible change to the scripts' data layout, so a rolling
 //! upgrade never reads the other version's hashes. Nothing leaks: budget
 //! counters expire at their `expires_at_ms`, rate buckets once refilled, loop
@@ -18,7 +18,7 @@
 //! (writers the ledger heard from within [`LIVE_WRITER_MS`]) has added what
 //! it holds on the counter (`contribute.lua`, from [`Outstanding`]), or
 //! [`DEFAULT_REBUILD_WAIT_MS`] has passed. Gateways find the counters
-//! waiting for them in `tg:v1:[namespace:]rebuilding`, which
+//! waiting for them in `tg:v2:[namespace:]rebuilding`, which
 //! [`Counters::maintain`] polls. `admit` and `settle` stay one round trip
 //! each; the rest happens only around a loss.
 //!
@@ -43,8 +43,9 @@ use crate::shard::PerShard;
 use crate::store::LedgerHandle;
 use crate::types::{Clock, NanoUsd};
 
-/// Bumped with any incompatible change to the scripts' data layout.
-pub const SCRIPT_VERSION: &str = "v1";
+/// Bumped with any incompatible change to the scripts' data layout (v2:
+/// loop keys became sliding logs).
+pub const SCRIPT_VERSION: &str = "v2";
 
 /// How long a parallel slot outlives its admit if it is never settled (a
 /// crashed gateway). A request running longer loses its slot early, which
@@ -92,6 +93,9 @@ pub struct RedisCounters {
     rebuild_wait_ms: u64,
     /// Rebuilds (counter key, open time) this gateway has answered.
     answered: parking_lot::Mutex<HashMap<String, String>>,
+    /// Replaces Redis `TIME` in `admit`, so tests can move time.
+    #[cfg(test)]
+    script_clock: Option<Arc<dyn Clock>>,
 }
 
 #[derive(Default)]
@@ -318,6 +322,10 @@ impl RedisCounters {
         for s in &req.streaks {
             call.key(self.key("s", &s.key)).arg(flag(s.enforce));
         }
+        #[cfg(test)]
+        if let Some(clock) = &self.script_clock {
+            call.arg(clock.now_ms());
+        }
         let started = Instant::now();
         let patience = Duration::from_millis(self.rebuild_wait_ms) + Duration::from_secs(1);
         loop {
@@ -386,6 +394,8 @@ impl RedisCounters {
             writer: uuid::Uuid::now_v7().simple().to_string(),
             rebuild_wait_ms: DEFAULT_REBUILD_WAIT_MS,
             answered: parking_lot::Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            script_clock: None,
         })
     }
 
@@ -403,7 +413,15 @@ impl RedisCounters {
         self
     }
 
-    /// Puts every key under `tg:v1:<namespace>:`, so several deployments (or
+
+    /// `admit` reads `clock` instead of Redis `TIME`.
+    #[cfg(test)]
+    pub(crate) fn with_script_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.script_clock = Some(clock);
+        self
+    }
+
+    /// Puts every key under `tg:v2:<namespace>:`, so several deployments (or
     /// tests) can share one Redis without seeing each other's counters.
     pub fn with_namespace(mut self, namespace: &str) -> Self {
         self.prefix = format!("tg:{SCRIPT_VERSION}:{namespace}:");
@@ -831,7 +849,7 @@ mod tests {
         let mut keys = Vec::new();
         {
             let mut scan: redis::AsyncIter<String> =
-                redis::AsyncCommands::scan_match(&mut conn, "tg:v1:test:*")
+                redis::AsyncCommands::scan_match(&mut conn, format!("tg:{SCRIPT_VERSION}:test:*"))
                     .await
                     .unwrap();
             while let Some(key) = scan.next_item().await {
@@ -854,7 +872,13 @@ mod tests {
         Arc::new(connect().await)
     }
 
-    conformance::conformance_tests!(fresh());
+    async fn timed() -> (Arc<dyn Counters>, Arc<crate::types::ManualClock>) {
+        let clock = Arc::new(crate::types::ManualClock::new(chrono::Utc::now()));
+        let counters = connect().await.with_script_clock(clock.clone());
+        (Arc::new(counters), clock)
+    }
+
+    conformance::conformance_tests!(fresh(), timed());
 
     async fn pttl(c: &RedisCounters, kind: &str, key: &str) -> i64 {
         let mut conn = c.conn.clone();
@@ -1111,7 +1135,7 @@ mod tests {
     #[tokio::test]
     async fn keys_are_versioned_and_every_one_expires() {
         let c = connect().await;
-        assert!(c.key_prefix().starts_with("tg:v1:test:"));
+        assert!(c.key_prefix().starts_with("tg:v2:test:"));
         let now = chrono::Utc::now().timestamp_millis();
         let mut req = request("r", 5);
         req.budgets = vec![BudgetCheck {
@@ -1238,7 +1262,7 @@ mod tests {
         let a = connect().await.with_rebuild_wait_ms(wait_ms);
         let namespace = a
             .key_prefix()
-            .trim_start_matches("tg:v1:")
+            .trim_start_matches("tg:v2:")
             .trim_end_matches(':')
             .to_owned();
         let b = RedisCounters::connect(&redis_url(), Arc::new(SystemClock))

@@ -1048,17 +1048,14 @@ impl PolicyEngine {
 
     async fn suspend(&self, key_id: &str, policy: &str, now: DateTime<Utc>) {
         let id = KeyId(key_id.to_owned());
-        let result = match self.store.get_key(&id).await {
-            Ok(Some(mut rec)) if rec.suspended_at.is_none() => {
-                rec.suspended_at = Some(now);
-                self.store.update_key(&rec).await.map(|_| ())
-            }
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        };
+        // One conditional update, not read-then-write: a revoke landing in
+        // between would be written back as unrevoked.
+        let result = self.store.suspend_key(&id, now).await;
         self.keys.invalidate(&id);
         match result {
-            Ok(()) => tracing::warn!(
+            // Already suspended, revoked or gone: nothing to say.
+            Ok(false) => {}
+            Ok(true) => tracing::warn!(
                 key_id,
                 policy,
                 "loop guard suspended the key; an admin must restore it"
@@ -1484,8 +1481,8 @@ fn rejection_error(
             let what = if r.reason == RejectReason::Loop {
                 format!(
                     "more than {} identical request bodies from key `{}` within {window}s; this exact request is \
-                     refused until {until} (retry in {secs}s). If a client is retrying a failing request, fix the \
-                     request instead of retrying it",
+                     refused until {until} (retry in {secs}s; each retry before then restarts the wait). If a \
+                     client is retrying a failing request, fix the request instead of retrying it",
                     meta.guard.max_identical, plan.key
                 )
             } else {

@@ -513,6 +513,13 @@ async fn concurrent_first_requests_restore_once() {
         async fn update_key(&self, k: &KeyRecord) -> Result<bool, crate::store::StoreError> {
             self.inner.update_key(k).await
         }
+        async fn suspend_key(
+            &self,
+            id: &KeyId,
+            at: DateTime<Utc>,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.inner.suspend_key(id, at).await
+        }
         async fn insert_ledger(&self, rows: &[LedgerRow]) -> Result<(), crate::store::StoreError> {
             self.inner.insert_ledger(rows).await
         }
@@ -791,6 +798,13 @@ impl Store for FailingStore {
     }
     async fn update_key(&self, k: &KeyRecord) -> Result<bool, crate::store::StoreError> {
         self.0.update_key(k).await
+    }
+    async fn suspend_key(
+        &self,
+        id: &KeyId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, crate::store::StoreError> {
+        self.0.suspend_key(id, at).await
     }
     async fn insert_ledger(&self, rows: &[LedgerRow]) -> Result<(), crate::store::StoreError> {
         self.0.insert_ledger(rows).await
@@ -1153,6 +1167,132 @@ async fn suspend_on_trip_suspends_the_key_in_the_store() {
     assert!(err.to_string().contains("suspended"), "{err}");
     let stored = env.store.get_key(&k.id).await.unwrap().unwrap();
     assert_eq!(stored.suspended_at, Some(start()));
+}
+
+/// A store where an admin's revoke lands just before the loop guard's
+/// suspension is written: right after the key is read, or right before a
+/// conditional update.
+struct RevokedMeanwhile {
+    inner: Arc<dyn Store>,
+    revoked: std::sync::atomic::AtomicBool,
+}
+
+impl RevokedMeanwhile {
+    async fn revoke_once(&self, id: &KeyId) {
+        if self.revoked.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut rec = self.inner.get_key(id).await.unwrap().unwrap();
+        rec.revoked_at = Some(start());
+        assert!(self.inner.update_key(&rec).await.unwrap());
+    }
+}
+
+#[async_trait]
+impl Store for RevokedMeanwhile {
+    async fn create_team(&self, t: &TeamRecord) -> Result<(), crate::store::StoreError> {
+        self.inner.create_team(t).await
+    }
+    async fn get_team(&self, id: &TeamId) -> Result<Option<TeamRecord>, crate::store::StoreError> {
+        self.inner.get_team(id).await
+    }
+    async fn list_teams(&self) -> Result<Vec<TeamRecord>, crate::store::StoreError> {
+        self.inner.list_teams().await
+    }
+    async fn update_team(&self, t: &TeamRecord) -> Result<bool, crate::store::StoreError> {
+        self.inner.update_team(t).await
+    }
+    async fn delete_team(&self, id: &TeamId) -> Result<bool, crate::store::StoreError> {
+        self.inner.delete_team(id).await
+    }
+    async fn create_key(&self, k: &KeyRecord) -> Result<(), crate::store::StoreError> {
+        self.inner.create_key(k).await
+    }
+    async fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, crate::store::StoreError> {
+        let read = self.inner.get_key(id).await;
+        self.revoke_once(id).await;
+        read
+    }
+    async fn list_keys(
+        &self,
+        t: Option<&TeamId>,
+    ) -> Result<Vec<KeyRecord>, crate::store::StoreError> {
+        self.inner.list_keys(t).await
+    }
+    async fn update_key(&self, k: &KeyRecord) -> Result<bool, crate::store::StoreError> {
+        self.inner.update_key(k).await
+    }
+    async fn suspend_key(
+        &self,
+        id: &KeyId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, crate::store::StoreError> {
+        self.revoke_once(id).await;
+        self.inner.suspend_key(id, at).await
+    }
+    async fn insert_ledger(&self, rows: &[LedgerRow]) -> Result<(), crate::store::StoreError> {
+        self.inner.insert_ledger(rows).await
+    }
+    async fn spend(
+        &self,
+        q: &crate::store::SpendQuery,
+    ) -> Result<Vec<crate::store::SpendRow>, crate::store::StoreError> {
+        self.inner.spend(q).await
+    }
+    async fn requests(
+        &self,
+        q: &crate::store::RequestsQuery,
+    ) -> Result<Vec<LedgerRow>, crate::store::StoreError> {
+        self.inner.requests(q).await
+    }
+    async fn spend_since(
+        &self,
+        scope: &SpendScope,
+        since: DateTime<Utc>,
+    ) -> Result<NanoUsd, crate::store::StoreError> {
+        self.inner.spend_since(scope, since).await
+    }
+    async fn get_setting(&self, n: &str) -> Result<Option<String>, crate::store::StoreError> {
+        self.inner.get_setting(n).await
+    }
+    async fn set_setting(&self, n: &str, v: &str) -> Result<(), crate::store::StoreError> {
+        self.inner.set_setting(n, v).await
+    }
+    async fn ping(&self) -> Result<(), crate::store::StoreError> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_suspension_never_undoes_a_revocation_that_lands_meanwhile() {
+    let env = env().await;
+    let k = key("k", "t");
+    store_key(&env, &k).await;
+    let store: Arc<dyn Store> = Arc::new(RevokedMeanwhile {
+        inner: env.store.clone(),
+        revoked: std::sync::atomic::AtomicBool::new(false),
+    });
+    let engine = engine(&store, &env.clock);
+    let cfg = config(
+        vec![loop_guard("lg", 1, 60, OnTrip::Suspend)],
+        vec![team("t", &[])],
+        &["lg"],
+    );
+    let m = model();
+    engine
+        .admit(&cfg, &subject(&k), &facts(&m, 10, 10, b"same"))
+        .await
+        .unwrap();
+    engine
+        .admit(&cfg, &subject(&k), &facts(&m, 10, 10, b"same"))
+        .await
+        .unwrap_err();
+    let stored = env.store.get_key(&k.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.revoked_at,
+        Some(start()),
+        "the revocation was undone"
+    );
 }
 
 #[tokio::test]
@@ -1827,5 +1967,23 @@ async fn input_tokens_are_counted_only_for_budgets_and_token_limits() {
         );
         assert_eq!(f.input_tokens.counted().is_some(), counted, "team {team}");
         env.engine.settle(&cfg, admitted, &usage(IN, OUT)).await;
+    }
+}
+
+/// `config check` refuses config policies under the names of the implicit
+/// ones, so the list it checks must hold every one of them.
+#[test]
+fn every_implicit_policy_name_is_reserved_in_the_config() {
+    for name in [
+        resolve::TEAM_BUDGET,
+        resolve::KEY_BUDGET,
+        resolve::KEY_RATE,
+        "team-models",
+        "key-models",
+    ] {
+        assert!(
+            crate::config::RESERVED_POLICY_NAMES.contains(&name),
+            "{name}"
+        );
     }
 }

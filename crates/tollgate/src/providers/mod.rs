@@ -210,6 +210,20 @@ pub enum ProviderError {
     /// 504. The provider may have generated, and billed, the answer.
     #[error("provider `{provider}` failed after it was sent the request: {message}")]
     Lost { provider: String, message: String },
+    /// The provider refused the gateway's own credentials (its 401/403):
+    /// the client cannot fix that, so it is the provider's failure, worth a
+    /// fallback. `code` is the provider's error code, if it gave a plain one;
+    /// its message is dropped, as providers echo a fragment of the key.
+    #[error(
+        "provider `{provider}` refused the gateway's credentials ({status}{}): the provider key in the \
+         gateway's config is wrong, revoked or lacks access; an operator must fix it",
+        code.as_deref().map(|c| format!(", provider code `{c}`")).unwrap_or_default()
+    )]
+    Credentials {
+        provider: String,
+        status: StatusCode,
+        code: Option<String>,
+    },
     /// The provider's own 4xx: passed to the client with its status, never retried.
     #[error("provider `{provider}` rejected the request with {status}")]
     Rejected {

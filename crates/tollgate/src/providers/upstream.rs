@@ -163,6 +163,18 @@ pub(crate) async fn send(
     }
     let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
     let body = read_body(ctx, response, deadline, timeout).await?;
+    if matches!(
+        status,
+        http::StatusCode::UNAUTHORIZED | http::StatusCode::FORBIDDEN
+    ) {
+        // About the gateway's own key, not the client's request: never
+        // passed through (the client would take it for its virtual key).
+        return Err(ProviderError::Credentials {
+            provider: ctx.provider.clone(),
+            status,
+            code: plain_error_code(&body),
+        });
+    }
     if status.is_client_error() {
         return Err(ProviderError::Rejected {
             provider: ctx.provider.clone(),
@@ -181,6 +193,26 @@ pub(crate) async fn send(
     } else {
         Err(ctx.failed(message))
     }
+}
+
+/// The provider's machine-readable error code (OpenAI `error.code`, else
+/// `error.type`, Anthropic's `error.type`) when it is a plain identifier: it
+/// tells an operator what is wrong without any of the message, which may
+/// hold a masked fragment of the key.
+fn plain_error_code(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let error = v.get("error")?;
+    let plain = |c: &&str| {
+        !c.is_empty()
+            && c.len() <= 64
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    };
+    ["code", "type"]
+        .iter()
+        .filter_map(|field| error.get(field)?.as_str())
+        .find(plain)
+        .map(str::to_owned)
 }
 
 /// `response` to a streaming request, checked to be one: a server that

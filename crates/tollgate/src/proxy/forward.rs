@@ -1,7 +1,8 @@
 //! Choosing a model's targets and calling them: in order as fallbacks, or
 //! shuffled by weight when every target has one. A provider's own 4xx is
-//! final (the request is wrong everywhere); failures and timeouts move on to
-//! the next target.
+//! final (the request is wrong everywhere); failures, timeouts and a
+//! provider refusing the gateway's own credentials move on to the next
+//! target.
 
 use rand::Rng;
 use serde_json::{Map, Value};
@@ -145,6 +146,7 @@ pub(super) async fn send(
                 let kind = match e {
                     ProviderError::Timeout { .. } => "timeout",
                     ProviderError::Lost { .. } => "lost",
+                    ProviderError::Credentials { .. } => "credentials",
                     _ => "failed",
                 };
                 metrics::counter!("tollgate_upstream_errors_total", "provider" => target.provider.clone(), "kind" => kind).increment(1);

@@ -23,7 +23,7 @@ use crate::policy::{
 use crate::providers::{Endpoint, UpstreamResponse, Usage, translate};
 use crate::state::{Runtime, SharedState};
 use crate::store::{JournalEntry, KeyRecord, LedgerRow, TeamRecord};
-use crate::types::NanoUsd;
+use crate::types::{NanoUsd, clip};
 
 /// Which API a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +164,7 @@ async fn proxy(
     let model = config.model(&parsed.model).ok_or_else(|| {
         ApiError::ModelNotFound(format!(
             "model `{}` is not configured on this gateway; `GET /v1/models` lists the models your key may use",
-            parsed.model
+            clip(&parsed.model)
         ))
     })?;
     let who = Subject {
@@ -420,6 +420,15 @@ impl Books {
         self.config.model(&self.model)
     }
 
+    /// The model as the ledger and the log line show it: a client's name
+    /// for a model that is not configured is clipped.
+    fn model_text(&self) -> std::borrow::Cow<'_, str> {
+        match self.model_config() {
+            Some(_) => std::borrow::Cow::Borrowed(&self.model),
+            None => clip(&self.model),
+        }
+    }
+
     /// The input estimate: the one admission counted, else counted now
     /// from the body (a body that does not parse here never got this far).
     pub fn input_tokens(&self) -> u64 {
@@ -559,7 +568,7 @@ impl Books {
             request_id: self.request_id.clone(),
             key_id: self.key.id.clone(),
             team: self.key.team.clone(),
-            model: self.model.clone(),
+            model: self.model_text().into_owned(),
             provider: self.provider.clone(),
             status,
             prompt_tokens: usage.prompt_tokens,
@@ -630,7 +639,13 @@ impl Books {
         latency: Duration,
     ) {
         let team = self.key.team.to_string();
-        let (model, provider) = (self.model.clone(), self.provider.clone());
+        // Labels never take a client's string: each distinct value is a
+        // series kept for good.
+        let model = match self.model_config() {
+            Some(m) => m.name.clone(),
+            None => "other".to_owned(),
+        };
+        let provider = self.provider.clone();
         metrics::counter!("tollgate_requests_total", "team" => team.clone(), "model" => model.clone(),
             "provider" => provider.clone(), "status" => status.to_string())
         .increment(1);
@@ -658,7 +673,7 @@ impl Books {
             request_id = %self.request_id,
             key_id = %self.key.id,
             team = %self.key.team,
-            model = %self.model,
+            model = %self.model_text(),
             provider = %self.provider,
             status,
             latency_ms = latency.as_millis() as u64,

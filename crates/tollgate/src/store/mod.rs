@@ -206,6 +206,11 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a key's mutable fields (revocation, rotation, suspension);
     /// `false` if no such key.
     async fn update_key(&self, key: &KeyRecord) -> Result<bool, StoreError>;
+    /// Marks a live key suspended at `at`, in one conditional update that
+    /// touches nothing else, so a revocation landing meanwhile is never
+    /// undone. `false` if there is no such key or it is already suspended or
+    /// revoked.
+    async fn suspend_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<bool, StoreError>;
 
     /// Writes a batch in one statement/transaction; all or nothing.
     async fn insert_ledger(&self, rows: &[LedgerRow]) -> Result<(), StoreError>;

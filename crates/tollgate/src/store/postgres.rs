@@ -391,6 +391,18 @@ impl Store for PostgresStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn suspend_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE keys SET suspended_at = $1 WHERE id = $2 AND suspended_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(ms(at))
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn insert_ledger(&self, rows: &[LedgerRow]) -> Result<(), StoreError> {
         insert_rows(&self.pool, rows).await
     }

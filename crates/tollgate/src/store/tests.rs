@@ -241,6 +241,38 @@ async fn keys_crud_list_and_update(store: Arc<dyn Store>) {
     );
 }
 
+/// A suspension is one conditional update: it never writes back fields it
+/// did not read, so a revocation stays, and a second trip changes nothing.
+async fn keys_suspend_in_one_conditional_update(store: Arc<dyn Store>) {
+    let live = key("live", "a", "2026-01-01T00:00:00Z");
+    let revoked = KeyRecord {
+        revoked_at: Some(t("2026-01-02T00:00:00Z")),
+        ..key("revoked", "a", "2026-01-01T00:00:00Z")
+    };
+    store.create_key(&live).await.unwrap();
+    store.create_key(&revoked).await.unwrap();
+    let at = t("2026-01-03T00:00:00.250Z");
+    assert!(store.suspend_key(&live.id, at).await.unwrap());
+    let stored = store.get_key(&live.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored,
+        KeyRecord {
+            suspended_at: Some(at),
+            ..live.clone()
+        }
+    );
+    assert!(
+        !store
+            .suspend_key(&live.id, t("2026-01-04T00:00:00Z"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_key(&live.id).await.unwrap(), Some(stored));
+    assert!(!store.suspend_key(&revoked.id, at).await.unwrap());
+    assert_eq!(store.get_key(&revoked.id).await.unwrap(), Some(revoked));
+    assert!(!store.suspend_key(&KeyId::from("ghost"), at).await.unwrap());
+}
+
 async fn ledger_insert_is_idempotent(store: Arc<dyn Store>) {
     let rows = spend_fixture();
     store.insert_ledger(&rows[0..2]).await.unwrap();
@@ -696,6 +728,9 @@ impl Store for Flaky {
     async fn update_key(&self, key: &KeyRecord) -> Result<bool, StoreError> {
         self.inner.update_key(key).await
     }
+    async fn suspend_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.inner.suspend_key(id, at).await
+    }
     async fn insert_ledger(&self, rows: &[LedgerRow]) -> Result<(), StoreError> {
         self.ledger_calls.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
@@ -1113,6 +1148,7 @@ macro_rules! suite {
 suite!(
     teams_crud_and_conflict,
     keys_crud_list_and_update,
+    keys_suspend_in_one_conditional_update,
     ledger_insert_is_idempotent,
     ledger_would_reject_round_trips,
     spend_groups_and_filters,

@@ -126,6 +126,47 @@ async fn unknown_model_is_404() {
     assert_eq!(h.mock.calls(), 0);
 }
 
+/// A client's own strings never become metric labels (each distinct value
+/// would be a series kept for good) and reach error messages, log lines and
+/// the ledger only clipped.
+#[tokio::test]
+async fn client_strings_never_become_labels_and_are_clipped() {
+    let h = Harness::start("").await;
+    let (_, key) = h.key(json!({})).await;
+    let long = format!("made-up-model-{}", "x".repeat(100_000));
+    for name in ["made-up-model-1", "made-up-model-2", long.as_str()] {
+        let body = json!({"model": name, "messages": [{"role": "user", "content": "x"}]});
+        let (status, code, body) = error_code(h.chat(&key, &body).await).await;
+        assert_eq!((status, code.as_str()), (404, "model_not_found"));
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("made-up-model-"), "{message}");
+        assert!(message.len() < 400, "{} bytes", message.len());
+    }
+    let huge = "9".repeat(100_000);
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": huge, "messages": [{"role": "user", "content": "x"}]});
+    let (status, _, body) = error_code(h.chat(&key, &body).await).await;
+    assert_eq!(status, 400);
+    assert!(body.to_string().len() < 600, "{body}");
+
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("made-up-model"), "{metrics}");
+    assert!(metrics.contains(r#"model="other""#), "{metrics}");
+    let rows = h.ledger().await;
+    assert!(
+        rows.iter().all(|r| r.model.chars().count() <= 129),
+        "a ledger row holds a whole client string"
+    );
+}
+
 #[tokio::test]
 async fn oversized_body_is_413_never_forwarded() {
     let h = Harness::start("max_body_bytes: 2048\n").await;
@@ -202,6 +243,46 @@ async fn provider_4xx_passes_through_with_its_status() {
         h.mock.calls(),
         1,
         "a provider 4xx is not retried on another target"
+    );
+}
+
+/// A provider 401/403 is about the gateway's own provider key: the client
+/// gets 502 `upstream_error` naming the provider, with nothing of the
+/// provider's message (OpenAI echoes a masked fragment of the key), and no
+/// key's error streak counts it.
+#[tokio::test]
+async fn provider_auth_failure_is_502_naming_the_provider_and_feeds_no_streak() {
+    let tail = "policies:\n  - name: lg\n    type: loop-guard\n    config: { max_identical: 2, window_seconds: 60 }\n\
+                defaults:\n  policies: [lg]\n";
+    let h = Harness::start(tail).await;
+    let (_, key) = h.key(json!({})).await;
+    let fragment = "sk-ups************leak";
+    for (i, status) in [401, 403, 401, 403, 401].into_iter().enumerate() {
+        let upstream = json!({"error": {
+            "message": format!("Incorrect API key provided: {fragment}. You can find your API key at https://platform.openai.com."),
+            "type": "invalid_request_error", "code": "invalid_api_key", "param": null}});
+        h.mock
+            .set_failure(FailureMode::Status(status, upstream.to_string()));
+        let (got, code, body) =
+            error_code(h.chat(&key, &chat_body(&format!("try {i}"))).await).await;
+        assert_eq!((got, code.as_str()), (502, "upstream_error"), "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("provider `upstream`"), "{message}");
+        assert!(message.contains("`invalid_api_key`"), "{message}");
+        assert!(!body.to_string().contains("leak"), "{body}");
+        assert!(!body.to_string().contains("sk-ups"), "{body}");
+    }
+    // The same error five times in a row, yet the key is not throttled as
+    // looping: the provider failed, not the client.
+    h.mock.set_failure(FailureMode::None);
+    h.settled().await;
+    assert_eq!(h.chat(&key, &chat_body("fixed")).await.status(), 200);
+    let rows = h.ledger().await;
+    assert!(
+        rows.iter()
+            .filter(|r| r.error_code.is_some())
+            .all(|r| r.error_code.as_deref() == Some("upstream_error")),
+        "{rows:?}"
     );
 }
 

@@ -132,3 +132,42 @@ async fn the_admin_api_refuses_virtual_keys() {
         "listings never show the key"
     );
 }
+
+/// A team's PATCH or DELETE applies to the very next request on the node
+/// that made it, not when that node's cached copy of the team expires.
+#[tokio::test]
+async fn team_changes_apply_on_the_next_request() {
+    let h = Harness::start("").await;
+    let create = |body: serde_json::Value| h.admin(Method::POST, "/admin/teams", Some(body));
+    assert_eq!(create(json!({"id": "ml"})).await.0, 201);
+    let (_, key) = h.key(json!({"team": "ml"})).await;
+    assert_eq!(h.chat(&key, &chat_body("a")).await.status(), 200);
+    let (status, body) = h
+        .admin(
+            Method::PATCH,
+            "/admin/teams/ml",
+            Some(json!({"models": ["other-model"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, code, _) = error_code(h.chat(&key, &chat_body("b")).await).await;
+    assert_eq!((status, code.as_str()), (403, "model_not_allowed"));
+
+    // Deleted and made again with other settings: the new team applies.
+    assert_eq!(
+        create(json!({"id": "gone", "models": ["other-model"]}))
+            .await
+            .0,
+        201
+    );
+    let (old_id, old_key) = h.key(json!({"team": "gone"})).await;
+    let (status, _, _) = error_code(h.chat(&old_key, &chat_body("c")).await).await;
+    assert_eq!(status, 403);
+    let revoke = format!("/admin/keys/{old_id}/revoke");
+    assert_eq!(h.admin(Method::POST, &revoke, None).await.0, 200);
+    let (status, body) = h.admin(Method::DELETE, "/admin/teams/gone", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(create(json!({"id": "gone"})).await.0, 201);
+    let (_, new_key) = h.key(json!({"team": "gone"})).await;
+    assert_eq!(h.chat(&new_key, &chat_body("d")).await.status(), 200);
+}

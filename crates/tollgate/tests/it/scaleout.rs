@@ -359,7 +359,7 @@ async fn a_budget_survives_redis_coming_back_empty_and_losing_its_key() {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let budgets: Vec<String> = redis::cmd("KEYS")
-        .arg("tg:v1:b:*")
+        .arg(format!("tg:{}:b:*", tollgate::counters::SCRIPT_VERSION))
         .query_async(&mut conn)
         .await
         .unwrap();

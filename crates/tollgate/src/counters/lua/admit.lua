@@ -1,4 +1,4 @@
--- tollgate counters, script version 1: admit. Checks every limit of one
+-- tollgate counters, script version 2: admit. Checks every limit of one
 -- request and, only when all enforcing checks pass, takes them all. Mirrors
 -- `MemoryCounters::admit` (memory.rs) and the rate math in gcra.rs: change
 -- them together. Time comes from Redis `TIME`, so every gateway agrees.
@@ -12,6 +12,8 @@
 --       per parallel: max, enforce
 --       per loop:     max_identical, window_ms, enforce
 --       per streak:   enforce
+--       then, in tests only, now_ms: replaces Redis `TIME` (a clock the test
+--       moves); production never sends it.
 -- Reply, rejected: {0, reason, index, retry_after_ms, limit, spent, reserved}
 --   with reason 1 streak, 2 loop, 3 budget, 4 rate, 5 parallel, index 0-based.
 -- Reply, admitted: {1, granted, (spent, reserved, epoch) per budget,
@@ -26,6 +28,11 @@
 --   just re-seeded and still waits for live gateways to add what they hold
 --   on it (seed.lua, contribute.lua): nothing is checked or written; the
 --   caller adds its own amounts and calls again.
+-- Loop keys are hashes: `until` (an attempt the guard refused blocks the body
+--   until one window after it), `n` (the next slot) and slots `0`..`max-1`,
+--   a ring of the times of the last `max` attempts that passed. An attempt
+--   the guard refuses is still recorded (every loop check of the request
+--   counts it), so a loop that keeps hammering stays stopped.
 
 local WINDOW = 60000
 local t = redis.call('TIME')
@@ -73,6 +80,9 @@ for i = 1, ns do
   streaks[i] = { key = KEYS[k], enforce = ARGV[a] == '1' }
   k, a = k + 1, a + 1
 end
+if ARGV[a] then
+  now = tonumber(ARGV[a])
+end
 
 local missing = {}
 for i, b in ipairs(budgets) do
@@ -108,19 +118,42 @@ for i, s in ipairs(streaks) do
   end
 end
 
+-- Records this attempt in every loop check, as passed or refused.
+local function count_loops()
+  for _, l in ipairs(loops) do
+    -- Nothing ever passes `max_identical: 0`: no state to keep.
+    if l.max > 0 then
+      if l.refused then
+        redis.call('HSET', l.key, 'until', int(now + l.window))
+      else
+        redis.call('HSET', l.key, int(l.slot), int(now), 'n', int((l.slot + 1) % l.max))
+      end
+      redis.call('PEXPIRE', l.key, int(math.max(1, l.window)))
+    end
+  end
+end
+
+local loop_rejection = nil
 for i, l in ipairs(loops) do
-  local h = redis.call('HMGET', l.key, 'count', 'end')
-  local count, window_end = tonumber(h[1]) or 0, tonumber(h[2]) or 0
-  l.live = window_end > now
-  if not l.live then
-    count, window_end = 0, now + l.window
+  local h = redis.call('HMGET', l.key, 'until', 'n')
+  l.slot = 0
+  l.refused = l.max == 0 or (tonumber(h[1]) or 0) > now
+  if not l.refused then
+    l.slot = (tonumber(h[2]) or 0) % l.max
+    -- The slot to write next holds the oldest of the last `max` passed
+    -- attempts once the ring is full: the `max`-th most recent.
+    local oldest = tonumber(redis.call('HGET', l.key, int(l.slot)))
+    l.refused = oldest ~= nil and oldest > now - l.window
   end
-  if count >= l.max then
-    local r = fail(l.enforce, 2, i, ms_until(window_end))
-    if r then return r end
-  else
-    l.take = true
+  if l.refused and not loop_rejection then
+    loop_rejection = fail(l.enforce, 2, i, l.window)
   end
+end
+if loop_rejection then
+  -- A refused attempt still counts: otherwise a loop that keeps hammering
+  -- would pass again one window after its first refusal.
+  count_loops()
+  return loop_rejection
 end
 
 local granted = cost
@@ -256,16 +289,7 @@ for _, p in ipairs(slots) do
     redis.call('PEXPIRE', p.key, int(slot_ttl))
   end
 end
-for _, l in ipairs(loops) do
-  if l.take then
-    if l.live then
-      redis.call('HINCRBY', l.key, 'count', 1)
-    else
-      redis.call('HSET', l.key, 'count', 1, 'end', int(now + l.window))
-      redis.call('PEXPIRE', l.key, int(math.max(1, l.window)))
-    end
-  end
-end
+count_loops()
 reply[#reply + 1] = #would
 for _, w in ipairs(would) do
   for _, v in ipairs(w) do

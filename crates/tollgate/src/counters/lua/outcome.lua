@@ -1,4 +1,4 @@
--- tollgate counters, script version 1: record_outcome. Counts a key's run of
+-- tollgate counters, script version 2: record_outcome. Counts a key's run of
 -- identical error codes and trips the key for one window when the run
 -- passes `max` within a window of its start. Mirrors
 -- `MemoryCounters::record_outcome` (memory.rs).

@@ -1,4 +1,4 @@
--- tollgate counters, script version 1: seed_budget. Sets a budget counter's
+-- tollgate counters, script version 2: seed_budget. Sets a budget counter's
 -- spend only when the counter does not exist, in one step, so a gateway
 -- restoring spend from the ledger never overwrites live counts. Each seed
 -- starts a new epoch of the counter (see settle.lua).

@@ -1,4 +1,4 @@
--- tollgate counters, script version 1: settle. Moves a grant's reservation
+-- tollgate counters, script version 2: settle. Moves a grant's reservation
 -- to the actual cost on every budget, corrects tokens rate limits to the
 -- actual tokens, frees the request's parallel slots and, for a success,
 -- ends the key's error streaks (as outcome.lua does for code ''), so that a

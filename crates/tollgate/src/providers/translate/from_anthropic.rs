@@ -12,6 +12,7 @@ use super::{
     usage_from_openai, usage_to_anthropic,
 };
 use crate::providers::{SseEvent, Usage};
+use crate::types::clip;
 
 /// Anthropic request → canonical OpenAI chat request. The error is a
 /// validation message for the client.
@@ -56,7 +57,8 @@ pub fn messages_to_openai(body: &Value) -> Result<Map<String, Value>, String> {
             "assistant" => out.push(assistant_message(content).map_err(at)?),
             other => {
                 return Err(at(format!(
-                    "`role` must be `user` or `assistant`, not `{other}`"
+                    "`role` must be `user` or `assistant`, not `{}`",
+                    clip(other)
                 )));
             }
         }
@@ -133,7 +135,7 @@ fn blocks_text(blocks: &[Value]) -> Result<String, String> {
             other => {
                 return Err(format!(
                     "only `text` blocks can go here, not `{}`",
-                    other.unwrap_or("untyped")
+                    clip(other.unwrap_or("untyped"))
                 ));
             }
         }
@@ -187,7 +189,7 @@ fn user_message(content: &Value, out: &mut Vec<Value>) -> Result<(), String> {
             other => {
                 return Err(format!(
                     "`{}` blocks cannot be routed to other providers",
-                    other.unwrap_or("untyped")
+                    clip(other.unwrap_or("untyped"))
                 ));
             }
         }
@@ -219,7 +221,7 @@ fn assistant_message(content: &Value) -> Result<Value, String> {
             })),
             // Earlier thinking is the model's scratchpad; other providers cannot use it.
             Some("thinking" | "redacted_thinking") => {}
-            other => return Err(format!("`{}` blocks cannot be routed to other providers", other.unwrap_or("untyped"))),
+            other => return Err(format!("`{}` blocks cannot be routed to other providers", clip(other.unwrap_or("untyped")))),
         }
     }
     let mut message = json!({ "role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) } });

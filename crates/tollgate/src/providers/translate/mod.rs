@@ -20,6 +20,7 @@ pub use from_anthropic::{
 };
 
 use super::Usage;
+use crate::types::clip;
 
 /// Anthropic `stop_reason` ↔ OpenAI `finish_reason`. The first row with a
 /// given value wins when mapping that way.
@@ -90,7 +91,7 @@ pub(crate) fn image_url_from_source(source: &Value) -> Result<String, String> {
         },
         other => Err(format!(
             "image `source.type` `{}` is not supported; use `base64` or `url`",
-            other.unwrap_or("null")
+            clip(other.unwrap_or("null"))
         )),
     }
 }
@@ -130,7 +131,9 @@ pub(crate) fn tool_to_openai(tool: &Value) -> Result<Value, String> {
         .filter(|t| *t != "custom")
     {
         return Err(format!(
-            "tool `{name}`: Anthropic server tools (`type` `{kind}`) cannot be routed to other providers"
+            "tool `{}`: Anthropic server tools (`type` `{}`) cannot be routed to other providers",
+            clip(name),
+            clip(kind)
         ));
     }
     let mut f = Map::new();
@@ -158,7 +161,7 @@ pub(crate) fn tool_choice_to_anthropic(
             "auto" => json!({ "type": "auto" }),
             "required" => json!({ "type": "any" }),
             "none" => json!({ "type": "none" }),
-            other => return Err(format!("`tool_choice` `{other}` is not one of `auto`, `required`, `none`")),
+            other => return Err(format!("`tool_choice` `{}` is not one of `auto`, `required`, `none`", clip(other))),
         }),
         Some(obj) => match obj.pointer("/function/name").and_then(Value::as_str) {
             Some(name) => Some(json!({ "type": "tool", "name": name })),
@@ -302,7 +305,7 @@ pub(crate) fn text_of(content: &Value) -> Result<String, String> {
                     (kind, _) => {
                         return Err(format!(
                             "only text can go here, not a `{}` part",
-                            kind.unwrap_or("untyped")
+                            clip(kind.unwrap_or("untyped"))
                         ));
                     }
                 }

@@ -12,6 +12,7 @@ use super::{
     tool_to_anthropic, usage_from_anthropic, usage_to_openai,
 };
 use crate::providers::{SseEvent, Usage};
+use crate::types::clip;
 
 /// Anthropic requires `max_tokens`; this is used when the request sets neither
 /// `max_tokens` nor `max_completion_tokens`.
@@ -64,7 +65,8 @@ pub fn chat_request(body: &Map<String, Value>) -> Result<Value, String> {
             }
             other => {
                 return Err(at(format!(
-                    "role `{other}` is not one of `system`, `developer`, `user`, `assistant`, `tool`"
+                    "role `{}` is not one of `system`, `developer`, `user`, `assistant`, `tool`",
+                    clip(other)
                 )));
             }
         };
@@ -161,7 +163,7 @@ fn content_blocks(content: &Value) -> Result<Vec<Value>, String> {
                         .ok_or("an `image_url` part has no `image_url.url`")?;
                     Ok(json!({ "type": "image", "source": image_source_from_url(url)? }))
                 }
-                other => Err(format!("content parts of type `{}` cannot be sent to an Anthropic model", other.unwrap_or("untyped"))),
+                other => Err(format!("content parts of type `{}` cannot be sent to an Anthropic model", clip(other.unwrap_or("untyped")))),
             })
             .collect(),
         _ => Err("`content` must be a string, an array of parts or null".to_owned()),
@@ -185,8 +187,12 @@ fn tool_use_block(call: &Value) -> Result<Value, String> {
     let input = if args.trim().is_empty() {
         json!({})
     } else {
-        serde_json::from_str::<Value>(args)
-            .map_err(|e| format!("tool call `{id}`: `function.arguments` is not JSON: {e}"))?
+        serde_json::from_str::<Value>(args).map_err(|e| {
+            format!(
+                "tool call `{}`: `function.arguments` is not JSON: {e}",
+                clip(id)
+            )
+        })?
     };
     Ok(json!({ "type": "tool_use", "id": id, "name": name, "input": input }))
 }
