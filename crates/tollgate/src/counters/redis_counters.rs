@@ -413,7 +413,6 @@ impl RedisCounters {
         self
     }
 
-
     /// `admit` reads `clock` instead of Redis `TIME`.
     #[cfg(test)]
     pub(crate) fn with_script_clock(mut self, clock: Arc<dyn Clock>) -> Self {

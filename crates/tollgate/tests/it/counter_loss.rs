@@ -89,7 +89,7 @@ async fn counter(redis_url: &str) -> (u64, u64) {
     let client = redis::Client::open(redis_url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("tg:v1:b:*")
+        .arg("tg:v2:b:*")
         .query_async(&mut conn)
         .await
         .unwrap();
