@@ -124,3 +124,38 @@ where
 {
     Option::<T>::deserialize(de).map(Some)
 }
+
+/// A whole number as JSON Schema counts one: `3600` and `3600.0` alike
+/// (the OpenAPI document declares these fields `integer`, and a client
+/// generator may send either). A fraction, a negative number or one beyond
+/// `u64` is an error naming the value.
+pub(crate) fn whole_number<'de, D>(de: D) -> Result<u64, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let n = serde_json::Number::deserialize(de)?;
+    if let Some(v) = n.as_u64() {
+        return Ok(v);
+    }
+    match n.as_f64() {
+        // 2^64 as f64: every whole f64 below it converts exactly.
+        Some(f) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) =>
+        {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Ok(f as u64)
+        }
+        _ => Err(serde::de::Error::custom(format!(
+            "expected a whole number of 0 or more, not `{n}`"
+        ))),
+    }
+}
+
+/// [`whole_number`] for an optional field.
+pub(crate) fn optional_whole_number<'de, D>(de: D) -> Result<Option<u64>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Whole(#[serde(deserialize_with = "whole_number")] u64);
+    Option::<Whole>::deserialize(de).map(|w| w.map(|Whole(n)| n))
+}

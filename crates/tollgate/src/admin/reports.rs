@@ -148,27 +148,29 @@ pub(crate) async fn spend(
     Admin(state): Admin,
     AdminQuery(p): AdminQuery<SpendParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    // `group_by`, `from` and `to` given empty are refused like any other
+    // value they cannot take (the document declares an enum and times);
+    // an empty `team` or `key` is no filter.
     let query = SpendQuery {
-        group_by: non_empty(p.group_by)
-            .as_deref()
-            .map(parse_group_by)
-            .transpose()?,
+        group_by: p.group_by.as_deref().map(parse_group_by).transpose()?,
         team: non_empty(p.team).map(TeamId),
         key: non_empty(p.key).as_deref().map(key_id),
-        from: non_empty(p.from)
-            .map(|f| parse_time("from", &f, false))
-            .transpose()?,
-        to: non_empty(p.to)
-            .map(|t| parse_time("to", &t, true))
-            .transpose()?,
+        from: p.from.map(|f| parse_time("from", &f, false)).transpose()?,
+        to: p.to.map(|t| parse_time("to", &t, true)).transpose()?,
     };
+    // A window that ends before it starts holds no spend: it is answered
+    // as such (zero, or no groups), not refused.
     if let (Some(from), Some(to)) = (query.from, query.to)
         && from >= to
     {
-        return Err(ApiError::invalid_param(
-            "from",
-            format!("`from` ({from}) must be before `to` ({to})"),
-        ));
+        let data: Vec<SpendView> = match query.group_by {
+            Some(_) => Vec::new(),
+            None => vec![SpendView::from(SpendRow {
+                group: "total".into(),
+                ..SpendRow::default()
+            })],
+        };
+        return Ok(Json(serde_json::json!({ "data": data })));
     }
     let rows = state.store.spend(&query).await.map_err(store_error)?;
     let data: Vec<SpendView> = rows.into_iter().map(SpendView::from).collect();
@@ -176,7 +178,9 @@ pub(crate) async fn spend(
 }
 
 pub(crate) fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
-    let Some(raw) = raw.filter(|s| !s.is_empty()) else {
+    // `limit=` (empty) is not "no limit given": the document declares an
+    // integer, so it is refused like any other non-number.
+    let Some(raw) = raw else {
         return Ok(DEFAULT_REQUESTS_LIMIT);
     };
     match raw.parse::<u32>() {
@@ -218,8 +222,10 @@ pub(crate) async fn budgets(
 }
 
 pub(crate) async fn reload(Admin(state): Admin) -> Result<Json<serde_json::Value>, ApiError> {
+    // 409, not 400: the request is well-formed; it is the file on disk
+    // (or its absence) that conflicts with reloading.
     app::reload(&state).map_err(|problems| {
-        ApiError::invalid(format!(
+        ApiError::Conflict(format!(
             "the config was not reloaded; the running config stays in force:\n{problems}"
         ))
     })?;

@@ -198,10 +198,21 @@ pub(crate) async fn patch(
     // null` drops budget and period together.
     let (new_budget, new_period) = match (body.budget_usd, body.period) {
         (Some(None), _) => (None, None),
+        (Some(Some(_)), None) if rec.period.is_none() => {
+            return Err(ApiError::Conflict(format!(
+                "team `{id}` has no budget period to keep, so `budget_usd` alone cannot apply: send `period` with it"
+            )));
+        }
         (Some(Some(usd)), period) => budget(Some(usd), period.or(rec.period))?,
         (None, None) => (rec.budget, rec.period),
         (None, Some(period)) if rec.budget.is_some() => (rec.budget, Some(period)),
-        (None, Some(period)) => budget(None, Some(period))?,
+        // Well-formed, but this team has no budget to re-schedule: a
+        // conflict with the team as stored, not a bad request.
+        (None, Some(_)) => {
+            return Err(ApiError::Conflict(format!(
+                "team `{id}` has no budget, so `period` alone has nothing to apply to: send `budget_usd` with it"
+            )));
+        }
     };
     rec.budget = new_budget;
     rec.period = new_period;

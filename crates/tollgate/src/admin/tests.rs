@@ -423,8 +423,20 @@ async fn team_patch_and_delete() {
         .await;
     assert_eq!(
         status,
-        StatusCode::BAD_REQUEST,
-        "a period alone needs a budget: {err}"
+        StatusCode::CONFLICT,
+        "a period alone needs a budget to re-schedule: {err}"
+    );
+    let (status, err) = h
+        .admin(
+            Method::PATCH,
+            "/admin/teams/ml",
+            Some(json!({"budget_usd": 3})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a budget alone needs a period to keep: {err}"
     );
     let patch = json!({"budget_usd": 10, "period": "monthly", "models": ["gpt-4o*"]});
     let (status, team) = h.admin(Method::PATCH, "/admin/teams/ml", Some(patch)).await;
@@ -563,9 +575,10 @@ async fn key_bodies_are_validated() {
             "expires_at",
         ),
         (
-            json!({"team": "search", "expires_at": "2020-01-01T00:00:00Z"}),
-            "expires_at",
+            json!({"team": "search", "requests_per_minute": 1.5}),
+            "requests_per_minute",
         ),
+        (json!({"team": "search", "models": [" "]}), "models"),
         (json!({"team": "search", "metadata": [1]}), "metadata"),
         (json!({"team": "search", "colour": "red"}), ""),
     ];
@@ -583,6 +596,12 @@ async fn key_bodies_are_validated() {
         }
     }
     assert!(h.keys().await.is_empty());
+    // A whole number written as a float is the integer JSON Schema says
+    // it is.
+    let key = h
+        .create_key(json!({"team": "search", "requests_per_minute": 60.0}))
+        .await;
+    assert_eq!(key["requests_per_minute"], 60, "{key}");
 }
 
 #[tokio::test]
@@ -697,13 +716,20 @@ async fn rotate_keeps_the_old_secret_for_the_grace_period_only() {
             .is_ok()
     );
 
-    let (status, err) = h
-        .admin(Method::POST, &uri, Some(json!({"grace_seconds": "1h"})))
+    for bad in [json!("1h"), json!(1.5), json!(-1)] {
+        let (status, err) = h
+            .admin(Method::POST, &uri, Some(json!({ "grace_seconds": bad })))
+            .await;
+        assert_eq!(
+            (status, &err["error"]["param"]),
+            (StatusCode::BAD_REQUEST, &json!("grace_seconds")),
+            "{bad}"
+        );
+    }
+    let (status, _) = h
+        .admin(Method::POST, &uri, Some(json!({"grace_seconds": 60.0})))
         .await;
-    assert_eq!(
-        (status, &err["error"]["param"]),
-        (StatusCode::BAD_REQUEST, &json!("grace_seconds"))
-    );
+    assert_eq!(status, StatusCode::OK, "`60.0` is the whole number 60");
 }
 
 #[tokio::test]
@@ -810,7 +836,8 @@ async fn spend_groups_and_validates_its_parameters() {
         ("group_by=week", "group_by"),
         ("from=yesterday", "from"),
         ("to=2026-13-01", "to"),
-        ("from=2026-11-27&to=2026-11-01", "from"),
+        ("to=", "to"),
+        ("group_by=", "group_by"),
     ] {
         let (status, err) = h
             .admin(Method::GET, &format!("/admin/spend?{query}"), None)
@@ -818,6 +845,24 @@ async fn spend_groups_and_validates_its_parameters() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
         assert_eq!(err["error"]["param"], param, "{query}: {err}");
     }
+    // A window that ends before it starts holds nothing.
+    let (status, body) = h
+        .admin(
+            Method::GET,
+            "/admin/spend?from=2026-11-27&to=2026-11-01",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"][0]["requests"], 0, "{body}");
+    let (status, body) = h
+        .admin(
+            Method::GET,
+            "/admin/spend?group_by=team&from=2026-11-27&to=2026-11-01",
+            None,
+        )
+        .await;
+    assert_eq!((status, body["data"].clone()), (StatusCode::OK, json!([])));
     let (status, err) = h
         .admin(Method::GET, "/admin/spend?grup_by=team", None)
         .await;
@@ -869,7 +914,7 @@ async fn requests_lists_newest_first_within_the_limit() {
     }
     let (_, body) = h.admin(Method::GET, "/admin/requests", None).await;
     assert_eq!(body["data"].as_array().unwrap().len(), 5);
-    for limit in ["0", "1001", "ten", "-1"] {
+    for limit in ["0", "1001", "ten", "-1", ""] {
         let (status, err) = h
             .admin(Method::GET, &format!("/admin/requests?limit={limit}"), None)
             .await;
@@ -1138,10 +1183,8 @@ async fn budgets_report_team_and_key_cost_limits() {
 async fn reload_swaps_a_valid_file_in_and_keeps_the_config_on_an_invalid_one() {
     let h = harness().await;
     let (status, err) = h.admin(Method::POST, "/admin/reload", None).await;
-    assert_eq!(
-        (status, code(&err)),
-        (StatusCode::BAD_REQUEST, "invalid_request")
-    );
+    // The request is fine; the gateway's file is what cannot be applied.
+    assert_eq!((status, code(&err)), (StatusCode::CONFLICT, "conflict"));
     assert!(message(&err).contains("no config file"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
@@ -1155,7 +1198,7 @@ async fn reload_swaps_a_valid_file_in_and_keeps_the_config_on_an_invalid_one() {
 
     std::fs::write(&path, "teams:\n  - id: x\n    polices: []\n").unwrap();
     let (status, err) = h.admin(Method::POST, "/admin/reload", None).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::CONFLICT);
     assert!(
         message(&err).contains("polices") && message(&err).contains("stays in force"),
         "{err}"

@@ -124,7 +124,7 @@ pub struct SpendQuery {
     pub to: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SpendRow {
     /// The team id, key id, model name or `YYYY-MM-DD` day; `total` without grouping.
     pub group: String,

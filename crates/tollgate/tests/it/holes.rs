@@ -371,12 +371,41 @@ async fn hole8_a_clamp_fits_every_budget_or_rejects() {
     assert!(spent <= limit_nanos(0.001), "{spent}");
 }
 
+const HOLE10_TAIL: &str = "policies:\n  - name: cap\n    type: cost-limit\n    config: { limit_usd: 0.01, period: daily, action: reject }\n  - name: watch\n    type: cost-limit\n    mode: shadow\n    config: { limit_usd: 0.01, period: daily, action: reject }\n  - name: warn\n    type: cost-limit\n    config: { limit_usd: 0.01, period: daily, action: alert }\nteams:\n  - id: t1\n    policies: [cap]\n  - id: t2\n    policies: [watch, warn]\n";
+
 /// Hole 10: absurd numbers from the client or the provider neither
 /// overflow the counters nor bill past the reservation.
 #[tokio::test]
 async fn hole10_absurd_numbers_are_bounded() {
-    let tail = "policies:\n  - name: cap\n    type: cost-limit\n    config: { limit_usd: 0.01, period: daily, action: reject }\n  - name: watch\n    type: cost-limit\n    mode: shadow\n    config: { limit_usd: 0.01, period: daily, action: reject }\n  - name: warn\n    type: cost-limit\n    config: { limit_usd: 0.01, period: daily, action: alert }\nteams:\n  - id: t1\n    policies: [cap]\n  - id: t2\n    policies: [watch, warn]\n";
-    let h = Harness::start(tail).await;
+    let h = Harness::start(HOLE10_TAIL).await;
+    absurd_numbers_are_bounded(&h).await;
+}
+
+/// Hole 10 on Redis counters, where the overflow was: the Lua scripts'
+/// `%d` in admit, and `settle.lua` aborting between releasing the
+/// reservation and adding the spend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hole10_absurd_numbers_are_bounded_on_redis() {
+    let redis = crate::infra::PrivateRedis::start();
+    let mock = mock_provider::MockProvider::start(MockConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("tollgate.db").display());
+    let yaml = config_yaml(&mock.base_url(), &store, HOLE10_TAIL)
+        .replace("counters: memory", &format!("counters: {}", redis.url()));
+    let gw = start_gateway(&yaml, Arc::new(SystemClock)).await;
+    let h = Harness {
+        url: format!("http://{}", gw.addr),
+        gw: Some(gw),
+        mock,
+        http: reqwest::Client::new(),
+        dir,
+    };
+    absurd_numbers_are_bounded(&h).await;
+}
+
+async fn absurd_numbers_are_bounded(h: &Harness) {
     let (_, key) = h.key(json!({})).await;
     let (_, watched) = h.key(json!({"team": "t2"})).await;
     // A provider reporting 10^15 output tokens for a capped request.
@@ -386,6 +415,7 @@ async fn hole10_absurd_numbers_are_bounded() {
     let mut huge = chat_body("hi");
     huge["max_tokens"] = json!(10_000_000_000_000_000u64);
     assert_eq!(h.chat(&watched, &huge).await.status(), 200);
+    h.settled().await;
     let (status, budgets) = h.admin(Method::GET, "/admin/budgets", None).await;
     assert_eq!(status, 200, "{budgets}");
     for b in budgets["data"].as_array().unwrap() {
@@ -399,6 +429,16 @@ async fn hole10_absurd_numbers_are_bounded() {
         .sum();
     assert!(spent <= limit_nanos(0.01), "billed past the cap: {spent}");
     assert!(spent > 0);
+    // The counter took the spend the ledger shows: the absurd usage did not
+    // make settling stop halfway.
+    let cap = budgets["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["policy"] == "cap")
+        .unwrap_or_else(|| panic!("no `cap` budget: {budgets}"));
+    let counted = (cap["spent_usd"].as_f64().unwrap() * 1e9).round() as u64;
+    assert_eq!(counted, spent, "counter and ledger agree: {cap}");
 }
 
 /// Hole 11: a request is charged and recorded in the period it was

@@ -61,14 +61,24 @@ async fn rotation_keeps_the_old_key_for_the_grace_period_only() {
 async fn expired_keys_are_rejected() {
     let h = Harness::start("").await;
     let past = (chrono::Utc::now() - chrono::Duration::seconds(5)).to_rfc3339();
-    let (status, _) = h
+    let (status, born_expired) = h
         .admin(
             reqwest::Method::POST,
             "/admin/keys",
             Some(json!({"team": "t1", "expires_at": past})),
         )
         .await;
-    assert_eq!(status, 400, "a key that is born expired is a mistake");
+    assert_eq!(
+        (status, born_expired["status"].as_str()),
+        (201, Some("expired")),
+        "a key born expired is created as such: {born_expired}"
+    );
+    let born_expired = born_expired["key"].as_str().unwrap();
+    assert_eq!(
+        h.chat(born_expired, &chat_body("x")).await.status(),
+        401,
+        "and refused on first use"
+    );
     let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(800)).to_rfc3339();
     let (_, expiring) = h.key(json!({"expires_at": soon})).await;
     assert_eq!(h.chat(&expiring, &chat_body("x")).await.status(), 200);

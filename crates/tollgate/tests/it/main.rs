@@ -17,6 +17,7 @@ mod infra;
 mod keys;
 mod ledger;
 mod limits;
+mod openapi_fuzz;
 mod process;
 mod scaleout;
 mod sdk;

@@ -348,7 +348,11 @@ async fn sighup_reloads_the_config_and_an_invalid_file_keeps_the_old_one() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.status(),
+        409,
+        "a file that cannot be applied is a conflict"
+    );
     assert!(
         resp.text().await.unwrap().contains("budgte"),
         "the reload error names the problem"
