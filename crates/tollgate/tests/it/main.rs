@@ -18,6 +18,7 @@ mod keys;
 mod ledger;
 mod limits;
 mod process;
+mod routing;
 mod scaleout;
 mod sdk;
 mod shadow;
