@@ -255,8 +255,16 @@ pub async fn build_state(
         http.get().clone(),
     )
     .with_ledger(ledger.clone());
+    let registry = Arc::new(crate::routing::Registry::default());
+    if let CountersConfig::Redis(url) = &config.counters
+        && let Err(e) = crate::routing::shared::start(url.expose(), &registry, clock.clone()).await
+    {
+        // Circuits stay per replica until it is reachable; budgets are
+        // what must fail closed, and they do in the counters.
+        tracing::warn!(error = %e, "cannot share circuit breakers through Redis; each replica decides alone");
+    }
     Ok(Arc::new(AppState {
-        runtime: ArcSwap::from_pointee(runtime(config, &http, Arc::default())),
+        runtime: ArcSwap::from_pointee(runtime(config, &http, registry)),
         store,
         counters,
         keys,

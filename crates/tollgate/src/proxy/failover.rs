@@ -114,7 +114,9 @@ pub(super) async fn send(
             drop(in_flight);
             let e = match result {
                 Ok(response) => {
-                    health.breaker.success();
+                    if health.breaker.success() {
+                        rt.routes.registry().closed(&target.provider);
+                    }
                     health.count(Outcome::Success);
                     return Ok(Answered {
                         provider: target.provider.clone(),
@@ -127,12 +129,17 @@ pub(super) async fn send(
             };
             health.count(Outcome::of(&e));
             if retry::trips(&e) {
-                health
+                if health
                     .breaker
-                    .failure(clock.now_ms(), pass == Pass::Probe, routing);
-            } else {
+                    .failure(clock.now_ms(), pass == Pass::Probe, routing)
+                {
+                    rt.routes
+                        .registry()
+                        .opened(&target.provider, routing.cooldown);
+                }
+            } else if health.breaker.success() {
                 // It answered: whatever it thinks of the request, it is up.
-                health.breaker.success();
+                rt.routes.registry().closed(&target.provider);
             }
             failed.push(Attempt {
                 provider: target.provider.clone(),

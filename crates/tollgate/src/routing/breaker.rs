@@ -106,16 +106,19 @@ impl Breaker {
     }
 
     /// The provider answered (any answer but a retryable failure).
-    pub fn success(&self) {
+    /// Returns whether that closed the circuit.
+    pub fn success(&self) -> bool {
         if self.consecutive.load(Ordering::Relaxed) != 0 {
             self.consecutive.store(0, Ordering::Relaxed);
         }
-        if self.open_until.load(Ordering::Acquire) != 0 {
-            self.open_until.store(0, Ordering::Release);
-            self.probe_since.store(0, Ordering::Release);
-            self.gauge(State::Closed);
-            tracing::info!(provider = %self.provider, "circuit closed: the provider answered");
+        if self.open_until.load(Ordering::Acquire) == 0 {
+            return false;
         }
+        self.open_until.store(0, Ordering::Release);
+        self.probe_since.store(0, Ordering::Release);
+        self.gauge(State::Closed);
+        tracing::info!(provider = %self.provider, "circuit closed: the provider answered");
+        true
     }
 
     /// A retryable failure. Returns whether it opened the circuit (so
@@ -142,9 +145,9 @@ impl Breaker {
         self.gauge(State::Open);
     }
 
-    /// Until when the circuit is open, if it is (clock ms).
-    pub fn open_until(&self) -> Option<i64> {
-        Some(self.open_until.load(Ordering::Acquire)).filter(|&t| t != 0)
+    /// Whether the circuit is open until `until` (clock ms) or later.
+    pub fn is_open_until_at_least(&self, until: i64) -> bool {
+        self.open_until.load(Ordering::Acquire) >= until
     }
 
     fn gauge(&self, state: State) {

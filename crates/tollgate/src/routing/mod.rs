@@ -17,6 +17,7 @@
 pub mod breaker;
 pub mod latency;
 pub mod retry;
+pub mod shared;
 pub mod strategy;
 
 use std::collections::HashMap;
@@ -30,6 +31,9 @@ use crate::config::Config;
 #[derive(Default)]
 pub struct Registry {
     by_provider: Mutex<HashMap<String, Arc<Health>>>,
+    /// Where circuit changes go to be shared with replicas (`shared`);
+    /// unset without Redis counters.
+    changes: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<shared::Change>>,
 }
 
 impl Registry {
@@ -40,6 +44,25 @@ impl Registry {
             .entry(provider.to_owned())
             .or_insert_with(|| Arc::new(Health::new(provider)))
             .clone()
+    }
+
+    /// A snapshot of every provider's health (for the Redis sync task).
+    pub(crate) fn all(&self) -> Vec<Arc<Health>> {
+        self.by_provider.lock().values().cloned().collect()
+    }
+
+    /// `provider`'s circuit opened here for `cooldown`: tell the replicas.
+    pub fn opened(&self, provider: &str, cooldown: std::time::Duration) {
+        if let Some(tx) = self.changes.get() {
+            let _ = tx.send(shared::Change::Opened(provider.to_owned(), cooldown));
+        }
+    }
+
+    /// `provider`'s circuit closed here (its probe answered).
+    pub fn closed(&self, provider: &str) {
+        if let Some(tx) = self.changes.get() {
+            let _ = tx.send(shared::Change::Closed(provider.to_owned()));
+        }
     }
 }
 

@@ -639,3 +639,121 @@ async fn least_latency_sends_most_traffic_to_the_faster_target() {
     // Each is measured once at most twice before the estimate decides.
     assert!(by.get("backup").copied().unwrap_or(0) >= 17, "{by:?}");
 }
+
+/// Two replicas on one Redis: a circuit one of them opens is open on the
+/// other within about a second (without the other calling the provider),
+/// until the cooldown is over and a probe closes it.
+#[tokio::test]
+async fn replicas_on_redis_share_an_open_circuit() {
+    let redis = crate::infra::PrivateRedis::start();
+    let primary = MockProvider::start(MockConfig::default()).await.unwrap();
+    let backup = MockProvider::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let routing =
+        "routing:\n  retries: 0\n  backoff_ms: 1\n  failures_to_trip: 2\n  cooldown_s: 2\n";
+    let providers = format!(
+        "  - name: primary\n    kind: openai\n    base_url: {}\n    api_key: {UPSTREAM_KEY}\n  - name: backup\n    kind: openai\n    base_url: {}\n    api_key: {UPSTREAM_KEY}\n",
+        primary.base_url(),
+        backup.base_url()
+    );
+    let models = "  - name: pair\n    targets:\n      - provider: primary\n        model: gpt-4o-mini\n      - provider: backup\n        model: gpt-4o-mini\n";
+    let replica = |name: &str| {
+        let store = format!(
+            "sqlite://{}",
+            dir.path().join(format!("{name}.db")).display()
+        );
+        config_yaml(&primary.base_url(), &store, routing)
+            .replace("counters: memory", &format!("counters: {}", redis.url()))
+            .replacen("providers:\n", &format!("providers:\n{providers}"), 1)
+            .replacen("models:\n", &format!("models:\n{models}"), 1)
+    };
+    let a = start_gateway(&replica("a"), Arc::new(SystemClock)).await;
+    let b = start_gateway(&replica("b"), Arc::new(SystemClock)).await;
+    let http = reqwest::Client::new();
+    let key = |url: String| {
+        let http = http.clone();
+        async move {
+            let created: Value = http
+                .post(format!("{url}/admin/keys"))
+                .bearer_auth(ADMIN_KEY)
+                .json(&json!({"team": "t1"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            created["key"].as_str().unwrap().to_owned()
+        }
+    };
+    let (url_a, url_b) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
+    let (key_a, key_b) = (key(url_a.clone()).await, key(url_b.clone()).await);
+    let chat = |url: &str, key: &str, text: &str| {
+        http.post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&body("pair", text))
+            .send()
+    };
+    primary.set_failure(FailureMode::openai_error(503, "server_error", "down"));
+    for i in 0..2 {
+        let resp = chat(&url_a, &key_a, &format!("a{i}")).await.unwrap();
+        assert_eq!(header(&resp, "x-tollgate-provider"), "backup");
+    }
+    assert_eq!(primary.calls(), 2, "replica a opened its circuit");
+    // Replica b learns of it from Redis alone.
+    let open_on_b = || {
+        let rt = b.state.runtime.load();
+        let health = rt.routes.health("primary").unwrap().clone();
+        health.breaker.state(b.state.clock.now_ms()) == tollgate::routing::breaker::State::Open
+    };
+    let started = Instant::now();
+    while !open_on_b() {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "replica b never learned of the open circuit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1800),
+        "{:?}",
+        started.elapsed()
+    );
+    let resp = chat(&url_b, &key_b, "b0").await.unwrap();
+    assert_eq!(header(&resp, "x-tollgate-provider"), "backup");
+    assert_eq!(header(&resp, "x-tollgate-attempts"), "1");
+    assert_eq!(
+        primary.calls(),
+        2,
+        "replica b skipped the provider without calling it"
+    );
+
+    // The provider is back: after the cooldown (the shared key's TTL too)
+    // one probe closes the circuit again.
+    primary.set_failure(FailureMode::None);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("tg:circuit:primary")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the open circuit is in Redis: {ttl}");
+    let started = Instant::now();
+    loop {
+        let resp = chat(&url_a, &key_a, "probe").await.unwrap();
+        if header(&resp, "x-tollgate-provider") == "primary" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no probe after the cooldown"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
