@@ -143,6 +143,19 @@ pub(crate) async fn handle(
                 return Ok(error(route, StatusCode::INTERNAL_SERVER_ERROR, message));
             }
         }
+        FailureMode::FailFirstWith {
+            status, headers, ..
+        } => {
+            if shared.take_fail_first() {
+                let status =
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let message = "mock provider: injected failure (`FailFirstWith`)";
+                return Ok(crate::failures::with_headers(
+                    error(route, status, message),
+                    headers,
+                ));
+            }
+        }
         FailureMode::StreamCut { .. } => {}
     }
 

@@ -27,6 +27,7 @@
 
 mod body;
 mod directive;
+mod failures;
 mod handler;
 mod server;
 mod state;

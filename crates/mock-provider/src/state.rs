@@ -36,6 +36,15 @@ pub enum FailureMode {
     /// The next `n` requests (counted from when this is set) get `500`, later
     /// ones succeed.
     FailFirst(u64),
+    /// The next `times` requests (counted from when this is set) get
+    /// `status` with an error body and these extra headers (e.g.
+    /// `retry-after: 2`, `retry-after-ms: 50`); later ones succeed. A
+    /// provider that throttles, then recovers.
+    FailFirstWith {
+        times: u64,
+        status: u16,
+        headers: Vec<(String, String)>,
+    },
 }
 
 impl FailureMode {
@@ -179,8 +188,11 @@ impl Shared {
     pub fn update(&self, change: impl FnOnce(&mut Settings)) {
         let mut settings = self.settings.write();
         change(&mut settings);
-        if let FailureMode::FailFirst(n) = settings.failure {
-            self.fail_first_left.store(n, Ordering::SeqCst);
+        match settings.failure {
+            FailureMode::FailFirst(n) | FailureMode::FailFirstWith { times: n, .. } => {
+                self.fail_first_left.store(n, Ordering::SeqCst);
+            }
+            _ => {}
         }
     }
 

@@ -132,13 +132,18 @@ fn metrics_handle() -> Option<PrometheusHandle> {
 }
 
 /// Builds one runtime (providers and their shared client) from a config.
-fn runtime(config: Config, http: &providers::Http) -> Runtime {
+fn runtime(
+    config: Config,
+    http: &providers::Http,
+    registry: Arc<crate::routing::Registry>,
+) -> Runtime {
     let providers: HashMap<String, Arc<dyn Provider>> = config
         .providers
         .iter()
         .map(|p| (p.name.clone(), providers::build(p, http.clone())))
         .collect();
     Runtime {
+        routes: crate::routing::Routes::new(&config, registry),
         config: Arc::new(config),
         providers,
     }
@@ -250,8 +255,16 @@ pub async fn build_state(
         http.get().clone(),
     )
     .with_ledger(ledger.clone());
+    let registry = Arc::new(crate::routing::Registry::default());
+    if let CountersConfig::Redis(url) = &config.counters
+        && let Err(e) = crate::routing::shared::start(url.expose(), &registry, clock.clone()).await
+    {
+        // Circuits stay per replica until it is reachable; budgets are
+        // what must fail closed, and they do in the counters.
+        tracing::warn!(error = %e, "cannot share circuit breakers through Redis; each replica decides alone");
+    }
     Ok(Arc::new(AppState {
-        runtime: ArcSwap::from_pointee(runtime(config, &http)),
+        runtime: ArcSwap::from_pointee(runtime(config, &http, registry)),
         store,
         counters,
         keys,
@@ -278,7 +291,10 @@ pub fn reload(state: &AppState) -> Result<(), String> {
     let env = |k: &str| std::env::var(k).ok();
     let config = config::load_file(path, &env).map_err(|e| e.to_string())?;
     state.busy_poll.set_window(config.busy_poll);
-    state.runtime.store(Arc::new(runtime(config, &state.http)));
+    let registry = state.runtime.load().routes.registry().clone();
+    state
+        .runtime
+        .store(Arc::new(runtime(config, &state.http, registry)));
     tracing::info!(path = %path.display(), "config reloaded");
     Ok(())
 }

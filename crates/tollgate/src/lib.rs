@@ -17,6 +17,7 @@ pub mod error;
 pub mod policy;
 pub mod providers;
 pub mod proxy;
+pub mod routing;
 pub mod shard;
 pub mod state;
 pub mod store;

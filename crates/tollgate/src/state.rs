@@ -23,6 +23,8 @@ pub struct Runtime {
     pub config: Arc<Config>,
     /// By provider name.
     pub providers: HashMap<String, Arc<dyn Provider>>,
+    /// Each provider's circuit and latency, kept across reloads.
+    pub routes: crate::routing::Routes,
 }
 
 pub struct AppState {

@@ -79,6 +79,8 @@ pub(crate) struct RequestView {
     error_code: Option<String>,
     /// `policy:code` of each shadow policy that would have rejected it.
     would_reject: Vec<String>,
+    /// Attempts at providers, retries and fallbacks included.
+    attempts: u32,
 }
 
 impl From<LedgerRow> for RequestView {
@@ -97,6 +99,7 @@ impl From<LedgerRow> for RequestView {
             latency_ms: r.latency_ms,
             error_code: r.error_code,
             would_reject: r.would_reject,
+            attempts: r.attempts,
         }
     }
 }

@@ -78,6 +78,7 @@ fn test_config() -> Config {
         drain_timeout: std::time::Duration::from_secs(5),
         busy_poll: std::time::Duration::ZERO,
         journal_dir: None,
+        routing: Default::default(),
         providers: vec![],
         models: vec![],
         policies: vec![Policy {
@@ -132,6 +133,7 @@ async fn harness_with(
     let state = Arc::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime {
             config: Arc::new(test_config()),
+            routes: crate::routing::Routes::new(&test_config(), Default::default()),
             providers: HashMap::new(),
         }),
         store: store.clone(),
@@ -786,6 +788,7 @@ fn ledger_row(team: &str, model: &str, ts: DateTime<Utc>, cost_usd: f64) -> Ledg
         latency_ms: 12,
         error_code: None,
         would_reject: Vec::new(),
+        attempts: 0,
     }
 }
 

@@ -8,6 +8,7 @@ use super::validate::{
     DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_DRAIN_TIMEOUT, DEFAULT_LISTEN, DEFAULT_OPENAI_BASE_URL,
     DEFAULT_PROVIDER_TIMEOUT, DEFAULT_STORE,
 };
+use super::{RoutingConfig, Strategy};
 use crate::types::{NanoUsd, Price, Secret};
 
 /// The mock models' price: written out (not $0) so budgets can be seen
@@ -45,6 +46,7 @@ pub fn embedded_default(env: &dyn Fn(&str) -> Option<String>) -> Config {
             }],
             price: MOCK_PRICE,
             max_output_tokens: MOCK_MAX_OUTPUT_TOKENS,
+            strategy: Strategy::Ordered,
         })
         .collect();
     let upstreams = [
@@ -86,6 +88,7 @@ pub fn embedded_default(env: &dyn Fn(&str) -> Option<String>) -> Config {
                 }],
                 price: builtin.price,
                 max_output_tokens: builtin.max_output_tokens,
+                strategy: Strategy::Ordered,
             });
         }
     }
@@ -103,6 +106,7 @@ pub fn embedded_default(env: &dyn Fn(&str) -> Option<String>) -> Config {
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         busy_poll: crate::busy_poll::DEFAULT_WINDOW,
         journal_dir: None,
+        routing: RoutingConfig::default(),
         providers,
         models,
         policies: Vec::new(),

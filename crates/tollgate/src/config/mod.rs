@@ -14,6 +14,7 @@ mod model;
 mod node;
 mod prices;
 mod raw;
+mod routing;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ pub use defaults::embedded_default;
 pub use error::{ConfigErrors, Problem};
 pub use model::*;
 pub use prices::{BuiltinPrice, builtin_price, price_table_source};
+pub use routing::{RoutingConfig, Strategy};
 #[cfg(test)]
 pub(crate) use validate::RESERVED_POLICY_NAMES;
 

@@ -37,6 +37,8 @@ pub struct Config {
     pub teams: Vec<TeamConfig>,
     pub defaults: Defaults,
     pub alerts: Option<AlertsConfig>,
+    /// Retries, backoff and circuit breaking (`routing:`).
+    pub routing: super::RoutingConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +90,8 @@ pub struct ModelConfig {
     pub price: Price,
     /// Worst-case completion length when a request sets no `max_tokens`.
     pub max_output_tokens: u64,
+    /// In what order `targets` are tried.
+    pub strategy: super::Strategy,
 }
 
 #[derive(Debug, Clone)]
@@ -96,8 +100,7 @@ pub struct Target {
     pub provider: String,
     /// The provider's own model name.
     pub model: String,
-    /// With weights on every target, traffic is split by weight; without,
-    /// targets are tried in order as fallbacks.
+    /// Under the `weighted` strategy, this target's share of the traffic.
     pub weight: Option<u32>,
 }
 

@@ -104,6 +104,7 @@ pub(crate) struct RawConfig {
     pub teams: Option<Vec<Spanned<RawTeam>>>,
     pub defaults: Option<Spanned<RawDefaults>>,
     pub alerts: Option<Spanned<RawAlerts>>,
+    pub routing: Option<Spanned<RawRouting>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +125,7 @@ pub(crate) struct RawModel {
     pub targets: Option<Vec<Spanned<RawTarget>>>,
     pub price: Option<Spanned<RawPrice>>,
     pub max_output_tokens: Option<Value>,
+    pub strategy: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +200,17 @@ pub(crate) struct RawAlerts {
     pub thresholds: Option<Vec<Value>>,
 }
 
+/// `routing:`, the retry, failover and circuit-breaker defaults (SPEC §8).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouting {
+    pub retries: Option<Value>,
+    pub backoff_ms: Option<Value>,
+    pub max_backoff_ms: Option<Value>,
+    pub failures_to_trip: Option<Value>,
+    pub cooldown_s: Option<Value>,
+}
+
 /// The keys each raw struct accepts, in declaration order. Serde enforces
 /// them one error at a time; [`super::node::unknown_keys`] uses these lists
 /// to report every unknown key at once. The test `key_lists_match_the_structs`
@@ -221,6 +234,7 @@ pub(crate) mod keys {
         "teams",
         "defaults",
         "alerts",
+        "routing",
     ];
     pub(crate) const PROVIDER: &[&str] = &[
         "name",
@@ -230,7 +244,8 @@ pub(crate) mod keys {
         "timeout_s",
         "api_version",
     ];
-    pub(crate) const MODEL: &[&str] = &["name", "targets", "price", "max_output_tokens"];
+    pub(crate) const MODEL: &[&str] =
+        &["name", "targets", "price", "max_output_tokens", "strategy"];
     pub(crate) const TARGET: &[&str] = &["provider", "model", "weight"];
     pub(crate) const PRICE: &[&str] = &[
         "input_per_mtok",
@@ -256,6 +271,13 @@ pub(crate) mod keys {
     pub(crate) const TEAM: &[&str] = &["id", "policies", "models"];
     pub(crate) const DEFAULTS: &[&str] = &["policies"];
     pub(crate) const ALERTS: &[&str] = &["webhook_url", "thresholds"];
+    pub(crate) const ROUTING: &[&str] = &[
+        "retries",
+        "backoff_ms",
+        "max_backoff_ms",
+        "failures_to_trip",
+        "cooldown_s",
+    ];
 }
 
 /// Parses the YAML text. Serde stops at the first shape error (unknown key,
@@ -366,5 +388,6 @@ mod tests {
         check::<RawTeam>(keys::TEAM);
         check::<RawDefaults>(keys::DEFAULTS);
         check::<RawAlerts>(keys::ALERTS);
+        check::<RawRouting>(keys::ROUTING);
     }
 }

@@ -16,6 +16,8 @@ use super::prices::builtin_price;
 use super::raw::*;
 use crate::types::{NanoUsd, Period, Price, Secret};
 
+mod routing;
+
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 pub(crate) const DEFAULT_STORE: &str = "sqlite://tollgate.db";
 pub(crate) const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(600);
@@ -479,6 +481,7 @@ impl<'e> Validator<'e> {
             None => Some(Defaults::default()),
         };
         let alerts = raw.alerts.as_ref().map(|a| self.alerts(a));
+        let routing = raw.routing.as_ref().map(|r| self.routing(r));
 
         let providers = providers?;
         let mut models = models?;
@@ -503,6 +506,7 @@ impl<'e> Validator<'e> {
             teams: teams?,
             defaults: defaults?,
             alerts: present(alerts)?,
+            routing: present(routing)?.unwrap_or_default(),
         })
     }
 
@@ -700,6 +704,7 @@ impl<'e> Validator<'e> {
 
         let name = name?;
         let targets = targets?;
+        let strategy = self.strategy(raw.strategy.as_ref(), path, &targets)?;
         let builtin: Vec<_> = targets
             .iter()
             .map(|t| (t, builtin_price(&t.model)))
@@ -737,6 +742,7 @@ impl<'e> Validator<'e> {
             targets,
             price,
             max_output_tokens,
+            strategy,
         })
     }
 

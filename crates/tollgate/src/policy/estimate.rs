@@ -324,6 +324,7 @@ mod tests {
             targets: vec![],
             price: Price::default(),
             max_output_tokens: 4096,
+            strategy: Default::default(),
         }
     }
 

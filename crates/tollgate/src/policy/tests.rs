@@ -34,6 +34,7 @@ fn model() -> ModelConfig {
             cache_write_1h_per_mtok: None,
         },
         max_output_tokens: 1000,
+        strategy: Default::default(),
     }
 }
 
@@ -112,6 +113,7 @@ fn config(policies: Vec<Policy>, teams: Vec<TeamConfig>, defaults: &[&str]) -> C
         drain_timeout: StdDuration::from_secs(1),
         busy_poll: StdDuration::ZERO,
         journal_dir: None,
+        routing: Default::default(),
         providers: vec![],
         models: vec![model()],
         policies,
@@ -444,6 +446,7 @@ async fn restart_restores_spend_from_the_ledger() {
         latency_ms: 1,
         error_code: None,
         would_reject: Vec::new(),
+        attempts: 0,
     };
     // Yesterday's spend does not count; today's does.
     env.store
@@ -684,6 +687,7 @@ async fn a_budget_lost_mid_period_is_restored_before_the_next_admission() {
         latency_ms: 1,
         error_code: None,
         would_reject: Vec::new(),
+        attempts: 0,
     };
     // Two requests spent and in the ledger: $0.006 of $0.01.
     for id in ["r1", "r2"] {
@@ -1918,6 +1922,7 @@ mod redis {
             latency_ms: 1,
             error_code: None,
             would_reject: Vec::new(),
+            attempts: 0,
         };
         store.insert_ledger(&[row]).await.unwrap();
         drop(first);

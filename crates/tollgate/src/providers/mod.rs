@@ -21,6 +21,7 @@ mod azure;
 mod client;
 mod mock;
 mod openai;
+mod retry_after;
 pub mod sse;
 #[cfg(test)]
 mod tests;
@@ -223,6 +224,18 @@ pub enum ProviderError {
         provider: String,
         status: StatusCode,
         code: Option<String>,
+    },
+    /// The provider refused the request without generating an answer: 408,
+    /// 429, or a 5xx other than 502/504 (which are [`ProviderError::Lost`]).
+    /// Billed nothing; `retry_after` is the wait it asked for
+    /// (`retry-after-ms` / `Retry-After`). Whether it is worth a retry on
+    /// the same target is the status's business (`crate::routing::retry`).
+    #[error("provider `{provider}` answered `{status}`: {message}")]
+    Refused {
+        provider: String,
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        message: String,
     },
     /// The provider's own 4xx: passed to the client with its status, never retried.
     #[error("provider `{provider}` rejected the request with {status}")]

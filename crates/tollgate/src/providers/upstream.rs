@@ -162,6 +162,7 @@ pub(crate) async fn send(
         return Ok(response);
     }
     let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
+    let retry_after = super::retry_after::parse(response.headers(), chrono::Utc::now());
     let body = read_body(ctx, response, deadline, timeout).await?;
     if matches!(
         status,
@@ -175,6 +176,20 @@ pub(crate) async fn send(
             code: plain_error_code(&body),
         });
     }
+    let snippet = || {
+        let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_SNIPPET)]);
+        ctx.redact(text.trim())
+    };
+    // Busy or timed out before it worked on the request: nothing was
+    // generated, and the same request may well succeed a moment later.
+    if matches!(status.as_u16(), 408 | 429) {
+        return Err(ProviderError::Refused {
+            provider: ctx.provider.clone(),
+            status,
+            retry_after,
+            message: snippet(),
+        });
+    }
     if status.is_client_error() {
         return Err(ProviderError::Rejected {
             provider: ctx.provider.clone(),
@@ -183,15 +198,18 @@ pub(crate) async fn send(
             content_type,
         });
     }
-    let snippet = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_SNIPPET)]).into_owned();
-    let message = format!("answered `{status}`: {}", snippet.trim());
     // 502 and 504 come from a proxy or load balancer in front of the model
     // server, typically after the model worked on the request for a while.
     // 500, 503 and 529 are the provider refusing or failing it, unbilled.
     if matches!(status.as_u16(), 502 | 504) {
-        Err(ctx.lost(message))
+        Err(ctx.lost(format!("answered `{status}`: {}", snippet())))
     } else {
-        Err(ctx.failed(message))
+        Err(ProviderError::Refused {
+            provider: ctx.provider.clone(),
+            status,
+            retry_after,
+            message: snippet(),
+        })
     }
 }
 

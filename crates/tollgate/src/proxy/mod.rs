@@ -4,6 +4,7 @@
 //! limits, loop guard), forward with fallback, settle and record.
 
 mod body;
+mod failover;
 mod forward;
 mod models;
 mod pipeline;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde_json::{Map, Value};
 
-use super::{body, forward, stream, validate};
+use super::{body, failover, forward, stream, validate};
 use crate::config::{Config, ModelConfig};
 use crate::error::ApiError;
 use crate::policy::{
@@ -104,6 +104,7 @@ async fn run(
         reserved_output: 0,
         forwarded: false,
         bill_reservation: false,
+        attempts: 0,
         closed: false,
     };
     match proxy(&rt, &mut books, ingress, &headers, body).await {
@@ -120,8 +121,11 @@ async fn run(
         Err(e) => {
             let e = books.looping_instead(e).await;
             let usage = books.failure_usage();
+            let routed = routing_headers(&rt, &books.provider, books.attempts);
             books.close(e.status().as_u16(), usage, Some(e.code()));
-            e.into_response_as(format)
+            let mut resp = e.into_response_as(format);
+            resp.headers_mut().extend(routed);
+            resp
         }
     }
 }
@@ -176,7 +180,6 @@ async fn proxy(
         .policy
         .check_model_access(config, &who, &model.name)?;
 
-    let targets = forward::order(model);
     // Whichever target answers, the reservation covers its tokenizer.
     let count_input = || estimate::input_tokens_any_target(endpoint, &req, model);
     // Every choice of `n` (or `best_of`) and every prompt of a prompt list
@@ -224,28 +227,34 @@ async fn proxy(
     books.admitted = Some(admitted);
 
     if parsed.stream {
-        // Usage is always requested so that the stream can be billed
-        // (hidden reasoning tokens appear nowhere else); the extra chunk is
-        // stripped again for clients that did not ask for it. A
-        // `stream_options` that is not an object (`null`, a string) is
-        // replaced: forwarded as is, it would turn the usage chunk off.
-        let opts = req
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !opts.is_object() {
-            *opts = Value::Object(Map::new());
-        }
-        if let Value::Object(o) = opts {
-            o.insert("include_usage".into(), Value::Bool(true));
-        }
+        ask_for_usage(&mut req);
     }
+    // A retry or a fallback gets the body again from the client's bytes,
+    // as it was when first sent.
+    let again = || {
+        let mut req = match ingress {
+            Ingress::OpenAi(_) => body::json_object(&bytes).ok()?,
+            Ingress::Anthropic => {
+                let anthropic = Value::Object(body::json_object(&bytes).ok()?);
+                translate::messages_to_openai(&anthropic).ok()?
+            }
+        };
+        if parsed.stream {
+            ask_for_usage(&mut req);
+        }
+        Some(req)
+    };
     let upstream_started = Instant::now();
     books.forwarded = true;
-    let sent = forward::send(
+    let sent = failover::send(
         rt,
-        &targets,
+        &*books.state.clock,
+        model,
         endpoint,
-        req,
+        failover::Bodies {
+            first: Some(req),
+            again: &again,
+        },
         parsed.stream,
         &books.request_id,
         cap,
@@ -259,12 +268,16 @@ async fn proxy(
                 books.provider = provider;
                 books.provider_model = provider_model;
             }
+            books.attempts = failure.attempts;
             books.bill_reservation = failure.may_have_billed;
             return Err(failure.error);
         }
     };
     books.provider = answered.provider;
     books.provider_model = answered.provider_model;
+    books.attempts = answered.attempts;
+    let mut reply_headers = reply_headers;
+    reply_headers.extend(routing_headers(rt, &books.provider, books.attempts));
     Ok(match answered.response {
         UpstreamResponse::Complete { body, usage } => {
             let usage = usage.unwrap_or_else(|| books.usage_from_body(&body));
@@ -280,6 +293,44 @@ async fn proxy(
             headers: reply_headers,
         },
     })
+}
+
+/// Usage is always requested so that a stream can be billed (hidden
+/// reasoning tokens appear nowhere else); the extra chunk is stripped again
+/// for clients that did not ask for it. A `stream_options` that is not an
+/// object (`null`, a string) is replaced: forwarded as is, it would turn
+/// the usage chunk off.
+fn ask_for_usage(req: &mut Map<String, Value>) {
+    let opts = req
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !opts.is_object() {
+        *opts = Value::Object(Map::new());
+    }
+    if let Value::Object(o) = opts {
+        o.insert("include_usage".into(), Value::Bool(true));
+    }
+}
+
+/// `x-tollgate-provider` and `x-tollgate-attempts`: who answered (or was
+/// tried last) and after how many attempts. None before any attempt.
+fn routing_headers(
+    rt: &Runtime,
+    provider: &str,
+    attempts: u32,
+) -> impl Iterator<Item = (HeaderName, HeaderValue)> + use<> {
+    let provider = (attempts > 0)
+        .then(|| rt.routes.health(provider))
+        .flatten()
+        .and_then(|h| h.header.clone())
+        .map(|v| (HeaderName::from_static("x-tollgate-provider"), v));
+    let attempts = (attempts > 0).then(|| {
+        (
+            HeaderName::from_static("x-tollgate-attempts"),
+            HeaderValue::from(attempts),
+        )
+    });
+    [provider, attempts].into_iter().flatten()
 }
 
 /// Settles a complete answer and sends it with its cost headers. An
@@ -377,6 +428,8 @@ pub(super) struct Books {
     /// The provider may have generated an answer that was lost (a timeout
     /// after the request went out): bill the reserved worst case.
     pub bill_reservation: bool,
+    /// Attempts made at providers (retries and fallbacks included).
+    pub attempts: u32,
     closed: bool,
 }
 
@@ -577,6 +630,7 @@ impl Books {
             latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
             error_code: error_code.map(str::to_owned),
             would_reject: std::mem::take(&mut self.would_reject),
+            attempts: self.attempts,
         };
         // Journaled too while the journal holds the request, in the order
         // a crash needs (see `JournalEntry::settle`).

@@ -104,6 +104,10 @@ pub struct LedgerRow {
     /// the request (e.g. `trial-cap:budget_exceeded`); empty when none.
     #[serde(default)]
     pub would_reject: Vec<String>,
+    /// Attempts at providers (retries and fallbacks included); 0 when it
+    /// reached none.
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -139,6 +139,7 @@ fn ledger_from_row(row: &PgRow) -> Result<LedgerRow, StoreError> {
         latency_ms: to_u64(get(row, "latency_ms")?, "ledger.latency_ms")?,
         error_code: get(row, "error_code")?,
         would_reject: would_reject_from(get(row, "would_reject")?)?,
+        attempts: u32::try_from(get::<i32>(row, "attempts")?).unwrap_or(0),
     })
 }
 
@@ -147,7 +148,7 @@ const KEY_COLUMNS: &str = "id, team, name, secret_hash, prefix, previous_secret_
      metadata, created_at";
 
 const LEDGER_COLUMNS: &str = "ts, request_id, key_id, team, model, provider, status, prompt_tokens, \
-     completion_tokens, cost, latency_ms, error_code, would_reject";
+     completion_tokens, cost, latency_ms, error_code, would_reject, attempts";
 
 /// The ledger batch as one array per column, for `UNNEST`.
 #[derive(Default)]
@@ -165,6 +166,7 @@ struct LedgerColumns {
     latency_ms: Vec<i64>,
     error_code: Vec<Option<String>>,
     would_reject: Vec<Option<String>>,
+    attempts: Vec<i32>,
 }
 
 impl LedgerColumns {
@@ -190,6 +192,8 @@ impl LedgerColumns {
                     .map(|e| ledger_text(e).into_owned()),
             );
             c.would_reject.push(would_reject_text(&row.would_reject)?);
+            c.attempts
+                .push(i32::try_from(row.attempts).unwrap_or(i32::MAX));
         }
         Ok(c)
     }
@@ -208,7 +212,7 @@ async fn insert_rows<'e, E: sqlx::PgExecutor<'e>>(
     let sql = format!(
         "INSERT INTO ledger ({LEDGER_COLUMNS}) \
          SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-         $7::int4[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::text[], $13::text[]) \
+         $7::int4[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::text[], $13::text[], $14::int4[]) \
          ON CONFLICT (request_id) DO NOTHING"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -225,6 +229,7 @@ async fn insert_rows<'e, E: sqlx::PgExecutor<'e>>(
         .bind(c.latency_ms)
         .bind(c.error_code)
         .bind(c.would_reject)
+        .bind(c.attempts)
         .execute(executor)
         .await
         .map_err(backend)?;

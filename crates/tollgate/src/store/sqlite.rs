@@ -174,6 +174,7 @@ fn ledger_from_row(row: &SqliteRow) -> Result<LedgerRow, StoreError> {
         latency_ms: to_u64(get(row, "latency_ms")?, "ledger.latency_ms")?,
         error_code: get(row, "error_code")?,
         would_reject: would_reject_from(get(row, "would_reject")?)?,
+        attempts: u32::try_from(get::<i64>(row, "attempts")?).unwrap_or(0),
     })
 }
 
@@ -193,7 +194,7 @@ const KEY_COLUMNS: &str = "id, team, name, secret_hash, prefix, previous_secret_
      metadata, created_at";
 
 const LEDGER_COLUMNS: &str = "ts, request_id, key_id, team, model, provider, status, prompt_tokens, \
-     completion_tokens, cost, latency_ms, error_code, would_reject";
+     completion_tokens, cost, latency_ms, error_code, would_reject, attempts";
 
 impl SqliteStore {
     /// Writes a ledger batch and, when given, its writer's mark in one
@@ -237,7 +238,8 @@ impl SqliteStore {
                     .push_bind(v.cost)
                     .push_bind(v.latency_ms)
                     .push_bind(v.row.error_code.as_deref().map(ledger_text))
-                    .push_bind(v.would_reject.as_deref());
+                    .push_bind(v.would_reject.as_deref())
+                    .push_bind(i64::from(v.row.attempts));
             });
             // A retry after an ambiguous failure must not bill twice.
             qb.push(" ON CONFLICT (request_id) DO NOTHING");

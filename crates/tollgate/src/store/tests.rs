@@ -79,6 +79,7 @@ fn ledger_row(
         latency_ms: 12,
         error_code: None,
         would_reject: Vec::new(),
+        attempts: 0,
     }
 }
 

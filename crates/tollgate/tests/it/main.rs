@@ -19,6 +19,7 @@ mod ledger;
 mod limits;
 mod openapi_fuzz;
 mod process;
+mod routing;
 mod scaleout;
 mod sdk;
 mod shadow;

@@ -227,7 +227,12 @@ async fn server_errors_and_garbage_are_failures() {
         .await
         .err()
         .unwrap();
-    assert!(matches!(err, ProviderError::Failed { .. }), "{err:?}");
+    // A 503 is a refusal: nothing generated, billed nothing, retryable.
+    assert!(
+        matches!(err, ProviderError::Refused { status, .. } if status == 503),
+        "{err:?}"
+    );
+    assert!(!err.may_have_billed());
     assert!(err.to_string().contains("503"), "{err}");
     assert!(err.to_string().contains("overloaded"), "{err}");
     assert_no_key(&err);

@@ -49,6 +49,7 @@ fn row(request_id: &str, cost: u64) -> LedgerRow {
         latency_ms: 12,
         error_code: None,
         would_reject: vec![],
+        attempts: 0,
     }
 }
 
