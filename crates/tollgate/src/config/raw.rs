@@ -104,6 +104,7 @@ pub(crate) struct RawConfig {
     pub teams: Option<Vec<Spanned<RawTeam>>>,
     pub defaults: Option<Spanned<RawDefaults>>,
     pub alerts: Option<Spanned<RawAlerts>>,
+    pub telemetry: Option<Spanned<RawTelemetry>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +197,14 @@ pub(crate) struct RawDefaults {
 pub(crate) struct RawAlerts {
     pub webhook_url: Option<Text>,
     pub thresholds: Option<Vec<Value>>,
+    pub format: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelemetry {
+    pub otlp_endpoint: Option<Text>,
+    pub service_name: Option<Text>,
 }
 
 /// The keys each raw struct accepts, in declaration order. Serde enforces
@@ -221,6 +230,7 @@ pub(crate) mod keys {
         "teams",
         "defaults",
         "alerts",
+        "telemetry",
     ];
     pub(crate) const PROVIDER: &[&str] = &[
         "name",
@@ -255,7 +265,8 @@ pub(crate) mod keys {
     ];
     pub(crate) const TEAM: &[&str] = &["id", "policies", "models"];
     pub(crate) const DEFAULTS: &[&str] = &["policies"];
-    pub(crate) const ALERTS: &[&str] = &["webhook_url", "thresholds"];
+    pub(crate) const ALERTS: &[&str] = &["webhook_url", "thresholds", "format"];
+    pub(crate) const TELEMETRY: &[&str] = &["otlp_endpoint", "service_name"];
 }
 
 /// Parses the YAML text. Serde stops at the first shape error (unknown key,
@@ -366,5 +377,6 @@ mod tests {
         check::<RawTeam>(keys::TEAM);
         check::<RawDefaults>(keys::DEFAULTS);
         check::<RawAlerts>(keys::ALERTS);
+        check::<RawTelemetry>(keys::TELEMETRY);
     }
 }

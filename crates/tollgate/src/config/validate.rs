@@ -16,6 +16,8 @@ use super::prices::builtin_price;
 use super::raw::*;
 use crate::types::{NanoUsd, Period, Price, Secret};
 
+mod telemetry;
+
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 pub(crate) const DEFAULT_STORE: &str = "sqlite://tollgate.db";
 pub(crate) const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(600);
@@ -479,6 +481,7 @@ impl<'e> Validator<'e> {
             None => Some(Defaults::default()),
         };
         let alerts = raw.alerts.as_ref().map(|a| self.alerts(a));
+        let telemetry = raw.telemetry.as_ref().map(|t| self.telemetry(t));
 
         let providers = providers?;
         let mut models = models?;
@@ -503,6 +506,7 @@ impl<'e> Validator<'e> {
             teams: teams?,
             defaults: defaults?,
             alerts: present(alerts)?,
+            telemetry: present(telemetry)?,
         })
     }
 
@@ -1169,9 +1173,18 @@ impl<'e> Validator<'e> {
                 ok.then_some(out)
             }
         };
+        let format = match &raw.format {
+            None => Some(AlertFormat::default()),
+            Some(t) => self.one_of(
+                t,
+                "alerts.format",
+                &[("json", AlertFormat::Json), ("slack", AlertFormat::Slack)],
+            ),
+        };
         Some(AlertsConfig {
             webhook_url: url?,
             thresholds: thresholds?,
+            format: format?,
         })
     }
 }

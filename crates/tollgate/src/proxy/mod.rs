@@ -8,6 +8,7 @@ mod forward;
 mod models;
 mod pipeline;
 mod stream;
+mod traced;
 mod validate;
 
 use axum::Router;

@@ -6,6 +6,7 @@
 mod common;
 
 mod adversarial;
+mod alert_delivery;
 mod budget;
 mod cache_prices;
 mod counter_loss;
@@ -17,6 +18,7 @@ mod infra;
 mod keys;
 mod ledger;
 mod limits;
+mod observability;
 mod process;
 mod scaleout;
 mod sdk;
