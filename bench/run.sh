@@ -9,6 +9,8 @@
 #                        policy        budget + rate limit + loop guard + model access on the key
 #                                      and its team, counters: memory
 #                        policy-redis  the same with counters: redis://127.0.0.1:6379
+#                        plain-otlp    plain, with span export on (`telemetry.otlp_endpoint`) to a
+#                                      local OTLP/HTTP sink run.sh starts (python3)
 #   --no-build         use the binaries already built
 #   --quick            short loads: checks the script, not the numbers
 # Environment knobs:
@@ -39,7 +41,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 for s in ${SCENARIOS//,/ }; do
-  case "$s" in plain|policy|policy-redis) ;; *) echo "run.sh: unknown scenario \`$s\` (plain, policy, policy-redis)" >&2; exit 2 ;; esac
+  case "$s" in plain|policy|policy-redis|plain-otlp) ;; *) echo "run.sh: unknown scenario \`$s\` (plain, policy, policy-redis, plain-otlp)" >&2; exit 2 ;; esac
 done
 
 if [[ $QUICK == 1 ]]; then
@@ -195,7 +197,7 @@ echo "{\"name\": \"direct\", \"peak_rss_kib\": $(peak_rss_kib "$MOCK_PID")}" >"$
 
 # ---- the gateway, one process per scenario ---------------------------------------------------
 write_config() {
-  local file="$1" port="$2" counters="$3"
+  local file="$1" port="$2" counters="$3" telemetry="${4:-}"
   cat >"$file" <<YAML
 listen: 127.0.0.1:$port
 admin_key: \${TOLLGATE_ADMIN_KEY}
@@ -235,22 +237,42 @@ teams:
     policies: []
   - id: bench-policy
     policies: [bench-budget, bench-rate, bench-loop, bench-models]
+$telemetry
 YAML
 }
 
+# otlp_sink PORT: an OTLP/HTTP collector that accepts every export and keeps nothing.
+otlp_sink() {
+  python3 - "$1" <<'PY' &
+import http.server, sys
+class Sink(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+PY
+  PIDS+=("$!")
+}
+
 run_gateway_scenario() {
-  local scenario="$1" counters="memory" team="bench-plain" dir port url pid key plain_key
+  local scenario="$1" counters="memory" team="bench-plain" dir port url pid key plain_key telemetry="" sink
   local -a key_args=()
   case "$scenario" in
     policy) team="bench-policy" ;;
     policy-redis) team="bench-policy"; counters="$REDIS_URL" ;;
+    plain-otlp) sink="$(free_port)"; otlp_sink "$sink"; telemetry="telemetry: { otlp_endpoint: 'http://127.0.0.1:$sink' }" ;;
   esac
   if [[ $team == bench-policy ]]; then
     key_args=(--models gpt-4o-mini --budget-usd 1000000 --period daily --rpm 1000000000 --tpm 1000000000000)
   fi
   dir="$OUT/gw-$scenario"; mkdir -p "$dir"
   port="$(free_port)"; url="http://127.0.0.1:$port"
-  write_config "$dir/tollgate.yaml" "$port" "$counters"
+  write_config "$dir/tollgate.yaml" "$port" "$counters" "$telemetry"
   (cd "$dir" && TOLLGATE_ADMIN_KEY="$ADMIN_KEY" BENCH_UPSTREAM_KEY="$UPSTREAM_KEY" \
      exec "$BIN/tollgate" serve --config "$dir/tollgate.yaml" >"$dir/gateway.log" 2>&1) &
   pid=$!; PIDS+=("$pid")
@@ -295,7 +317,7 @@ for f in sorted(glob.glob(os.path.join(out, "*.json"))):
         budget[d["name"]] = d
     else:
         runs.setdefault(d["name"], {})[d["scenario"]] = d
-names = ["direct"] + [n for n in ("plain", "policy", "policy-redis") if n in runs]
+names = ["direct"] + [n for n in ("plain", "plain-otlp", "policy", "policy-redis") if n in runs]
 def lat(r, q): return r["latency_us"][q] if r.get("latency_us") else None
 def us(v): return "–" if v is None else f"{v}"
 def msf(v): return "–" if v is None else f"{v / 1000:.2f}"

@@ -14,7 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt as _;
 use http::HeaderValue;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +31,7 @@ use crate::shard::Shards;
 use crate::state::{AppState, Runtime, SharedState};
 use crate::store::ledger::{LedgerHandle, LedgerOptions, LedgerWriter};
 use crate::store::{self as store_mod, Journal, Store, journal};
+use crate::telemetry::histograms;
 use crate::types::{Clock, SystemClock};
 use crate::{admin, proxy, telemetry};
 
@@ -121,7 +122,7 @@ async fn not_found(req: Request) -> Response {
 fn metrics_handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+        .get_or_init(|| match histograms::builder().install_recorder() {
             Ok(h) => Some(h),
             Err(e) => {
                 tracing::warn!(error = %e, "no Prometheus recorder: /metrics disabled");
@@ -263,6 +264,7 @@ pub async fn build_state(
         // what must fail closed, and they do in the counters.
         tracing::warn!(error = %e, "cannot share circuit breakers through Redis; each replica decides alone");
     }
+    let config_telemetry = config.telemetry.clone();
     Ok(Arc::new(AppState {
         runtime: ArcSwap::from_pointee(runtime(config, &http, registry)),
         store,
@@ -278,12 +280,13 @@ pub async fn build_state(
         tasks: TaskTracker::new(),
         busy_poll,
         metrics: metrics_handle(),
+        tracer: telemetry::otlp::start(config_telemetry.as_ref()),
     }))
 }
 
 /// Re-reads the config file and swaps it in; on any problem the running
-/// config stays in force. Listen addresses, store and counters are fixed at
-/// start and need a restart to change.
+/// config stays in force. Listen addresses, store, counters and telemetry
+/// are fixed at start and need a restart to change.
 pub fn reload(state: &AppState) -> Result<(), String> {
     let Some(path) = &state.config_path else {
         return Err("running on the embedded defaults: there is no config file to reload".into());
@@ -328,6 +331,9 @@ impl Gateway {
             tracing::warn!("drain timeout: some settlements did not finish");
         }
         self.state.ledger.shutdown().await;
+        if let Some(tracer) = &self.state.tracer {
+            tracer.flush(SPAN_FLUSH).await;
+        }
         self.state.journal.retire(drained && settled);
         self.release.cancel();
     }
@@ -407,7 +413,10 @@ pub async fn start(
     })
 }
 
-/// How often histogram samples are folded into their summaries.
+/// How long a shutdown waits for queued spans to reach the collector.
+const SPAN_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How often histogram samples are folded into their buckets.
 const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `install_recorder` leaves upkeep to its caller: without it every

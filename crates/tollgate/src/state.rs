@@ -51,6 +51,8 @@ pub struct AppState {
     pub busy_poll: Arc<crate::busy_poll::BusyPoll>,
     /// Renders `/metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Span export (`telemetry:`); `None`: no span is built.
+    pub tracer: Option<Arc<crate::telemetry::otlp::Exporter>>,
 }
 
 pub type SharedState = Arc<AppState>;

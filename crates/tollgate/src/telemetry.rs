@@ -1,7 +1,15 @@
 //! Logging setup. Logs go to stderr, as text or JSON (`--log-format json`);
 //! `TOLLGATE_LOG` takes an `EnvFilter` directive (default `info`). One line
 //! per request is written by the proxy with the request id, key id, team,
-//! model, provider, status, latency and cost — never a key or a prompt.
+//! model, provider, status, latency and cost — never a key or a prompt
+//! (and the trace id when trace export is on).
+//!
+//! Its submodules own the rest of what operators' tools read: the buckets
+//! of `/metrics`' histograms, and spans exported over OTLP.
+
+pub(crate) mod histograms;
+pub mod otlp;
+pub(crate) mod spans;
 
 use std::io::IsTerminal;
 

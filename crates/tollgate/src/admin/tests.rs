@@ -98,6 +98,7 @@ fn test_config() -> Config {
         }],
         defaults: Defaults::default(),
         alerts: None,
+        telemetry: None,
     }
 }
 
@@ -149,6 +150,7 @@ async fn harness_with(
         tasks: tokio_util::task::TaskTracker::new(),
         busy_poll: crate::busy_poll::BusyPoll::new(std::time::Duration::ZERO, 1),
         metrics: None,
+        tracer: None,
     });
     Harness { state, clock }
 }

@@ -117,5 +117,6 @@ pub fn embedded_default(env: &dyn Fn(&str) -> Option<String>) -> Config {
         }],
         defaults: Defaults::default(),
         alerts: None,
+        telemetry: None,
     }
 }

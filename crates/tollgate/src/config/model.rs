@@ -39,6 +39,8 @@ pub struct Config {
     pub alerts: Option<AlertsConfig>,
     /// Retries, backoff and circuit breaking (`routing:`).
     pub routing: super::RoutingConfig,
+    /// `telemetry:`; `None`: no trace export, and no span is built.
+    pub telemetry: Option<TelemetryConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +201,27 @@ pub struct AlertsConfig {
     pub webhook_url: String,
     /// Fractions of a budget's limit, e.g. `[0.5, 0.8, 1.0]`.
     pub thresholds: Vec<f64>,
+    pub format: AlertFormat,
+}
+
+/// The shape of an alert webhook's body (`alerts.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlertFormat {
+    /// The structured event (`policy::alerts::AlertEvent`).
+    #[default]
+    Json,
+    /// `{"text": "..."}`, what Slack and Teams incoming webhooks take.
+    Slack,
+}
+
+/// Trace export over OTLP/HTTP (`telemetry:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// The collector's base URL, e.g. `http://127.0.0.1:4318`; spans go to
+    /// `{otlp_endpoint}/v1/traces`.
+    pub otlp_endpoint: String,
+    /// The `service.name` resource attribute (default `tollgate`).
+    pub service_name: String,
 }
 
 impl Config {

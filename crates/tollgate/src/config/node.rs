@@ -147,6 +147,7 @@ enum Shape {
     Defaults,
     Alerts,
     Routing,
+    Telemetry,
 }
 
 impl Shape {
@@ -163,6 +164,7 @@ impl Shape {
             Shape::Defaults => keys::DEFAULTS,
             Shape::Alerts => keys::ALERTS,
             Shape::Routing => keys::ROUTING,
+            Shape::Telemetry => keys::TELEMETRY,
         }
     }
 
@@ -176,6 +178,7 @@ impl Shape {
             (Shape::Top, "defaults") => (Shape::Defaults, false),
             (Shape::Top, "alerts") => (Shape::Alerts, false),
             (Shape::Top, "routing") => (Shape::Routing, false),
+            (Shape::Top, "telemetry") => (Shape::Telemetry, false),
             (Shape::Model, "targets") => (Shape::Target, true),
             (Shape::Model, "price") => (Shape::Price, false),
             (Shape::Policy, "config") => (Shape::PolicyConfig, false),

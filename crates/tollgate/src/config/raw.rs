@@ -105,6 +105,7 @@ pub(crate) struct RawConfig {
     pub defaults: Option<Spanned<RawDefaults>>,
     pub alerts: Option<Spanned<RawAlerts>>,
     pub routing: Option<Spanned<RawRouting>>,
+    pub telemetry: Option<Spanned<RawTelemetry>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +199,14 @@ pub(crate) struct RawDefaults {
 pub(crate) struct RawAlerts {
     pub webhook_url: Option<Text>,
     pub thresholds: Option<Vec<Value>>,
+    pub format: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelemetry {
+    pub otlp_endpoint: Option<Text>,
+    pub service_name: Option<Text>,
 }
 
 /// `routing:`, the retry, failover and circuit-breaker defaults (SPEC §8).
@@ -235,6 +244,7 @@ pub(crate) mod keys {
         "defaults",
         "alerts",
         "routing",
+        "telemetry",
     ];
     pub(crate) const PROVIDER: &[&str] = &[
         "name",
@@ -270,7 +280,7 @@ pub(crate) mod keys {
     ];
     pub(crate) const TEAM: &[&str] = &["id", "policies", "models"];
     pub(crate) const DEFAULTS: &[&str] = &["policies"];
-    pub(crate) const ALERTS: &[&str] = &["webhook_url", "thresholds"];
+    pub(crate) const ALERTS: &[&str] = &["webhook_url", "thresholds", "format"];
     pub(crate) const ROUTING: &[&str] = &[
         "retries",
         "backoff_ms",
@@ -278,6 +288,7 @@ pub(crate) mod keys {
         "failures_to_trip",
         "cooldown_s",
     ];
+    pub(crate) const TELEMETRY: &[&str] = &["otlp_endpoint", "service_name"];
 }
 
 /// Parses the YAML text. Serde stops at the first shape error (unknown key,
@@ -389,5 +400,6 @@ mod tests {
         check::<RawDefaults>(keys::DEFAULTS);
         check::<RawAlerts>(keys::ALERTS);
         check::<RawRouting>(keys::ROUTING);
+        check::<RawTelemetry>(keys::TELEMETRY);
     }
 }

@@ -1065,7 +1065,7 @@ fn yaml_error_messages_name_the_key_path() {
     assert_eq!(
         problems("lsiten: 127.0.0.1:4000\n"),
         [
-            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts, routing"
+            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts, routing, telemetry"
         ]
     );
     assert_eq!(
@@ -1160,14 +1160,14 @@ alerts: { webhook: 'http://x' }
     assert_eq!(
         problems(text),
         [
-            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts, routing",
+            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts, routing, telemetry",
             "3: providers[0]: unknown key `timeout`; expected one of name, kind, base_url, api_key, timeout_s, api_version",
             "6: models[0].targets[0]: unknown key `modle`; expected one of provider, model, weight",
             "7: models[0].price: unknown key `input`; expected one of input_per_mtok, output_per_mtok, cached_input_per_mtok, cache_write_per_mtok, cache_write_1h_per_mtok",
             "11: policies[0].config: unknown key `actoin`; expected one of limit_usd, period, action, on_insufficient, requests_per_minute, tokens_per_minute, max_parallel, max_identical, window_seconds, on_trip, allow",
             "14: teams[0]: unknown key `budget_usd`; expected one of id, policies, models",
             "15: defaults: unknown key `polices`; expected one of policies",
-            "16: alerts: unknown key `webhook`; expected one of webhook_url, thresholds",
+            "16: alerts: unknown key `webhook`; expected one of webhook_url, thresholds, format",
         ]
     );
     // A shape error next to an unknown key: both are reported.
@@ -1175,7 +1175,7 @@ alerts: { webhook: 'http://x' }
         problems("providers: 5\nlisten_addr: x\n"),
         [
             "1: providers: expected a list (`- item` lines or `[a, b]`)",
-            "2: unknown top-level key `listen_addr`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts, routing",
+            "2: unknown top-level key `listen_addr`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts, routing, telemetry",
         ]
     );
 }

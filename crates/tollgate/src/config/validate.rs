@@ -17,6 +17,7 @@ use super::raw::*;
 use crate::types::{NanoUsd, Period, Price, Secret};
 
 mod routing;
+mod telemetry;
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 pub(crate) const DEFAULT_STORE: &str = "sqlite://tollgate.db";
@@ -482,6 +483,7 @@ impl<'e> Validator<'e> {
         };
         let alerts = raw.alerts.as_ref().map(|a| self.alerts(a));
         let routing = raw.routing.as_ref().map(|r| self.routing(r));
+        let telemetry = raw.telemetry.as_ref().map(|t| self.telemetry(t));
 
         let providers = providers?;
         let mut models = models?;
@@ -507,6 +509,7 @@ impl<'e> Validator<'e> {
             defaults: defaults?,
             alerts: present(alerts)?,
             routing: present(routing)?.unwrap_or_default(),
+            telemetry: present(telemetry)?,
         })
     }
 
@@ -1175,9 +1178,18 @@ impl<'e> Validator<'e> {
                 ok.then_some(out)
             }
         };
+        let format = match &raw.format {
+            None => Some(AlertFormat::default()),
+            Some(t) => self.one_of(
+                t,
+                "alerts.format",
+                &[("json", AlertFormat::Json), ("slack", AlertFormat::Slack)],
+            ),
+        };
         Some(AlertsConfig {
             webhook_url: url?,
             thresholds: thresholds?,
+            format: format?,
         })
     }
 }

@@ -3,7 +3,8 @@
 //! warning when full); one background task reads the budget counter, decides
 //! which thresholds were crossed (each once per counter and period), and
 //! delivers with retries on tasks of their own, so a slow webhook never
-//! holds up a request.
+//! holds up a request. The body is the JSON event, or with `alerts.format:
+//! slack` a Slack/Teams `{"text": ...}` message (`alerts/slack.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::config::AlertFormat;
 use crate::counters::Counters;
 use crate::types::{NanoUsd, Period};
 
@@ -23,11 +25,14 @@ const TRIES: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+mod slack;
+
 /// Where and when to alert, from the config in force for the request.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub webhook_url: String,
     pub thresholds: Vec<f64>,
+    pub format: AlertFormat,
 }
 
 /// One budget counter and what an alert about it says.
@@ -62,6 +67,7 @@ pub(crate) enum Job {
     /// A loop guard tripped (identical bodies or an error streak).
     Loop {
         url: String,
+        format: AlertFormat,
         team: String,
         key: String,
         policy: String,
@@ -198,11 +204,12 @@ impl Worker {
                 } => {
                     if self.first(format!("{}#blocked", budget.counter_key)) {
                         let event = budget_event("budget_blocked", &budget, None, spent, ts);
-                        self.deliver(target.webhook_url, event);
+                        self.deliver(target.webhook_url, target.format, event);
                     }
                 }
                 Job::Loop {
                     url,
+                    format,
                     team,
                     key,
                     policy,
@@ -221,7 +228,7 @@ impl Worker {
                         resets_at: Some(rfc3339(until)),
                         ts: rfc3339(ts),
                     };
-                    self.deliver(url, event);
+                    self.deliver(url, format, event);
                 }
             }
         }
@@ -260,17 +267,28 @@ impl Worker {
                     spent,
                     self.clock.now(),
                 );
-                self.deliver(target.webhook_url.clone(), event);
+                self.deliver(target.webhook_url.clone(), target.format, event);
             }
         }
     }
 
-    fn deliver(&self, url: String, event: AlertEvent) {
+    fn deliver(&self, url: String, format: AlertFormat, event: AlertEvent) {
         let http = self.http.clone();
+        let body = match format {
+            AlertFormat::Json => serde_json::to_value(&event),
+            AlertFormat::Slack => Ok(serde_json::json!({ "text": slack::text(&event) })),
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(error = %e, event = event.event, "alert cannot be encoded; alert lost");
+                return;
+            }
+        };
         tokio::spawn(async move {
             let mut backoff = FIRST_BACKOFF;
             for attempt in 1..=TRIES {
-                match http.post(&url).timeout(TIMEOUT).json(&event).send().await {
+                match http.post(&url).timeout(TIMEOUT).json(&body).send().await {
                     Ok(r) if r.status().is_success() => return,
                     Ok(r) => {
                         tracing::warn!(status = %r.status(), attempt, event = event.event, "alert webhook refused")

@@ -1034,6 +1034,7 @@ impl PolicyEngine {
         if let Some(a) = &config.alerts {
             self.alerts.send(alerts::Job::Loop {
                 url: a.webhook_url.clone(),
+                format: a.format,
                 team: team.to_owned(),
                 key: key_id.to_owned(),
                 policy: meta.named.policy.clone(),
@@ -1148,6 +1149,7 @@ fn alert_target(config: &Config) -> Option<alerts::Target> {
     Some(alerts::Target {
         webhook_url: a.webhook_url.clone(),
         thresholds: a.thresholds.clone(),
+        format: a.format,
     })
 }
 

@@ -122,6 +122,7 @@ fn config(policies: Vec<Policy>, teams: Vec<TeamConfig>, defaults: &[&str]) -> C
             policies: defaults.iter().map(|s| s.to_string()).collect(),
         },
         alerts: None,
+        telemetry: None,
     }
 }
 
@@ -1565,6 +1566,7 @@ fn with_alerts(mut cfg: Config, addr: SocketAddr) -> Config {
     cfg.alerts = Some(AlertsConfig {
         webhook_url: format!("http://{addr}/hook"),
         thresholds: vec![0.5, 0.8, 1.0],
+        format: crate::config::AlertFormat::Json,
     });
     cfg
 }

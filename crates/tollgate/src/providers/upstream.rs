@@ -152,6 +152,7 @@ pub(crate) async fn send(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<reqwest::Response, ProviderError> {
+    let request = crate::telemetry::spans::add_traceparent(request);
     let response = match tokio::time::timeout_at(deadline, request.send()).await {
         Err(_) => return Err(ctx.timeout(timeout)),
         Ok(Err(e)) => return Err(ctx.send_failed(&e)),

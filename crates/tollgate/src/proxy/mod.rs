@@ -9,6 +9,7 @@ mod forward;
 mod models;
 mod pipeline;
 mod stream;
+mod traced;
 mod validate;
 
 use axum::Router;

@@ -23,6 +23,7 @@ use crate::policy::{
 use crate::providers::{Endpoint, UpstreamResponse, Usage, translate};
 use crate::state::{Runtime, SharedState};
 use crate::store::{JournalEntry, KeyRecord, LedgerRow, TeamRecord};
+use crate::telemetry::histograms;
 use crate::types::{NanoUsd, clip};
 
 /// Which API a request came in on.
@@ -69,6 +70,7 @@ async fn run(
     reply: &tokio::sync::oneshot::Sender<Response>,
 ) -> Response {
     let started = Instant::now();
+    let trace = super::traced::begin(&state, &headers, ingress);
     let format = ingress.error_format();
     let rt = state.runtime.load_full();
     let auth = match state.keys.authenticate(&headers, state.clock.now()).await {
@@ -76,6 +78,7 @@ async fn run(
         Err(e) => {
             metrics::counter!("tollgate_rejections_total", "code" => e.code()).increment(1);
             tracing::info!(target: "tollgate::request", request_id, status = e.status().as_u16(), error_code = e.code(), "unauthenticated request");
+            super::traced::unauthenticated(trace, &request_id, e.status().as_u16(), e.code());
             return e.into_response_as(format);
         }
     };
@@ -98,6 +101,8 @@ async fn run(
         },
         started,
         upstream: Duration::ZERO,
+        first_byte: None,
+        trace,
         admitted: None,
         journal: None,
         would_reject: Vec::new(),
@@ -246,7 +251,8 @@ async fn proxy(
     };
     let upstream_started = Instant::now();
     books.forwarded = true;
-    let sent = failover::send(
+    let traceparent = books.trace.as_ref().and_then(|t| t.upstream_traceparent());
+    let send = failover::send(
         rt,
         &*books.state.clock,
         model,
@@ -258,8 +264,8 @@ async fn proxy(
         parsed.stream,
         &books.request_id,
         cap,
-    )
-    .await;
+    );
+    let sent = crate::telemetry::spans::with_upstream_traceparent(traceparent, send).await;
     books.upstream = upstream_started.elapsed();
     let answered = match sent {
         Ok(answered) => answered,
@@ -414,6 +420,10 @@ pub(super) struct Books {
     pub started: Instant,
     /// Time spent waiting for the provider's answer (its head, for streams).
     pub upstream: Duration,
+    /// Streams: arrival to the first event sent on to the client.
+    pub first_byte: Option<Duration>,
+    /// The request's span ids, when trace export is on (`proxy::traced`).
+    pub trace: Option<crate::telemetry::spans::RequestTrace>,
     pub admitted: Option<Admitted>,
     /// Set while a request that reserved budget is open (`store::journal`).
     pub journal: Option<JournalEntry>,
@@ -475,7 +485,7 @@ impl Books {
 
     /// The model as the ledger and the log line show it: a client's name
     /// for a model that is not configured is clipped.
-    fn model_text(&self) -> std::borrow::Cow<'_, str> {
+    pub(super) fn model_text(&self) -> std::borrow::Cow<'_, str> {
         match self.model_config() {
             Some(_) => std::borrow::Cow::Borrowed(&self.model),
             None => clip(&self.model),
@@ -616,6 +626,7 @@ impl Books {
         // rebuilt from, so it must not wait behind a settlement that is
         // stuck on unreachable counters.
         let latency = self.started.elapsed();
+        self.end_trace(status, usage, settled.cost, error_code);
         let row = LedgerRow {
             ts: self.at,
             request_id: self.request_id.clone(),
@@ -706,10 +717,14 @@ impl Books {
         if let Some(code) = error_code {
             metrics::counter!("tollgate_rejections_total", "code" => code.to_owned()).increment(1);
         }
-        metrics::histogram!("tollgate_request_duration_seconds", "model" => model.clone())
+        metrics::histogram!(histograms::REQUEST_DURATION, "model" => model.clone())
             .record(latency.as_secs_f64());
-        metrics::histogram!("tollgate_gateway_overhead_seconds")
+        metrics::histogram!(histograms::GATEWAY_OVERHEAD)
             .record(latency.saturating_sub(self.upstream).as_secs_f64());
+        if let Some(first) = self.first_byte {
+            metrics::histogram!(histograms::STREAM_FIRST_BYTE, "model" => model.clone())
+                .record(first.as_secs_f64());
+        }
         if usage.prompt_tokens + usage.completion_tokens > 0 {
             metrics::counter!("tollgate_tokens_total", "team" => team.clone(), "model" => model.clone(),
                 "provider" => provider.clone(), "kind" => "prompt")
@@ -735,6 +750,7 @@ impl Books {
             completion_tokens = usage.completion_tokens,
             cost_usd = %cost,
             error_code = error_code.unwrap_or(""),
+            trace_id = self.trace.as_ref().map(|t| tracing::field::display(t.trace_id())),
             "request"
         );
     }

@@ -191,6 +191,11 @@ impl Stream for Metered {
                     }
                     let out = this.encoder.data(&data);
                     if !out.is_empty() {
+                        if let Some(books) = this.books.as_mut()
+                            && books.first_byte.is_none()
+                        {
+                            books.first_byte = Some(books.started.elapsed());
+                        }
                         return Poll::Ready(Some(Ok(out)));
                     }
                 }

@@ -6,6 +6,7 @@
 mod common;
 
 mod adversarial;
+mod alert_delivery;
 mod budget;
 mod cache_prices;
 mod counter_loss;
@@ -18,6 +19,7 @@ mod keys;
 mod ledger;
 mod limits;
 mod openapi_fuzz;
+mod observability;
 mod process;
 mod routing;
 mod scaleout;
