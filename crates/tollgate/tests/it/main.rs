@@ -6,8 +6,11 @@
 mod common;
 
 mod adversarial;
+mod audit;
+mod browser;
 mod budget;
 mod cache_prices;
+mod console;
 mod counter_loss;
 mod crash;
 mod errors;
