@@ -16,6 +16,9 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
+use tollgate::store::LedgerRow;
+use tollgate::types::{KeyId, NanoUsd, TeamId};
+
 use crate::common::{ADMIN_KEY, Harness, chat_body};
 
 const CHROMEDRIVER: &str = "chromedriver";
@@ -162,18 +165,59 @@ async fn the_console_works_in_a_real_browser() {
     let Some(driver) = driver().await else {
         return;
     };
-    let tail = "policies:\n  - name: team-cap\n    type: cost-limit\n    config: { limit_usd: 0.05, period: daily }\n  - name: trial\n    type: cost-limit\n    mode: shadow\n    config: { limit_usd: 0.02, period: monthly }\nteams:\n  - id: search\n    policies: [team-cap, trial]\n  - id: t1\n";
+    let tail = "policies:\n  - name: team-cap\n    type: cost-limit\n    config: { limit_usd: 0.001, period: daily }\n  - name: trial\n    type: cost-limit\n    mode: shadow\n    config: { limit_usd: 0.02, period: monthly }\nteams:\n  - id: search\n    policies: [team-cap, trial]\n  - id: t1\n";
     let h = Harness::start(tail).await;
     // Real traffic through the gateway to the mock, so the chart has data.
     let (_, search_key) = h.key(json!({"team": "search", "name": "search-api"})).await;
     let (_, t1_key) = h.key(json!({"team": "t1", "name": "batch"})).await;
     for i in 0..4 {
         let mut body = chat_body(&format!("question {i}"));
-        body["max_tokens"] = json!(400);
+        body["max_tokens"] = json!(50);
         assert_eq!(h.chat(&search_key, &body).await.status(), 200);
     }
     assert_eq!(h.chat(&t1_key, &chat_body("hello")).await.status(), 200);
+    // Its worst case does not fit the team's cap: rejected, listed as such.
+    let mut dear = chat_body("a long answer please");
+    dear["max_tokens"] = json!(1000);
+    assert_eq!(h.chat(&search_key, &dear).await.status(), 402);
     h.ledger().await;
+    // Earlier days and hours, so the charts have a shape (the store query
+    // is the same whatever wrote the rows).
+    let now = chrono::Utc::now();
+    let mut history = Vec::new();
+    for i in 1..60i64 {
+        let (team, key) = if i % 3 == 0 {
+            ("t1", "hist-t1")
+        } else {
+            ("search", "hist-search")
+        };
+        let ago = if i < 24 {
+            chrono::TimeDelta::hours(i)
+        } else {
+            chrono::TimeDelta::days(i - 23)
+        };
+        history.push(LedgerRow {
+            ts: now - ago,
+            request_id: format!("history-{i}"),
+            key_id: KeyId::from(key),
+            team: TeamId::from(team),
+            model: if i % 4 == 0 {
+                "other-model"
+            } else {
+                "gpt-4o-mini"
+            }
+            .into(),
+            provider: "upstream".into(),
+            status: 200,
+            prompt_tokens: 20,
+            completion_tokens: 40,
+            cost: NanoUsd(20_000 + (i as u64 % 7) * 9_000),
+            latency_ms: 3,
+            error_code: None,
+            would_reject: Vec::new(),
+        });
+    }
+    h.gw().state.store.insert_ledger(&history).await.unwrap();
 
     let c = browser(&driver).await;
     let base = &h.url;
@@ -231,6 +275,14 @@ async fn the_console_works_in_a_real_browser() {
 
     // Create a key in the console; the revealed key works on the data plane.
     c.goto(&format!("{base}/ui/keys")).await.unwrap();
+    c.find(Locator::XPath(
+        "//select[@id='key-team']/option[text()='t1']",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
     c.find(Locator::Css("#key-name"))
         .await
         .unwrap()

@@ -145,10 +145,13 @@ pub(crate) fn form(body: &Bytes) -> HashMap<String, String> {
 pub(crate) fn csrf_rejected() -> Response {
     html(
         StatusCode::FORBIDDEN,
-        "<!doctype html><title>Forbidden · tollgate</title><link rel=\"stylesheet\" href=\"/ui/assets/style.css\">\
-         <main><div class=\"flash error\" id=\"flash\">This form did not come from this console session \
-         (CSRF check failed), so nothing was changed. Reload the page and try again.</div>\
-         <a href=\"/ui\">Back to the console</a></main>"
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Refused · tollgate</title>\
+         <link rel=\"stylesheet\" href=\"/ui/assets/style.css\"></head><body><div class=\"login\">\
+         <div class=\"brand\"><span class=\"logo\"></span>tollgate console</div><div class=\"card\">\
+         <h2>Request refused</h2><div class=\"flash error\" id=\"flash\">This form did not come from \
+         this console session (CSRF check failed), so nothing was changed.</div>\
+         <p>Reload the page and try again.</p><a class=\"button\" href=\"/ui\">Back to the console</a>\
+         </div></div></body></html>"
             .into(),
     )
 }

@@ -172,7 +172,11 @@ fn budget_row(b: crate::policy::BudgetReport) -> BudgetRow {
         } else {
             ""
         },
-        used_label: format!("{used:.0}% used"),
+        used_label: if used > 0.0 && used < 1.0 {
+            "<1% used".into()
+        } else {
+            format!("{used:.0}% used")
+        },
         spent_pct: format!("{spent_pct:.1}"),
         reserved_pct: format!("{reserved_pct:.1}"),
         spent: usd_f64(b.spent_usd),
