@@ -380,3 +380,46 @@ async fn tollgate_audit_prints_a_table_or_json() {
         vec![("team.create".into(), "team:from-cli".into(), 201)]
     );
 }
+
+#[tokio::test]
+async fn a_change_whose_audit_row_cannot_be_written_is_answered_500() {
+    let h = Harness::start("").await;
+    let (s, _) = crate::console::login(&h.url).await;
+    let csrf = s.csrf().await;
+    // Take the table away behind the gateway's back.
+    let db = h.dir.path().join("tollgate.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE audit_log")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (status, err) = h
+        .admin(
+            Method::POST,
+            "/admin/teams",
+            Some(json!({"id": "unaudited"})),
+        )
+        .await;
+    assert_eq!(status, 500, "{err}");
+    assert_eq!(err["error"]["code"], "internal_error");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the change was made (HTTP 201)")
+            && message.contains("audit record could not be written"),
+        "{message}"
+    );
+    // The console says so too.
+    let (status, page) = s
+        .post(
+            "/ui/teams",
+            &[("csrf", csrf.as_str()), ("id", "unaudited-ui")],
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(page.contains("audit record could not be written"), "{page}");
+    // Reads are not affected.
+    let (status, _) = h.admin(Method::GET, "/admin/teams", None).await;
+    assert_eq!(status, 200);
+}

@@ -549,3 +549,123 @@ async fn with_admin_listen_the_console_is_served_there_only() {
             .starts_with("127.0.0.1:")
     );
 }
+
+#[tokio::test]
+async fn hostile_form_fields_cookies_and_ids_change_nothing() {
+    let h = Harness::start("").await;
+    let (s, _) = login(&h.url).await;
+    let csrf = s.csrf().await;
+    // Budgets that are not money, and expiries that are not days: explained, never created.
+    let huge = "9".repeat(400);
+    for (field, value, says) in [
+        ("budget_usd", "NaN", "is not a USD amount"),
+        ("budget_usd", "-1", "is not a USD amount"),
+        ("budget_usd", "1e400", "is not a USD amount"),
+        ("budget_usd", "inf", "is not a USD amount"),
+        ("budget_usd", huge.as_str(), "is not a USD amount"),
+        ("budget_usd", "ten", "is not a USD amount"),
+        // Finite, but past what the API accepts as a budget.
+        ("budget_usd", "1e12", "must be a USD amount"),
+        ("expires_days", "99999", "is not a number of days"),
+        ("expires_days", "-1", "is not a number of days"),
+    ] {
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("team", "t1"),
+            (field, value),
+            ("period", "daily"),
+        ];
+        let (status, page) = s.post("/ui/keys", &form).await;
+        assert_eq!(status, StatusCode::OK, "{field}={value}");
+        assert!(page.contains(says), "{field}={value}: {page}");
+    }
+    let (_, keys) = h.admin(Method::GET, "/admin/keys", None).await;
+    assert_eq!(keys["data"], json!([]), "no key was created");
+
+    // Rotation grace that is not a number of seconds, or too long.
+    let (id, _) = h.key(json!({})).await;
+    for grace in ["-5", "1e9", "99999999999999999999999", "31536000"] {
+        let (_, page) = s
+            .post(
+                &format!("/ui/keys/{id}/rotate"),
+                &[("csrf", csrf.as_str()), ("grace_seconds", grace)],
+            )
+            .await;
+        assert!(page.contains("grace"), "{grace}: {page}");
+        assert!(
+            !page.contains("id=\"revealed-key\""),
+            "{grace}: rotated anyway"
+        );
+    }
+    // An id that is markup is shown as text, and nothing is revoked.
+    let (status, page) = s
+        .post(
+            "/ui/keys/%3Cscript%3Ealert(1)%3C%2Fscript%3E/revoke",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("no key with id") && !page.contains("<script>"),
+        "{page}"
+    );
+    let (_, key) = h
+        .admin(Method::GET, &format!("/admin/keys/{id}"), None)
+        .await;
+    assert_eq!(key["status"], "active");
+
+    // A form over the size limit is not read at all: no CSRF token, refused.
+    let big = "x".repeat(100 * 1024);
+    let (status, _) = s
+        .post(
+            "/ui/keys",
+            &[("csrf", csrf.as_str()), ("team", "t1"), ("name", &big)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Cookies that are not a session: several, empty, huge, odd bytes.
+    let http = client();
+    for cookie in [
+        "tollgate_session=".to_owned(),
+        "a=b; tollgate_session=zz; c=d".to_owned(),
+        format!("tollgate_session={}", "f".repeat(8000)),
+        "tollgate_session=%00%ff".to_owned(),
+        format!(
+            "{}; tollgate_session=x",
+            s.cookie.replace("tollgate_session", "other")
+        ),
+    ] {
+        let resp = http
+            .get(format!("{}/ui/keys", h.url))
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{cookie:.60}");
+    }
+    // The real session alongside other cookies still works.
+    let resp = http
+        .get(format!("{}/ui/keys", h.url))
+        .header(COOKIE, format!("theme=dark; {}; x=y", s.cookie))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_session_ends_eight_hours_after_login() {
+    use std::sync::Arc;
+    let start = chrono::DateTime::parse_from_rfc3339("2026-12-01T09:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let clock = Arc::new(tollgate::types::ManualClock::new(start));
+    let h = Harness::start_with(Default::default(), "", clock.clone()).await;
+    let (s, _) = login(&h.url).await;
+    clock.advance(chrono::TimeDelta::seconds(8 * 3600 - 1));
+    assert_eq!(s.get("/ui").await.0, StatusCode::OK);
+    clock.advance(chrono::TimeDelta::seconds(1));
+    for page in PAGES {
+        assert_eq!(s.get(page).await.0, StatusCode::SEE_OTHER, "{page}");
+    }
+}

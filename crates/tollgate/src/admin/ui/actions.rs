@@ -37,12 +37,19 @@ fn body_of(
 /// `budget_usd` typed as text in a form, as the API's number.
 fn money_field(body: &mut Map<String, Value>) -> Result<(), ApiError> {
     if let Some(Value::String(raw)) = body.get("budget_usd").cloned() {
-        let usd: f64 = raw.trim_start_matches('$').parse().map_err(|_| {
-            ApiError::invalid_param(
-                "budget_usd",
-                format!("budget `{raw}` is not a USD amount such as 25 or 0.50"),
-            )
-        })?;
+        // JSON has no NaN or infinity (serde_json would send `null`):
+        // refuse them here, with the rest of what is not money.
+        let usd = raw
+            .trim_start_matches('$')
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| {
+                ApiError::invalid_param(
+                    "budget_usd",
+                    format!("budget `{raw}` is not a USD amount of 0 or more, such as 25 or 0.50"),
+                )
+            })?;
         body.insert("budget_usd".into(), json!(usd));
     } else {
         // A period alone means nothing here: the select has a default.
