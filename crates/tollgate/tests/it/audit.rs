@@ -423,3 +423,57 @@ async fn a_change_whose_audit_row_cannot_be_written_is_answered_500() {
     let (status, _) = h.admin(Method::GET, "/admin/teams", None).await;
     assert_eq!(status, 200);
 }
+
+/// SIGHUP has no request and no credential: it is recorded as
+/// `signal:SIGHUP`, with the outcome.
+#[tokio::test]
+async fn a_reload_by_sighup_is_recorded() {
+    let mock = mock_provider::MockProvider::start(Default::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("t.db").display());
+    let yaml = crate::common::config_yaml(&mock.base_url(), &store, "");
+    let mut proc = crate::process::spawn(dir.path(), &yaml, "hup.log");
+    let http = reqwest::Client::new();
+    let audit = || async {
+        http.get(format!("{}/admin/audit?actor=signal:SIGHUP", proc.url))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let wait_for = |n: usize| async move {
+        for _ in 0..200 {
+            let log = audit().await;
+            if log["data"].as_array().unwrap().len() >= n {
+                return log;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("no SIGHUP row after 5 s");
+    };
+    crate::process::signal(&proc.child, "-HUP");
+    wait_for(1).await;
+    // A broken file: the reload is refused, and that is recorded too.
+    std::fs::write(
+        dir.path().join("tollgate.yaml"),
+        format!("{yaml}\nbogus: 1\n"),
+    )
+    .unwrap();
+    crate::process::signal(&proc.child, "-HUP");
+    let log = wait_for(2).await;
+    assert_eq!(
+        rows(&log),
+        vec![
+            ("config.reload".into(), "config".into(), 400),
+            ("config.reload".into(), "config".into(), 200),
+        ]
+    );
+    assert_eq!(log["data"][0]["source"], "signal");
+    crate::process::signal(&proc.child, "-TERM");
+    let _ = proc.child.wait();
+}
