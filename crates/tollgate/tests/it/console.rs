@@ -201,6 +201,24 @@ async fn login_sets_a_strict_http_only_session_and_logout_ends_it() {
     for page in PAGES {
         assert_eq!(s.get(page).await.0, StatusCode::SEE_OTHER, "{page}");
     }
+    // Login and logout are in the audit log under the session; the
+    // failed login is not (anyone could fill the table with those).
+    let (_, audit) = h.admin(Method::GET, "/admin/audit", None).await;
+    let session_id = s.cookie.split_once('=').unwrap().1;
+    let actor = format!("ui:{}", &session_id[..8]);
+    let rows: Vec<(&str, &str)> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["actor"].as_str().unwrap(), r["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (actor.as_str(), "session.logout"),
+            (actor.as_str(), "session.login")
+        ]
+    );
 }
 
 #[tokio::test]
@@ -245,7 +263,7 @@ async fn every_mutation_needs_the_session_csrf_token() {
             .as_array()
             .unwrap()
             .iter()
-            .all(|r| r["actor"] == "admin-key"),
+            .all(|r| r["actor"] == "admin-key" || r["action"] == "session.login"),
         "a refused form is not an audited change: {audit}"
     );
 }
@@ -353,6 +371,7 @@ async fn keys_are_created_revealed_once_rotated_and_revoked_through_forms() {
             ("key.create", "team:nope", 404),
             ("key.create", "team:t1", 400),
             ("key.create", target.as_str(), 201),
+            ("session.login", "ui", 303),
         ]
     );
     let text = audit.to_string();

@@ -180,14 +180,43 @@ async fn login_form(user: Result<UiUser, Response>) -> Response {
     render(StatusCode::OK, &LoginPage { error: None })
 }
 
+/// Records a login or logout. Failed logins go to the log only: anyone
+/// who can reach the form could otherwise grow the audit table at will.
+async fn record_session(
+    state: &SharedState,
+    s: &session::Session,
+    action: &str,
+    source: String,
+) -> Result<(), Response> {
+    let e = super::audit::entry(
+        state,
+        &s.actor(),
+        action,
+        "ui".into(),
+        source,
+        StatusCode::SEE_OTHER.as_u16(),
+        Value::Object(serde_json::Map::new()),
+    );
+    super::audit::write(state, e).await.map_err(|_| {
+        html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "<h1>Not done</h1><p>This could not be recorded in the audit log, so it was \
+             refused; the gateway's error log says why.</p>"
+                .into(),
+        )
+    })
+}
+
 async fn login(
     axum::extract::State(state): axum::extract::State<SharedState>,
     axum::Extension(sessions): axum::Extension<Arc<Sessions>>,
+    source: Source,
     body: Bytes,
 ) -> Response {
     let fields = form(&body);
     let presented = fields.get("admin_key").map(|k| k.trim()).unwrap_or("");
     if presented.is_empty() || !key::verify(presented, state.admin_key.hash()) {
+        tracing::warn!(source = %source.0, "console login with a wrong admin key");
         return render(
             StatusCode::UNAUTHORIZED,
             &LoginPage {
@@ -196,6 +225,10 @@ async fn login(
         );
     }
     let session = sessions.create(state.clock.now_ms());
+    if let Err(resp) = record_session(&state, &session, "session.login", source.0).await {
+        sessions.remove(&session.id);
+        return resp;
+    }
     let mut resp = Redirect::to("/ui").into_response();
     if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&session)) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -208,6 +241,7 @@ async fn login(
 async fn logout(
     user: UiUser,
     axum::Extension(sessions): axum::Extension<Arc<Sessions>>,
+    source: Source,
     body: Bytes,
 ) -> Response {
     if !user
@@ -217,6 +251,10 @@ async fn logout(
         return csrf_rejected();
     }
     sessions.remove(&user.session.id);
+    if let Err(resp) = record_session(&user.state, &user.session, "session.logout", source.0).await
+    {
+        return resp;
+    }
     let mut resp = Redirect::to("/ui/login").into_response();
     if let Ok(v) = HeaderValue::from_str(&session::clear_cookie()) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
