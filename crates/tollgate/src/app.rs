@@ -70,7 +70,7 @@ pub enum StartError {
 pub fn app(state: SharedState, with_admin: bool) -> Router {
     let mut router = Router::new().merge(proxy::router());
     if with_admin {
-        router = router.merge(admin::router());
+        router = router.merge(audited_admin(&state));
     }
     router
         .fallback(not_found)
@@ -81,10 +81,21 @@ pub fn app(state: SharedState, with_admin: bool) -> Router {
 
 /// What `admin_listen` serves on its own address.
 pub fn admin_app(state: SharedState) -> Router {
-    admin::router()
+    audited_admin(&state)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state)
+}
+
+/// The admin routes (and `/ui`) with the audit log's recorder around each
+/// route: every authenticated `/admin` mutation is recorded before its
+/// answer leaves (`admin::audit`). It reads the peer address that the
+/// servers put in the extensions (`ConnectInfo`).
+fn audited_admin(state: &SharedState) -> Router<SharedState> {
+    admin::router().layer(middleware::from_fn_with_state(
+        state.clone(),
+        admin::audit::record,
+    ))
 }
 
 /// The id of one request, in its extensions.
@@ -457,8 +468,11 @@ async fn serve_on(listener: TcpListener, router: Router, shutdown: CancellationT
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await });
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await });
     if let Err(e) = server.await {
         tracing::error!(error = %e, "server stopped with an error");
     }
@@ -507,9 +521,11 @@ async fn wait_for_stop(state: &AppState) {
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
             _ = hup.recv() => {
-                if let Err(e) = reload(state) {
+                let outcome = reload(state);
+                if let Err(e) = &outcome {
                     tracing::error!(error = %e, "reload on SIGHUP rejected; the previous config stays in force");
                 }
+                admin::audit::reloaded_by_signal(state, outcome.is_ok()).await;
             }
         }
     }

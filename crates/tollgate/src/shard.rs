@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -124,7 +125,15 @@ impl Shards {
                     enter(index);
                     runtime.block_on(async move {
                         tokio::spawn(busy.run(index, shutdown.clone()));
-                        let server = axum::serve(ShardListener { rx, addr }, router)
+                        // The peer address goes in each request's
+                        // extensions, for the audit log. axum derives
+                        // `ConnectInfo<SocketAddr>` for a `TapIo` listener,
+                        // so the shard's listener is wrapped in a no-op one.
+                        let listener = ShardListener { rx, addr }.tap_io(|_| {});
+                        let server = axum::serve(
+                            listener,
+                            router.into_make_service_with_connect_info::<SocketAddr>(),
+                        )
                             .with_graceful_shutdown(shutdown.cancelled_owned())
                             .into_future();
                         // `release` also ends a drain that outlived the drain timeout.

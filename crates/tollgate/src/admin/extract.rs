@@ -26,7 +26,7 @@ impl FromRequestParts<SharedState> for Admin {
 }
 
 /// No admin request needs more; anything larger is a mistake or an attack.
-const MAX_ADMIN_BODY_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_ADMIN_BODY_BYTES: usize = 1024 * 1024;
 
 /// A JSON body. An empty body reads as `{}` so that bodies whose fields are
 /// all optional (`rotate`) may be left out.

@@ -7,6 +7,7 @@
 //! admin-key check. The route table below is the single list of routes; a
 //! test holds the OpenAPI document to it.
 
+pub(crate) mod audit;
 mod common;
 mod extract;
 mod health;
@@ -17,6 +18,7 @@ mod reports;
 mod teams;
 #[cfg(test)]
 mod tests;
+pub(crate) mod ui;
 
 use axum::Router;
 use axum::routing::{self, MethodRouter};
@@ -73,14 +75,18 @@ pub(crate) fn routes() -> Vec<Route> {
         route!(false, GET, "/admin/requests", reports::requests),
         route!(false, GET, "/admin/budgets", reports::budgets),
         route!(false, POST, "/admin/reload", reports::reload),
+        route!(false, GET, "/admin/audit", audit::list),
         route!(false, GET, "/metrics", metrics::metrics),
     ]
 }
 
 /// The admin API and the health endpoints, to be merged into the app's
 /// router (on the main listener or on `admin_listen`).
+/// The operators' console (`/ui`) rides along, so it is wherever the admin
+/// API is.
 pub fn router() -> Router<SharedState> {
     routes()
         .into_iter()
         .fold(Router::new(), |r, route| r.route(route.path, route.handler))
+        .merge(ui::router())
 }

@@ -5,6 +5,7 @@
 //! never on the request path.
 
 mod codec;
+pub mod console;
 pub mod journal;
 pub mod ledger;
 mod postgres;
@@ -21,6 +22,10 @@ use serde::{Deserialize, Serialize};
 use crate::types::{KeyId, NanoUsd, Period, TeamId};
 
 pub use codec::redact_url;
+pub use console::{
+    AuditEntry, AuditQuery, AuditRow, Bucket, RequestLogQuery, SeriesPoint, SeriesQuery,
+    StatusFilter,
+};
 pub use journal::{Journal, JournalEntry};
 pub use ledger::{LedgerHandle, LedgerOptions, LedgerWriter};
 
@@ -256,4 +261,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// For `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    // The console and the audit log (`console`). Defaults refuse, so test
+    // doubles need not implement them; both engines do.
+
+    /// Appends one row to the append-only audit log.
+    async fn insert_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let _ = entry;
+        Err(unsupported("the audit log"))
+    }
+    /// Newest first.
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        let _ = query;
+        Err(unsupported("the audit log"))
+    }
+    /// Spend per team per bucket, oldest bucket first.
+    async fn spend_series(&self, query: &SeriesQuery) -> Result<Vec<SeriesPoint>, StoreError> {
+        let _ = query;
+        Err(unsupported("spend series"))
+    }
+    /// The request log filtered and paged, newest first.
+    async fn request_log(&self, query: &RequestLogQuery) -> Result<Vec<LedgerRow>, StoreError> {
+        let _ = query;
+        Err(unsupported("the request log"))
+    }
+}
+
+fn unsupported(what: &str) -> StoreError {
+    StoreError::Backend(format!("this store does not keep {what}"))
 }

@@ -279,6 +279,9 @@ impl SqliteStore {
     }
 }
 
+#[path = "sqlite_console.rs"]
+mod console;
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_team(&self, team: &TeamRecord) -> Result<(), StoreError> {
@@ -612,5 +615,27 @@ impl Store for SqliteStore {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn insert_audit(&self, entry: &super::AuditEntry) -> Result<(), StoreError> {
+        console::insert_audit(&self.pool, entry).await
+    }
+
+    async fn audit(&self, query: &super::AuditQuery) -> Result<Vec<super::AuditRow>, StoreError> {
+        console::audit(&self.pool, query).await
+    }
+
+    async fn spend_series(
+        &self,
+        query: &super::SeriesQuery,
+    ) -> Result<Vec<super::SeriesPoint>, StoreError> {
+        console::spend_series(&self.pool, query).await
+    }
+
+    async fn request_log(
+        &self,
+        query: &super::RequestLogQuery,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        console::request_log(&self.pool, query).await
     }
 }

@@ -1595,3 +1595,6 @@ async fn postgres_replicas_migrate_concurrently() {
     })
     .await;
 }
+
+#[path = "console_tests.rs"]
+mod console_tests;

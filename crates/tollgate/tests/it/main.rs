@@ -7,8 +7,11 @@ mod common;
 
 mod adversarial;
 mod alert_delivery;
+mod audit;
+mod browser;
 mod budget;
 mod cache_prices;
+mod console;
 mod counter_loss;
 mod crash;
 mod errors;
