@@ -89,6 +89,8 @@ async fn bench(url: &str, admin: Option<&sqlx::PgPool>, schema: &str) -> anyhow:
             latency_ms: 5 + n % 200,
             error_code: None,
             would_reject: Vec::new(),
+            cache: None,
+            cache_saved: Default::default(),
         });
         if batch.len() == BATCH {
             store.insert_ledger(&batch).await?;

@@ -250,6 +250,7 @@ pub async fn build_state(
         http.get().clone(),
     )
     .with_ledger(ledger.clone());
+    let cache = Arc::new(crate::cache::ResponseCache::new(&config).await);
     Ok(Arc::new(AppState {
         runtime: ArcSwap::from_pointee(runtime(config, &http)),
         store,
@@ -265,6 +266,7 @@ pub async fn build_state(
         tasks: TaskTracker::new(),
         busy_poll,
         metrics: metrics_handle(),
+        cache,
     }))
 }
 

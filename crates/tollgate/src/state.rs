@@ -49,6 +49,8 @@ pub struct AppState {
     pub busy_poll: Arc<crate::busy_poll::BusyPoll>,
     /// Renders `/metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Stored answers (SPEC §9); consulted only while `cache.enabled`.
+    pub cache: Arc<crate::cache::ResponseCache>,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -49,6 +49,10 @@ pub(crate) struct SpendView {
     prompt_tokens: u64,
     completion_tokens: u64,
     cost_usd: f64,
+    /// Requests answered from the response cache, and what they would
+    /// have cost without it.
+    cache_hits: u64,
+    saved_usd: f64,
 }
 
 impl From<SpendRow> for SpendView {
@@ -59,6 +63,8 @@ impl From<SpendRow> for SpendView {
             prompt_tokens: r.prompt_tokens,
             completion_tokens: r.completion_tokens,
             cost_usd: r.cost.as_usd(),
+            cache_hits: r.cache_hits,
+            saved_usd: r.cache_saved.as_usd(),
         }
     }
 }
@@ -79,6 +85,8 @@ pub(crate) struct RequestView {
     error_code: Option<String>,
     /// `policy:code` of each shadow policy that would have rejected it.
     would_reject: Vec<String>,
+    /// `hit`, `miss` or `skip` when the response cache applied.
+    cache: Option<String>,
 }
 
 impl From<LedgerRow> for RequestView {
@@ -97,6 +105,7 @@ impl From<LedgerRow> for RequestView {
             latency_ms: r.latency_ms,
             error_code: r.error_code,
             would_reject: r.would_reject,
+            cache: r.cache,
         }
     }
 }

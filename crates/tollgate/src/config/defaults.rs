@@ -110,8 +110,10 @@ pub fn embedded_default(env: &dyn Fn(&str) -> Option<String>) -> Config {
             id: "default".to_owned(),
             policies: Vec::new(),
             models: None,
+            cache: true,
         }],
         defaults: Defaults::default(),
         alerts: None,
+        cache: None,
     }
 }

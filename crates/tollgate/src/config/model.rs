@@ -37,6 +37,17 @@ pub struct Config {
     pub teams: Vec<TeamConfig>,
     pub defaults: Defaults,
     pub alerts: Option<AlertsConfig>,
+    /// The response cache (SPEC §9); `None`: off.
+    pub cache: Option<CacheConfig>,
+}
+
+/// `cache:` when `enabled: true`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// How long a stored answer is served.
+    pub ttl: Duration,
+    /// Bound on the answers held in process memory, in bytes.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +194,8 @@ pub struct TeamConfig {
     pub policies: Vec<String>,
     /// Model globs this team may use; `None` means every model.
     pub models: Option<Vec<String>>,
+    /// `cache: false` opts the team out of the response cache.
+    pub cache: bool,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -146,6 +146,7 @@ enum Shape {
     Team,
     Defaults,
     Alerts,
+    Cache,
 }
 
 impl Shape {
@@ -161,6 +162,7 @@ impl Shape {
             Shape::Team => keys::TEAM,
             Shape::Defaults => keys::DEFAULTS,
             Shape::Alerts => keys::ALERTS,
+            Shape::Cache => keys::CACHE,
         }
     }
 
@@ -173,6 +175,7 @@ impl Shape {
             (Shape::Top, "teams") => (Shape::Team, true),
             (Shape::Top, "defaults") => (Shape::Defaults, false),
             (Shape::Top, "alerts") => (Shape::Alerts, false),
+            (Shape::Top, "cache") => (Shape::Cache, false),
             (Shape::Model, "targets") => (Shape::Target, true),
             (Shape::Model, "price") => (Shape::Price, false),
             (Shape::Policy, "config") => (Shape::PolicyConfig, false),

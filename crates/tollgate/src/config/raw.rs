@@ -104,6 +104,7 @@ pub(crate) struct RawConfig {
     pub teams: Option<Vec<Spanned<RawTeam>>>,
     pub defaults: Option<Spanned<RawDefaults>>,
     pub alerts: Option<Spanned<RawAlerts>>,
+    pub cache: Option<Spanned<RawCache>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +184,7 @@ pub(crate) struct RawTeam {
     pub id: Option<Text>,
     pub policies: Option<Vec<Text>>,
     pub models: Option<Vec<Text>>,
+    pub cache: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +198,14 @@ pub(crate) struct RawDefaults {
 pub(crate) struct RawAlerts {
     pub webhook_url: Option<Text>,
     pub thresholds: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCache {
+    pub enabled: Option<Value>,
+    pub ttl_s: Option<Value>,
+    pub max_mib: Option<Value>,
 }
 
 /// The keys each raw struct accepts, in declaration order. Serde enforces
@@ -221,6 +231,7 @@ pub(crate) mod keys {
         "teams",
         "defaults",
         "alerts",
+        "cache",
     ];
     pub(crate) const PROVIDER: &[&str] = &[
         "name",
@@ -253,9 +264,10 @@ pub(crate) mod keys {
         "on_trip",
         "allow",
     ];
-    pub(crate) const TEAM: &[&str] = &["id", "policies", "models"];
+    pub(crate) const TEAM: &[&str] = &["id", "policies", "models", "cache"];
     pub(crate) const DEFAULTS: &[&str] = &["policies"];
     pub(crate) const ALERTS: &[&str] = &["webhook_url", "thresholds"];
+    pub(crate) const CACHE: &[&str] = &["enabled", "ttl_s", "max_mib"];
 }
 
 /// Parses the YAML text. Serde stops at the first shape error (unknown key,
@@ -366,5 +378,6 @@ mod tests {
         check::<RawTeam>(keys::TEAM);
         check::<RawDefaults>(keys::DEFAULTS);
         check::<RawAlerts>(keys::ALERTS);
+        check::<RawCache>(keys::CACHE);
     }
 }

@@ -96,6 +96,7 @@ fn team(id: &str, policies: &[&str]) -> TeamConfig {
         id: id.into(),
         policies: policies.iter().map(|s| s.to_string()).collect(),
         models: None,
+        cache: true,
     }
 }
 
@@ -120,6 +121,7 @@ fn config(policies: Vec<Policy>, teams: Vec<TeamConfig>, defaults: &[&str]) -> C
             policies: defaults.iter().map(|s| s.to_string()).collect(),
         },
         alerts: None,
+        cache: None,
     }
 }
 
@@ -444,6 +446,8 @@ async fn restart_restores_spend_from_the_ledger() {
         latency_ms: 1,
         error_code: None,
         would_reject: Vec::new(),
+        cache: None,
+        cache_saved: Default::default(),
     };
     // Yesterday's spend does not count; today's does.
     env.store
@@ -684,6 +688,8 @@ async fn a_budget_lost_mid_period_is_restored_before_the_next_admission() {
         latency_ms: 1,
         error_code: None,
         would_reject: Vec::new(),
+        cache: None,
+        cache_saved: Default::default(),
     };
     // Two requests spent and in the ledger: $0.006 of $0.01.
     for id in ["r1", "r2"] {
@@ -1918,6 +1924,8 @@ mod redis {
             latency_ms: 1,
             error_code: None,
             would_reject: Vec::new(),
+            cache: None,
+            cache_saved: Default::default(),
         };
         store.insert_ledger(&[row]).await.unwrap();
         drop(first);

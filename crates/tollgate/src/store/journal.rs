@@ -192,6 +192,8 @@ impl Admission<'_> {
             latency_ms: 0,
             error_code: Some(CRASHED.to_owned()),
             would_reject: Vec::new(),
+            cache: None,
+            cache_saved: Default::default(),
         }
     }
 }

@@ -79,6 +79,8 @@ fn ledger_row(
         latency_ms: 12,
         error_code: None,
         would_reject: Vec::new(),
+        cache: None,
+        cache_saved: Default::default(),
     }
 }
 
@@ -124,6 +126,8 @@ fn spend_row(group: &str, requests: u64, prompt: u64, completion: u64, cost: u64
         prompt_tokens: prompt,
         completion_tokens: completion,
         cost: NanoUsd(cost),
+        cache_hits: 0,
+        cache_saved: NanoUsd::ZERO,
     }
 }
 

@@ -7,6 +7,7 @@ mod common;
 
 mod adversarial;
 mod budget;
+mod cache;
 mod cache_prices;
 mod counter_loss;
 mod crash;

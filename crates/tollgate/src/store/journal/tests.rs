@@ -49,6 +49,8 @@ fn row(request_id: &str, cost: u64) -> LedgerRow {
         latency_ms: 12,
         error_code: None,
         would_reject: vec![],
+        cache: None,
+        cache_saved: Default::default(),
     }
 }
 
