@@ -408,22 +408,39 @@ async fn hits_spend_no_budget_a_key_whose_budget_fits_one_request_gets_fifty_hit
     other["max_tokens"] = json!(100);
     let (code, _, _) = error_code(h.chat(&key, &other).await).await;
     assert_eq!(code, 402);
-    // ...and the cached one is answered, fifty times, for nothing.
-    for _ in 0..50 {
+    // ...and the cached one is answered, fifty times, for nothing, half of
+    // them as streams that carry the stored call's (huge) usage.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    for _ in 0..25 {
         let resp = h.chat(&key, &body).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
         assert_eq!(resp.headers()["x-tollgate-cost-usd"], "0");
+        let resp = h.chat(&key, &streamed).await;
+        assert_eq!(
+            (resp.status().as_u16(), cache_header(&resp).as_deref()),
+            (200, Some("hit"))
+        );
+        let events = sse(resp).await;
+        assert_eq!(
+            streamed_text(&events).1.unwrap()["completion_tokens"],
+            100_000
+        );
     }
     assert_eq!(h.mock.calls(), 1);
     let rows = h.ledger().await;
     let billed: u64 = rows.iter().map(|r| r.cost.0).sum();
     assert!(billed <= 300_000, "within the budget: {billed}");
-    assert_eq!(
-        rows.iter()
-            .filter(|r| r.cache.as_deref() == Some("hit"))
-            .count(),
-        50
+    let hits: Vec<_> = rows
+        .iter()
+        .filter(|r| r.cache.as_deref() == Some("hit"))
+        .collect();
+    assert_eq!(hits.len(), 50);
+    assert!(
+        hits.iter()
+            .all(|r| r.cost.0 == 0 && r.prompt_tokens + r.completion_tokens == 0)
     );
     let (_, budgets) = h.admin(reqwest::Method::GET, "/admin/budgets", None).await;
     let b = budgets["data"]
@@ -627,4 +644,24 @@ async fn two_gateways_on_one_redis_share_hits_and_a_dead_redis_is_only_a_miss() 
     assert_eq!(mock.calls(), 2);
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test]
+async fn hits_take_no_token_allowance() {
+    let h = Harness::start(ON).await;
+    let (_, key) = h.key(json!({"tokens_per_minute": 2000})).await;
+    // The call reports far more tokens than a minute allows: the allowance is spent.
+    let mut body = chat_body("token hungry [[mock:usage=100000,100000]]");
+    body["max_tokens"] = json!(100);
+    assert_eq!(chat(&h, &key, &body).await.0, 200);
+    h.settled().await;
+    let mut other = chat_body("another one");
+    other["max_tokens"] = json!(100);
+    let (status, code, _) = error_code(h.chat(&key, &other).await).await;
+    assert_eq!((status, code.as_str()), (429, "rate_limit_exceeded"));
+    for _ in 0..5 {
+        let (status, cache, _) = chat(&h, &key, &body).await;
+        assert_eq!((status, cache.as_deref()), (200, Some("hit")));
+    }
+    assert_eq!(h.mock.calls(), 1);
 }
