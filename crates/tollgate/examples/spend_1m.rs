@@ -90,6 +90,8 @@ async fn bench(url: &str, admin: Option<&sqlx::PgPool>, schema: &str) -> anyhow:
             error_code: None,
             would_reject: Vec::new(),
             attempts: 0,
+            cache: None,
+            cache_saved: Default::default(),
         });
         if batch.len() == BATCH {
             store.insert_ledger(&batch).await?;

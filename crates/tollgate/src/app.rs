@@ -276,6 +276,7 @@ pub async fn build_state(
         tracing::warn!(error = %e, "cannot share circuit breakers through Redis; each replica decides alone");
     }
     let config_telemetry = config.telemetry.clone();
+    let cache = Arc::new(crate::cache::ResponseCache::new(&config).await);
     Ok(Arc::new(AppState {
         runtime: ArcSwap::from_pointee(runtime(config, &http, registry)),
         store,
@@ -292,6 +293,7 @@ pub async fn build_state(
         busy_poll,
         metrics: metrics_handle(),
         tracer: telemetry::otlp::start(config_telemetry.as_ref()),
+        cache,
     }))
 }
 

@@ -53,6 +53,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Span export (`telemetry:`); `None`: no span is built.
     pub tracer: Option<Arc<crate::telemetry::otlp::Exporter>>,
+    /// Stored answers (SPEC §9); consulted only while `cache.enabled`.
+    pub cache: Arc<crate::cache::ResponseCache>,
 }
 
 pub type SharedState = Arc<AppState>;

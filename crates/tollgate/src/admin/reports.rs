@@ -49,6 +49,10 @@ pub(crate) struct SpendView {
     prompt_tokens: u64,
     completion_tokens: u64,
     cost_usd: f64,
+    /// Requests answered from the response cache, and what they would
+    /// have cost without it.
+    cache_hits: u64,
+    saved_usd: f64,
 }
 
 impl From<SpendRow> for SpendView {
@@ -59,6 +63,8 @@ impl From<SpendRow> for SpendView {
             prompt_tokens: r.prompt_tokens,
             completion_tokens: r.completion_tokens,
             cost_usd: r.cost.as_usd(),
+            cache_hits: r.cache_hits,
+            saved_usd: r.cache_saved.as_usd(),
         }
     }
 }
@@ -81,6 +87,8 @@ pub(crate) struct RequestView {
     would_reject: Vec<String>,
     /// Attempts at providers, retries and fallbacks included.
     attempts: u32,
+    /// `hit`, `miss` or `skip` when the response cache applied.
+    cache: Option<String>,
 }
 
 impl From<LedgerRow> for RequestView {
@@ -100,6 +108,7 @@ impl From<LedgerRow> for RequestView {
             error_code: r.error_code,
             would_reject: r.would_reject,
             attempts: r.attempts,
+            cache: r.cache,
         }
     }
 }

@@ -95,10 +95,12 @@ fn test_config() -> Config {
             id: "search".into(),
             policies: vec!["daily-budget-cap".into()],
             models: None,
+            cache: true,
         }],
         defaults: Defaults::default(),
         alerts: None,
         telemetry: None,
+        cache: None,
     }
 }
 
@@ -151,6 +153,7 @@ async fn harness_with(
         busy_poll: crate::busy_poll::BusyPoll::new(std::time::Duration::ZERO, 1),
         metrics: None,
         tracer: None,
+        cache: Arc::new(crate::cache::ResponseCache::new(&test_config()).await),
     });
     Harness { state, clock }
 }
@@ -791,6 +794,8 @@ fn ledger_row(team: &str, model: &str, ts: DateTime<Utc>, cost_usd: f64) -> Ledg
         error_code: None,
         would_reject: Vec::new(),
         attempts: 0,
+        cache: None,
+        cache_saved: Default::default(),
     }
 }
 
@@ -811,8 +816,10 @@ async fn spend_groups_and_validates_its_parameters() {
     assert_eq!(
         body,
         json!({"data": [
-            {"group": "ml", "requests": 1, "prompt_tokens": 10, "completion_tokens": 5, "cost_usd": 2.0},
-            {"group": "search", "requests": 2, "prompt_tokens": 20, "completion_tokens": 10, "cost_usd": 1.75},
+            {"group": "ml", "requests": 1, "prompt_tokens": 10, "completion_tokens": 5, "cost_usd": 2.0,
+             "cache_hits": 0, "saved_usd": 0.0},
+            {"group": "search", "requests": 2, "prompt_tokens": 20, "completion_tokens": 10, "cost_usd": 1.75,
+             "cache_hits": 0, "saved_usd": 0.0},
         ]})
     );
     // A day as `to` includes that whole day.
@@ -825,7 +832,8 @@ async fn spend_groups_and_validates_its_parameters() {
         .await;
     assert_eq!(
         body["data"],
-        json!([{"group": "total", "requests": 1, "prompt_tokens": 10, "completion_tokens": 5, "cost_usd": 1.25}])
+        json!([{"group": "total", "requests": 1, "prompt_tokens": 10, "completion_tokens": 5, "cost_usd": 1.25,
+            "cache_hits": 0, "saved_usd": 0.0}])
     );
     let (_, body) = h
         .admin(

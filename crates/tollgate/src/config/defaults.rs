@@ -114,9 +114,11 @@ pub fn embedded_default(env: &dyn Fn(&str) -> Option<String>) -> Config {
             id: "default".to_owned(),
             policies: Vec::new(),
             models: None,
+            cache: true,
         }],
         defaults: Defaults::default(),
         alerts: None,
         telemetry: None,
+        cache: None,
     }
 }

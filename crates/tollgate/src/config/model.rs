@@ -41,6 +41,17 @@ pub struct Config {
     pub routing: super::RoutingConfig,
     /// `telemetry:`; `None`: no trace export, and no span is built.
     pub telemetry: Option<TelemetryConfig>,
+    /// The response cache (SPEC §9); `None`: off.
+    pub cache: Option<CacheConfig>,
+}
+
+/// `cache:` when `enabled: true`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// How long a stored answer is served.
+    pub ttl: Duration,
+    /// Bound on the answers held in process memory, in bytes.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +199,8 @@ pub struct TeamConfig {
     pub policies: Vec<String>,
     /// Model globs this team may use; `None` means every model.
     pub models: Option<Vec<String>>,
+    /// `cache: false` opts the team out of the response cache.
+    pub cache: bool,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -148,6 +148,7 @@ enum Shape {
     Alerts,
     Routing,
     Telemetry,
+    Cache,
 }
 
 impl Shape {
@@ -165,6 +166,7 @@ impl Shape {
             Shape::Alerts => keys::ALERTS,
             Shape::Routing => keys::ROUTING,
             Shape::Telemetry => keys::TELEMETRY,
+            Shape::Cache => keys::CACHE,
         }
     }
 
@@ -179,6 +181,7 @@ impl Shape {
             (Shape::Top, "alerts") => (Shape::Alerts, false),
             (Shape::Top, "routing") => (Shape::Routing, false),
             (Shape::Top, "telemetry") => (Shape::Telemetry, false),
+            (Shape::Top, "cache") => (Shape::Cache, false),
             (Shape::Model, "targets") => (Shape::Target, true),
             (Shape::Model, "price") => (Shape::Price, false),
             (Shape::Policy, "config") => (Shape::PolicyConfig, false),

@@ -106,6 +106,7 @@ pub(crate) struct RawConfig {
     pub alerts: Option<Spanned<RawAlerts>>,
     pub routing: Option<Spanned<RawRouting>>,
     pub telemetry: Option<Spanned<RawTelemetry>>,
+    pub cache: Option<Spanned<RawCache>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +187,7 @@ pub(crate) struct RawTeam {
     pub id: Option<Text>,
     pub policies: Option<Vec<Text>>,
     pub models: Option<Vec<Text>>,
+    pub cache: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,6 +222,14 @@ pub(crate) struct RawRouting {
     pub cooldown_s: Option<Value>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCache {
+    pub enabled: Option<Value>,
+    pub ttl_s: Option<Value>,
+    pub max_mib: Option<Value>,
+}
+
 /// The keys each raw struct accepts, in declaration order. Serde enforces
 /// them one error at a time; [`super::node::unknown_keys`] uses these lists
 /// to report every unknown key at once. The test `key_lists_match_the_structs`
@@ -245,6 +255,7 @@ pub(crate) mod keys {
         "alerts",
         "routing",
         "telemetry",
+        "cache",
     ];
     pub(crate) const PROVIDER: &[&str] = &[
         "name",
@@ -278,7 +289,7 @@ pub(crate) mod keys {
         "on_trip",
         "allow",
     ];
-    pub(crate) const TEAM: &[&str] = &["id", "policies", "models"];
+    pub(crate) const TEAM: &[&str] = &["id", "policies", "models", "cache"];
     pub(crate) const DEFAULTS: &[&str] = &["policies"];
     pub(crate) const ALERTS: &[&str] = &["webhook_url", "thresholds", "format"];
     pub(crate) const ROUTING: &[&str] = &[
@@ -289,6 +300,7 @@ pub(crate) mod keys {
         "cooldown_s",
     ];
     pub(crate) const TELEMETRY: &[&str] = &["otlp_endpoint", "service_name"];
+    pub(crate) const CACHE: &[&str] = &["enabled", "ttl_s", "max_mib"];
 }
 
 /// Parses the YAML text. Serde stops at the first shape error (unknown key,
@@ -401,5 +413,6 @@ mod tests {
         check::<RawAlerts>(keys::ALERTS);
         check::<RawRouting>(keys::ROUTING);
         check::<RawTelemetry>(keys::TELEMETRY);
+        check::<RawCache>(keys::CACHE);
     }
 }

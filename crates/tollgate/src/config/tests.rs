@@ -1065,7 +1065,7 @@ fn yaml_error_messages_name_the_key_path() {
     assert_eq!(
         problems("lsiten: 127.0.0.1:4000\n"),
         [
-            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts, routing, telemetry"
+            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts, routing, telemetry, cache"
         ]
     );
     assert_eq!(
@@ -1160,12 +1160,12 @@ alerts: { webhook: 'http://x' }
     assert_eq!(
         problems(text),
         [
-            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts, routing, telemetry",
+            "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts, routing, telemetry, cache",
             "3: providers[0]: unknown key `timeout`; expected one of name, kind, base_url, api_key, timeout_s, api_version",
             "6: models[0].targets[0]: unknown key `modle`; expected one of provider, model, weight",
             "7: models[0].price: unknown key `input`; expected one of input_per_mtok, output_per_mtok, cached_input_per_mtok, cache_write_per_mtok, cache_write_1h_per_mtok",
             "11: policies[0].config: unknown key `actoin`; expected one of limit_usd, period, action, on_insufficient, requests_per_minute, tokens_per_minute, max_parallel, max_identical, window_seconds, on_trip, allow",
-            "14: teams[0]: unknown key `budget_usd`; expected one of id, policies, models",
+            "14: teams[0]: unknown key `budget_usd`; expected one of id, policies, models, cache",
             "15: defaults: unknown key `polices`; expected one of policies",
             "16: alerts: unknown key `webhook`; expected one of webhook_url, thresholds, format",
         ]
@@ -1175,7 +1175,74 @@ alerts: { webhook: 'http://x' }
         problems("providers: 5\nlisten_addr: x\n"),
         [
             "1: providers: expected a list (`- item` lines or `[a, b]`)",
-            "2: unknown top-level key `listen_addr`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts, routing, telemetry",
+            "2: unknown top-level key `listen_addr`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts, routing, telemetry, cache",
         ]
+    );
+}
+
+#[test]
+fn the_response_cache_is_off_unless_enabled_and_defaults_to_300_s_and_64_mib() {
+    let load = |text: &str| load_str(text, "t.yaml", &no_env).unwrap();
+    assert_eq!(load("listen: 127.0.0.1:4000\n").cache, None);
+    assert_eq!(load("cache: { enabled: false, ttl_s: 10 }\n").cache, None);
+    assert_eq!(load("cache: {}\n").cache, None);
+    assert_eq!(
+        load("cache: { enabled: true }\n").cache,
+        Some(CacheConfig {
+            ttl: Duration::from_secs(300),
+            max_bytes: 64 * 1024 * 1024,
+        })
+    );
+    assert_eq!(
+        load("cache:\n  enabled: \"true\"\n  ttl_s: 5\n  max_mib: 2\n").cache,
+        Some(CacheConfig {
+            ttl: Duration::from_secs(5),
+            max_bytes: 2 * 1024 * 1024,
+        })
+    );
+    let teams = load("teams:\n  - id: a\n    cache: false\n  - id: b\n").teams;
+    assert_eq!((teams[0].cache, teams[1].cache), (false, true));
+}
+
+#[test]
+fn cache_settings_are_checked_with_their_lines() {
+    assert_problem(
+        "cache:\n  enabled: yes please\n",
+        "2: cache.enabled: `yes please` is not `true` or `false`",
+    );
+    assert_problem(
+        "cache:\n  enabled: true\n  ttl_s: 0\n",
+        "3: cache.ttl_s: `0` is below the minimum of 1",
+    );
+    assert_problem(
+        "cache:\n  enabled: true\n  ttl_s: 99999999\n",
+        "3: cache.ttl_s: `99999999` is above the maximum of 2592000 (30 days)",
+    );
+    assert_problem(
+        "cache:\n  enabled: true\n  max_mib: 1.5\n",
+        "3: cache.max_mib: `1.5` is not a whole number",
+    );
+    assert_problem(
+        "cache:\n  enabled: true\n  max_mib: -1\n",
+        "3: cache.max_mib: `-1` is below the minimum of 1",
+    );
+    assert_problem(
+        "teams:\n  - id: a\n    cache: sometimes\n",
+        "3: teams[0].cache: `sometimes` is not `true` or `false`",
+    );
+    // A typo must not silently leave the cache off (or on).
+    let found = problems("cache:\n  enabled: true\n  ttl: 5\n");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("3: ") && p.contains("`ttl`")),
+        "{found:?}"
+    );
+    let found = problems("teams:\n  - id: a\n    caching: false\n");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("3: ") && p.contains("`caching`")),
+        "{found:?}"
     );
 }

@@ -34,6 +34,11 @@ pub(crate) const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
 /// latency dominates and spinning only burns CPU.
 const MAX_BUSY_POLL_US: u64 = 10_000;
 const DEFAULT_THRESHOLDS: [f64; 3] = [0.5, 0.8, 1.0];
+/// `cache.ttl_s` and `cache.max_mib` when `cache.enabled` sets neither (SPEC §9).
+const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
+const DEFAULT_CACHE_MIB: u64 = 64;
+const MAX_CACHE_TTL_S: u64 = 30 * 86_400;
+const MAX_CACHE_MIB: u64 = 1024 * 1024;
 
 const COST_LIMIT_KEYS: &[&str] = &["limit_usd", "period", "action", "on_insufficient"];
 const RATE_LIMIT_KEYS: &[&str] = &["requests_per_minute", "tokens_per_minute", "max_parallel"];
@@ -484,6 +489,7 @@ impl<'e> Validator<'e> {
         let alerts = raw.alerts.as_ref().map(|a| self.alerts(a));
         let routing = raw.routing.as_ref().map(|r| self.routing(r));
         let telemetry = raw.telemetry.as_ref().map(|t| self.telemetry(t));
+        let cache = raw.cache.as_ref().map(|c| self.cache(c));
 
         let providers = providers?;
         let mut models = models?;
@@ -510,6 +516,7 @@ impl<'e> Validator<'e> {
             alerts: present(alerts)?,
             routing: present(routing)?.unwrap_or_default(),
             telemetry: present(telemetry)?,
+            cache: present(cache)?.flatten(),
         })
     }
 
@@ -1130,11 +1137,16 @@ impl<'e> Validator<'e> {
                 }
                 ok.then_some(out)
             });
-            match (id, refs, present(models)) {
-                (Some(id), Some(policies), Some(models)) => out.push(TeamConfig {
+            let cache = team
+                .cache
+                .as_ref()
+                .map(|v| self.boolean(v, &format!("{path}.cache")));
+            match (id, refs, present(models), present(cache)) {
+                (Some(id), Some(policies), Some(models), Some(cache)) => out.push(TeamConfig {
                     id,
                     policies,
                     models,
+                    cache: cache.unwrap_or(true),
                 }),
                 _ => ok = false,
             }
@@ -1191,6 +1203,53 @@ impl<'e> Validator<'e> {
             thresholds: thresholds?,
             format: format?,
         })
+    }
+}
+
+impl Validator<'_> {
+    /// `cache:`; `Some(None)` when it is written but not enabled.
+    fn cache(&mut self, item: &Spanned<RawCache>) -> Option<Option<CacheConfig>> {
+        let raw = &item.value;
+        let enabled = raw
+            .enabled
+            .as_ref()
+            .map(|v| self.boolean(v, "cache.enabled"));
+        let ttl = raw.ttl_s.as_ref().map(|v| {
+            let secs = self.whole(v, "cache.ttl_s", 1)?;
+            if secs > MAX_CACHE_TTL_S {
+                self.error(
+                    line_of(v),
+                    format!(
+                        "cache.ttl_s: `{secs}` is above the maximum of {MAX_CACHE_TTL_S} (30 days)"
+                    ),
+                );
+                return None;
+            }
+            Some(Duration::from_secs(secs))
+        });
+        let max_mib = raw.max_mib.as_ref().map(|v| {
+            let mib = self.whole(v, "cache.max_mib", 1)?;
+            if mib > MAX_CACHE_MIB {
+                self.error(
+                    line_of(v),
+                    format!(
+                        "cache.max_mib: `{mib}` is above the maximum of {MAX_CACHE_MIB} (1 TiB)"
+                    ),
+                );
+                return None;
+            }
+            Some(mib)
+        });
+        let (enabled, ttl, max_mib) = (present(enabled)?, present(ttl)?, present(max_mib)?);
+        // Off unless asked for: a cache serves answers without the provider,
+        // which a config must say it wants.
+        if enabled != Some(true) {
+            return Some(None);
+        }
+        Some(Some(CacheConfig {
+            ttl: ttl.unwrap_or(DEFAULT_CACHE_TTL),
+            max_bytes: max_mib.unwrap_or(DEFAULT_CACHE_MIB) * 1024 * 1024,
+        }))
     }
 }
 

@@ -351,6 +351,21 @@ impl Plan {
         enforcing_budget || enforcing_tokens
     }
 
+    /// Leaves out every budget and token limit (see
+    /// [`PolicyEngine::admit_cached`]).
+    fn spend_nothing(&mut self) {
+        self.req.cost = NanoUsd::ZERO;
+        self.req.budgets.clear();
+        self.budgets.clear();
+        let (checks, metas) = std::mem::take(&mut self.req.rates)
+            .into_iter()
+            .zip(std::mem::take(&mut self.rates))
+            .filter(|(_, meta)| meta.unit == Unit::Requests)
+            .unzip();
+        self.req.rates = checks;
+        self.rates = metas;
+    }
+
     fn is_empty(&self) -> bool {
         let r = &self.req;
         r.budgets.is_empty()
@@ -518,11 +533,43 @@ impl PolicyEngine {
         who: &Subject<'_>,
         facts: &RequestFacts<'_>,
     ) -> Result<Admitted, ApiError> {
-        let price = facts.model.price;
+        self.admit_as(config, who, facts, true).await
+    }
+
+    /// [`Self::admit`] for an answer served from the response cache: it
+    /// costs nothing, so no budget and no token limit is asked (an
+    /// exhausted budget does not refuse it), but it still takes a request
+    /// from the rate limits and a parallel slot, and counts for the loop
+    /// guard. Settled like any admission; its price is zero, so whatever
+    /// usage it is settled with bills $0.
+    pub async fn admit_cached(
+        &self,
+        config: &Config,
+        who: &Subject<'_>,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Admitted, ApiError> {
+        self.admit_as(config, who, facts, false).await
+    }
+
+    async fn admit_as(
+        &self,
+        config: &Config,
+        who: &Subject<'_>,
+        facts: &RequestFacts<'_>,
+        spends: bool,
+    ) -> Result<Admitted, ApiError> {
+        let price = if spends {
+            facts.model.price
+        } else {
+            Price::default()
+        };
         let applied = resolve::applied(config, who.key, who.team)
             .map_err(|m| ApiError::Internal(m.message()))?;
         let now = self.clock.now();
         let mut plan = build_plan(who, facts, &applied, now);
+        if !spends {
+            plan.spend_nothing();
+        }
         if plan.is_empty() {
             return Ok(Admitted::unlimited(price, now));
         }

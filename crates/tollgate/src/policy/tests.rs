@@ -97,6 +97,7 @@ fn team(id: &str, policies: &[&str]) -> TeamConfig {
         id: id.into(),
         policies: policies.iter().map(|s| s.to_string()).collect(),
         models: None,
+        cache: true,
     }
 }
 
@@ -123,6 +124,7 @@ fn config(policies: Vec<Policy>, teams: Vec<TeamConfig>, defaults: &[&str]) -> C
         },
         alerts: None,
         telemetry: None,
+        cache: None,
     }
 }
 
@@ -448,6 +450,8 @@ async fn restart_restores_spend_from_the_ledger() {
         error_code: None,
         would_reject: Vec::new(),
         attempts: 0,
+        cache: None,
+        cache_saved: Default::default(),
     };
     // Yesterday's spend does not count; today's does.
     env.store
@@ -689,6 +693,8 @@ async fn a_budget_lost_mid_period_is_restored_before_the_next_admission() {
         error_code: None,
         would_reject: Vec::new(),
         attempts: 0,
+        cache: None,
+        cache_saved: Default::default(),
     };
     // Two requests spent and in the ledger: $0.006 of $0.01.
     for id in ["r1", "r2"] {
@@ -1925,6 +1931,8 @@ mod redis {
             error_code: None,
             would_reject: Vec::new(),
             attempts: 0,
+            cache: None,
+            cache_saved: Default::default(),
         };
         store.insert_ledger(&[row]).await.unwrap();
         drop(first);

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde_json::{Map, Value};
 
 use super::{body, failover, forward, stream, validate};
+use crate::cache;
 use crate::config::{Config, ModelConfig};
 use crate::error::ApiError;
 use crate::policy::{
@@ -32,6 +33,22 @@ pub enum Ingress {
     OpenAi(Endpoint),
     /// `POST /v1/messages` (Anthropic Messages API).
     Anthropic,
+}
+
+impl Ingress {
+    /// The name the response cache keys this ingress's requests by; `None`:
+    /// never cached. Each ingress decides here: a new one must say whether
+    /// its answers are canonical chat/completions/embeddings answers that
+    /// `cache::replay` can serve back.
+    fn cache_name(self) -> Option<&'static str> {
+        match self {
+            Ingress::OpenAi(Endpoint::ChatCompletions) => Some("chat"),
+            Ingress::OpenAi(Endpoint::Completions) => Some("completions"),
+            Ingress::OpenAi(Endpoint::Embeddings) => Some("embeddings"),
+            // Translated to canonical chat and back (both directions, streams too).
+            Ingress::Anthropic => Some("messages"),
+        }
+    }
 }
 
 /// Runs the request on a task of its own that the server tracks, and
@@ -110,9 +127,12 @@ async fn run(
         forwarded: false,
         bill_reservation: false,
         attempts: 0,
+        cache: cache::Mark::Off,
         closed: false,
     };
-    match proxy(&rt, &mut books, ingress, &headers, body).await {
+    let result = proxy(&rt, &mut books, ingress, &headers, body).await;
+    let cache_header = books.cache.header();
+    let mut response = match result {
         Ok(Reply::Complete {
             body,
             usage,
@@ -132,7 +152,11 @@ async fn run(
             resp.headers_mut().extend(routed);
             resp
         }
+    };
+    if let Some(v) = cache_header {
+        response.headers_mut().insert(cache::CACHE_HEADER, v);
     }
+    response
 }
 
 /// A provider's answer, before the books are closed.
@@ -184,6 +208,20 @@ async fn proxy(
         .state
         .policy
         .check_model_access(config, &who, &model.name)?;
+    let question = cache::Question {
+        team: books.key.team.as_str(),
+        ingress: ingress.cache_name(),
+        endpoint,
+        model: &model.name,
+        body: &req,
+        stream: parsed.stream,
+        headers,
+    };
+    let (mark, served) = cache::lookup(&books.state.cache, config, &question).await;
+    books.cache = mark;
+    if let Some(served) = served {
+        return cached(books, config, model, served, parsed.include_usage).await;
+    }
 
     // Whichever target answers, the reservation covers its tokenizer.
     let count_input = || estimate::input_tokens_any_target(endpoint, &req, model);
@@ -206,6 +244,10 @@ async fn proxy(
     books.input.counted = facts.input_tokens.counted();
     let mut admitted = admitted?;
     books.at = admitted.at;
+    if admitted.clamp_max_tokens.is_some() {
+        // Not the answer to the request as the client asked it.
+        books.cache.spoil();
+    }
     let cap = forward::OutputCap {
         per_choice: admitted.clamp_max_tokens.unwrap_or(per_choice),
         enforced: admitted.enforces_output(),
@@ -337,19 +379,64 @@ fn routing_headers(
         )
     });
     [provider, attempts].into_iter().flatten()
+/// A cache hit: admitted without spending anything (rate limits and the
+/// loop guard still count it, see `PolicyEngine::admit_cached`) and
+/// answered from the stored answer; the provider is not called.
+async fn cached(
+    books: &mut Books,
+    config: &Config,
+    model: &ModelConfig,
+    served: cache::Served,
+    include_usage: bool,
+) -> Result<Reply, ApiError> {
+    let who = Subject {
+        key: &books.key,
+        team: books.team.as_deref(),
+    };
+    let facts = RequestFacts {
+        request_id: &books.request_id,
+        model,
+        input_tokens: InputTokens::known(0),
+        max_output_tokens: 0,
+        output_multiplier: 1,
+        body: &books.input.body,
+    };
+    let mut admitted = books
+        .state
+        .policy
+        .admit_cached(config, &who, &facts)
+        .await?;
+    books.at = admitted.at;
+    books.would_reject.extend(admitted.take_would_reject());
+    let headers = admitted.headers.clone();
+    books.admitted = Some(admitted);
+    Ok(match served {
+        cache::Served::Complete(body) => Reply::Complete {
+            body,
+            usage: Usage::default(),
+            headers,
+        },
+        cache::Served::Stream(events) => Reply::Stream {
+            events,
+            include_usage,
+            headers,
+        },
+    })
 }
 
 /// Settles a complete answer and sends it with its cost headers. An
 /// answer whose client hung up while it was generated is billed all the
 /// same, and its row says the client left.
 fn complete(
-    books: Books,
+    mut books: Books,
     ingress: Ingress,
     body: Bytes,
     usage: Usage,
     headers: Vec<(HeaderName, HeaderValue)>,
     client_gone: bool,
 ) -> Response {
+    // The canonical answer, before any translation for the client.
+    books.cache.capture_body(&body);
     if client_gone {
         books.close(CLIENT_CLOSED, usage, Some("client_closed"));
         return StatusCode::NO_CONTENT.into_response();
@@ -440,6 +527,8 @@ pub(super) struct Books {
     pub bill_reservation: bool,
     /// Attempts made at providers (retries and fallbacks included).
     pub attempts: u32,
+    /// What the response cache did for it, and what to store at the end.
+    pub cache: cache::Mark,
     closed: bool,
 }
 
@@ -609,7 +698,12 @@ impl Books {
 
     fn close_now(&mut self, status: u16, usage: Usage, error_code: Option<&str>) -> Settled {
         self.closed = true;
-        let usage = usage.bounded();
+        // A hit spends nothing: no cost, no tokens (its answer's usage is
+        // the stored call's, billed when that call was made).
+        let usage = match self.cache.is_hit() {
+            true => Usage::default(),
+            false => usage.bounded(),
+        };
         let mut outcome = Outcome {
             usage: Some(usage),
             error_code: error_code.map(str::to_owned),
@@ -622,6 +716,8 @@ impl Books {
                 budget_remaining: None,
             },
         };
+        self.cache
+            .finish(status, error_code, settled.cost, &self.state.tasks);
         // The ledger row goes first: it is the durable record a budget is
         // rebuilt from, so it must not wait behind a settlement that is
         // stuck on unreachable counters.
@@ -642,6 +738,8 @@ impl Books {
             error_code: error_code.map(str::to_owned),
             would_reject: std::mem::take(&mut self.would_reject),
             attempts: self.attempts,
+            cache: self.cache.label().map(str::to_owned),
+            cache_saved: self.cache.saved(),
         };
         // Journaled too while the journal holds the request, in the order
         // a crash needs (see `JournalEntry::settle`).

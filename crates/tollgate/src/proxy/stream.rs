@@ -186,6 +186,9 @@ impl Stream for Metered {
             match this.inner.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(SseEvent::Data(data)))) => {
+                    if let Some(books) = this.books.as_mut() {
+                        books.cache.capture_chunk(&data);
+                    }
                     if this.observe(&data) && this.strip_usage {
                         continue;
                     }

@@ -193,6 +193,8 @@ impl Admission<'_> {
             error_code: Some(CRASHED.to_owned()),
             would_reject: Vec::new(),
             attempts: 0,
+            cache: None,
+            cache_saved: Default::default(),
         }
     }
 }

@@ -113,6 +113,13 @@ pub struct LedgerRow {
     /// reached none.
     #[serde(default)]
     pub attempts: u32,
+    /// What the response cache did for it (SPEC §9): `hit`, `miss` or
+    /// `skip`; `None` when the cache did not apply.
+    #[serde(default)]
+    pub cache: Option<String>,
+    /// For a hit, what the stored call cost: what the cache saved.
+    #[serde(default)]
+    pub cache_saved: NanoUsd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +148,12 @@ pub struct SpendRow {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cost: NanoUsd,
+    /// Requests answered from the response cache (SPEC §9).
+    #[serde(default)]
+    pub cache_hits: u64,
+    /// What those hits would have cost: each stored call's cost, once per hit.
+    #[serde(default)]
+    pub cache_saved: NanoUsd,
 }
 
 #[derive(Debug, Clone, Default)]

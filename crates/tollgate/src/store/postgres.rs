@@ -140,6 +140,8 @@ fn ledger_from_row(row: &PgRow) -> Result<LedgerRow, StoreError> {
         error_code: get(row, "error_code")?,
         would_reject: would_reject_from(get(row, "would_reject")?)?,
         attempts: u32::try_from(get::<i32>(row, "attempts")?).unwrap_or(0),
+        cache: get(row, "cache")?,
+        cache_saved: NanoUsd(to_u64(get(row, "cache_saved")?, "ledger.cache_saved")?),
     })
 }
 
@@ -148,7 +150,7 @@ const KEY_COLUMNS: &str = "id, team, name, secret_hash, prefix, previous_secret_
      metadata, created_at";
 
 const LEDGER_COLUMNS: &str = "ts, request_id, key_id, team, model, provider, status, prompt_tokens, \
-     completion_tokens, cost, latency_ms, error_code, would_reject, attempts";
+     completion_tokens, cost, latency_ms, error_code, would_reject, attempts, cache, cache_saved";
 
 /// The ledger batch as one array per column, for `UNNEST`.
 #[derive(Default)]
@@ -167,6 +169,8 @@ struct LedgerColumns {
     error_code: Vec<Option<String>>,
     would_reject: Vec<Option<String>>,
     attempts: Vec<i32>,
+    cache: Vec<Option<String>>,
+    cache_saved: Vec<i64>,
 }
 
 impl LedgerColumns {
@@ -194,6 +198,9 @@ impl LedgerColumns {
             c.would_reject.push(would_reject_text(&row.would_reject)?);
             c.attempts
                 .push(i32::try_from(row.attempts).unwrap_or(i32::MAX));
+            c.cache
+                .push(row.cache.as_deref().map(|e| ledger_text(e).into_owned()));
+            c.cache_saved.push(money(row.cache_saved, "cache_saved")?);
         }
         Ok(c)
     }
@@ -212,7 +219,8 @@ async fn insert_rows<'e, E: sqlx::PgExecutor<'e>>(
     let sql = format!(
         "INSERT INTO ledger ({LEDGER_COLUMNS}) \
          SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-         $7::int4[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::text[], $13::text[], $14::int4[]) \
+         $7::int4[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::text[], $13::text[], \
+         $14::int4[], $15::text[], $16::int8[]) \
          ON CONFLICT (request_id) DO NOTHING"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -230,6 +238,8 @@ async fn insert_rows<'e, E: sqlx::PgExecutor<'e>>(
         .bind(c.error_code)
         .bind(c.would_reject)
         .bind(c.attempts)
+        .bind(c.cache)
+        .bind(c.cache_saved)
         .execute(executor)
         .await
         .map_err(backend)?;
@@ -499,7 +509,9 @@ impl Store for PostgresStore {
             "SELECT {group} AS grp, COUNT(*) AS requests, \
              COALESCE(SUM(prompt_tokens), 0)::BIGINT AS prompt_tokens, \
              COALESCE(SUM(completion_tokens), 0)::BIGINT AS completion_tokens, \
-             COALESCE(SUM(cost), 0)::BIGINT AS cost FROM ledger WHERE TRUE"
+             COALESCE(SUM(cost), 0)::BIGINT AS cost, \
+             COUNT(*) FILTER (WHERE cache = 'hit') AS cache_hits, \
+             COALESCE(SUM(cache_saved), 0)::BIGINT AS cache_saved FROM ledger WHERE TRUE"
         ));
         if let Some(team) = &query.team {
             qb.push(" AND team = ").push_bind(team.as_str());
@@ -525,6 +537,8 @@ impl Store for PostgresStore {
                     prompt_tokens: to_u64(get(row, "prompt_tokens")?, "prompt_tokens")?,
                     completion_tokens: to_u64(get(row, "completion_tokens")?, "completion_tokens")?,
                     cost: NanoUsd(to_u64(get(row, "cost")?, "cost")?),
+                    cache_hits: to_u64(get(row, "cache_hits")?, "cache_hits")?,
+                    cache_saved: NanoUsd(to_u64(get(row, "cache_saved")?, "cache_saved")?),
                 })
             })
             .collect()

@@ -175,6 +175,8 @@ fn ledger_from_row(row: &SqliteRow) -> Result<LedgerRow, StoreError> {
         error_code: get(row, "error_code")?,
         would_reject: would_reject_from(get(row, "would_reject")?)?,
         attempts: u32::try_from(get::<i64>(row, "attempts")?).unwrap_or(0),
+        cache: get(row, "cache")?,
+        cache_saved: NanoUsd(to_u64(get(row, "cache_saved")?, "ledger.cache_saved")?),
     })
 }
 
@@ -187,6 +189,7 @@ struct LedgerValues<'a> {
     cost: i64,
     latency_ms: i64,
     would_reject: Option<String>,
+    cache_saved: i64,
 }
 
 const KEY_COLUMNS: &str = "id, team, name, secret_hash, prefix, previous_secret_hash, previous_expires_at, models, \
@@ -194,7 +197,7 @@ const KEY_COLUMNS: &str = "id, team, name, secret_hash, prefix, previous_secret_
      metadata, created_at";
 
 const LEDGER_COLUMNS: &str = "ts, request_id, key_id, team, model, provider, status, prompt_tokens, \
-     completion_tokens, cost, latency_ms, error_code, would_reject, attempts";
+     completion_tokens, cost, latency_ms, error_code, would_reject, attempts, cache, cache_saved";
 
 impl SqliteStore {
     /// Writes a ledger batch and, when given, its writer's mark in one
@@ -217,6 +220,7 @@ impl SqliteStore {
                     cost: money(row.cost, "cost")?,
                     latency_ms: to_i64(row.latency_ms, "latency_ms")?,
                     would_reject: would_reject_text(&row.would_reject)?,
+                    cache_saved: money(row.cache_saved, "cache_saved")?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -239,7 +243,9 @@ impl SqliteStore {
                     .push_bind(v.latency_ms)
                     .push_bind(v.row.error_code.as_deref().map(ledger_text))
                     .push_bind(v.would_reject.as_deref())
-                    .push_bind(i64::from(v.row.attempts));
+                    .push_bind(i64::from(v.row.attempts))
+                    .push_bind(v.row.cache.as_deref().map(ledger_text))
+                    .push_bind(v.cache_saved);
             });
             // A retry after an ambiguous failure must not bill twice.
             qb.push(" ON CONFLICT (request_id) DO NOTHING");
@@ -518,8 +524,9 @@ impl Store for SqliteStore {
         };
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
             "SELECT {group} AS grp, COUNT(*) AS requests, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, \
-             COALESCE(SUM(completion_tokens), 0) AS completion_tokens, COALESCE(SUM(cost), 0) AS cost \
-             FROM ledger WHERE 1 = 1"
+             COALESCE(SUM(completion_tokens), 0) AS completion_tokens, COALESCE(SUM(cost), 0) AS cost, \
+             COALESCE(SUM(CASE WHEN cache = 'hit' THEN 1 ELSE 0 END), 0) AS cache_hits, \
+             COALESCE(SUM(cache_saved), 0) AS cache_saved FROM ledger WHERE 1 = 1"
         ));
         if let Some(team) = &query.team {
             qb.push(" AND team = ").push_bind(team.as_str());
@@ -547,6 +554,8 @@ impl Store for SqliteStore {
                 prompt_tokens: to_u64(get(row, "prompt_tokens")?, "prompt_tokens")?,
                 completion_tokens: to_u64(get(row, "completion_tokens")?, "completion_tokens")?,
                 cost: NanoUsd(to_u64(get(row, "cost")?, "cost")?),
+                cache_hits: to_u64(get(row, "cache_hits")?, "cache_hits")?,
+                cache_saved: NanoUsd(to_u64(get(row, "cache_saved")?, "cache_saved")?),
             });
         }
         Ok(out)

@@ -80,6 +80,8 @@ fn ledger_row(
         error_code: None,
         would_reject: Vec::new(),
         attempts: 0,
+        cache: None,
+        cache_saved: Default::default(),
     }
 }
 
@@ -125,6 +127,8 @@ fn spend_row(group: &str, requests: u64, prompt: u64, completion: u64, cost: u64
         prompt_tokens: prompt,
         completion_tokens: completion,
         cost: NanoUsd(cost),
+        cache_hits: 0,
+        cache_saved: NanoUsd::ZERO,
     }
 }
 

@@ -10,6 +10,7 @@ mod alert_delivery;
 mod audit;
 mod browser;
 mod budget;
+mod cache;
 mod cache_prices;
 mod console;
 mod counter_loss;

@@ -50,6 +50,8 @@ fn row(request_id: &str, cost: u64) -> LedgerRow {
         error_code: None,
         would_reject: vec![],
         attempts: 0,
+        cache: None,
+        cache_saved: Default::default(),
     }
 }
 
