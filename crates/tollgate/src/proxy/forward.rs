@@ -60,6 +60,8 @@ pub(super) struct Answered {
     pub provider: String,
     pub provider_model: String,
     pub response: UpstreamResponse,
+    /// The target took the client's body natively (`super::native`).
+    pub native: bool,
 }
 
 /// Why no target answered.
@@ -78,6 +80,9 @@ pub(super) struct Unanswered {
 /// timeout, a lost answer) ends the request there: it is billed its
 /// reservation, which covers one worst case, so trying another target
 /// could bill a second one beyond what the budget reserved.
+// One argument per thing a try needs; a struct of them would be built
+// once, at the one call site.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn send(
     rt: &Runtime,
     targets: &[&Target],
@@ -86,6 +91,7 @@ pub(super) async fn send(
     stream: bool,
     request_id: &str,
     cap: OutputCap,
+    native: Option<&super::native::NativeRequest>,
 ) -> Result<Answered, Unanswered> {
     let mut last: Option<ProviderError> = None;
     let mut tried: Option<(String, String)> = None;
@@ -117,12 +123,15 @@ pub(super) async fn send(
             request_id: request_id.to_owned(),
         };
         tried = Some((target.provider.clone(), target.model.clone()));
-        match provider.send(call).await {
+        let (sent, native_used) =
+            super::native::send(provider.as_ref(), native, target, cap, call).await;
+        match sent {
             Ok(response) => {
                 return Ok(Answered {
                     provider: target.provider.clone(),
                     provider_model: target.model.clone(),
                     response,
+                    native: native_used,
                 });
             }
             Err(ProviderError::Rejected {

@@ -4,8 +4,10 @@
 //! limits, loop guard), forward with fallback, settle and record.
 
 mod body;
+mod count_tokens;
 mod forward;
 mod models;
+mod native;
 mod pipeline;
 mod stream;
 mod validate;
@@ -40,6 +42,11 @@ pub fn router() -> Router<SharedState> {
         // Anthropic Messages API ingress: translated to the canonical
         // (OpenAI) request, routed to any provider, answered in Anthropic's format.
         .route("/v1/messages", handler(Ingress::Anthropic))
+        // Natively to `anthropic` targets (untranslated), else counted here.
+        .route("/v1/messages/count_tokens", post(count_tokens::handle))
+        // OpenAI Responses API ingress: natively to `openai`/`azure`
+        // targets, translated to the canonical request for the others.
+        .route("/v1/responses", handler(Ingress::Responses))
         .route("/v1/models", get(models::list))
 }
 
@@ -59,13 +66,13 @@ impl Ingress {
     fn endpoint(self) -> Endpoint {
         match self {
             Ingress::OpenAi(e) => e,
-            Ingress::Anthropic => Endpoint::ChatCompletions,
+            Ingress::Anthropic | Ingress::Responses => Endpoint::ChatCompletions,
         }
     }
 
     fn error_format(self) -> ErrorFormat {
         match self {
-            Ingress::OpenAi(_) => ErrorFormat::OpenAi,
+            Ingress::OpenAi(_) | Ingress::Responses => ErrorFormat::OpenAi,
             Ingress::Anthropic => ErrorFormat::Anthropic,
         }
     }
