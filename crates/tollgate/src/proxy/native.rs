@@ -56,6 +56,7 @@ pub(super) fn prepare(
 ) -> Result<Prepared, ApiError> {
     let raw = body::json_object(bytes)?;
     check_stream(&raw)?;
+    check_no_multiplier(&raw)?;
     let (api, translated, headers, pinned) = match ingress {
         Ingress::Anthropic => {
             check_max_tokens(&raw)?;
@@ -119,6 +120,28 @@ fn stand_in(raw: &Map<String, Value>, api: NativeApi) -> Map<String, Value> {
         c.insert("stream".into(), Value::Bool(true));
     }
     c
+}
+
+/// Neither API has `n` or `best_of`; passed through, a lenient server
+/// could generate several answers on one reservation, so any value but 1
+/// is refused.
+fn check_no_multiplier(raw: &Map<String, Value>) -> Result<(), ApiError> {
+    for field in ["n", "best_of"] {
+        match raw.get(field) {
+            None | Some(Value::Null) => {}
+            Some(v) if v.as_u64() == Some(1) => {}
+            Some(v) => {
+                return Err(ApiError::invalid_param(
+                    field,
+                    format!(
+                        "`{field}` is not a field of this API (one answer per request), got `{}`",
+                        snippet(v)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_stream(raw: &Map<String, Value>) -> Result<(), ApiError> {

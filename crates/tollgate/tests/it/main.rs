@@ -6,6 +6,7 @@
 mod common;
 
 mod adversarial;
+mod agents;
 mod budget;
 mod cache_prices;
 mod counter_loss;
