@@ -17,7 +17,7 @@ use crate::common::*;
 /// provider nothing listens on). Models: `claude` (Claude Sonnet 4.5 at the
 /// built-in prices), `gpt-4o-mini` ($1/$2), `mock-chat` on the built-in
 /// mock, `claude-or-gpt` (Claude first, then gpt) and `dead-then-gpt`.
-async fn gateway(tail: &str) -> Harness {
+pub(crate) async fn gateway(tail: &str) -> Harness {
     let mock = MockProvider::start(MockConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("t.db").display());
@@ -80,7 +80,7 @@ models:
     }
 }
 
-const TAIL: &str = "policies:
+pub(crate) const TAIL: &str = "policies:
   - name: cap
     type: cost-limit
     config: { limit_usd: 1, period: daily, action: reject }

@@ -7,6 +7,7 @@ mod common;
 
 mod adversarial;
 mod agents;
+mod agents_sdk;
 mod budget;
 mod cache_prices;
 mod counter_loss;

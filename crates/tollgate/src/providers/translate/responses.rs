@@ -106,6 +106,11 @@ pub fn to_chat(body: &Map<String, Value>) -> Result<Map<String, Value>, String> 
             out.insert(key.into(), v.clone());
         }
     }
+    if out.get("stream") == Some(&Value::Bool(true)) {
+        // `response.completed` carries the usage: the translator needs the
+        // canonical usage chunk.
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
     if let Some(tools) = body.get("tools").filter(|v| !v.is_null()) {
         let tools = tools.as_array().ok_or("`tools` must be an array")?;
         let mut list = Vec::with_capacity(tools.len());
