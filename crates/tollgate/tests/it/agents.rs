@@ -34,7 +34,16 @@ pub(crate) async fn gateway(tail: &str) -> Harness {
     base_url: http://127.0.0.1:9/v1
     api_key: {UPSTREAM_KEY}
     timeout_s: 2
+  - name: az
+    kind: azure
+    base_url: {root}
+    api_key: {UPSTREAM_KEY}
 models:
+  - name: az-gpt
+    targets:
+      - provider: az
+        model: my-deployment
+    price: {{ input_per_mtok: 1, output_per_mtok: 2 }}
   - name: claude
     targets:
       - provider: claude-up
@@ -61,6 +70,7 @@ models:
     price: {{ input_per_mtok: 1, output_per_mtok: 2 }}
 ",
         base = mock.base_url(),
+        root = mock.root_url(),
     );
     let yaml = config_yaml(&mock.base_url(), &store, tail)
         .replacen(
@@ -786,4 +796,100 @@ teams:
     );
     assert!(ok >= 2, "some streams ran: {ok}");
     assert!(ok < 100, "the cap stopped some");
+}
+
+#[tokio::test]
+async fn azure_serves_responses_natively_on_its_v1_data_plane() {
+    let h = gateway(TAIL).await;
+    let (_, key) = h.key(json!({})).await;
+    let body = json!({"model": "az-gpt", "input": "hi", "reasoning": {"effort": "low"}});
+    assert_eq!(responses(&h, &key, &body).await.status(), 200);
+    let (path, got, req) = arrived(&h);
+    assert_eq!(path, "/openai/v1/responses");
+    assert_eq!(got, with(&body, json!({"model": "my-deployment"})));
+    assert_eq!(req.header("api-key"), Some(UPSTREAM_KEY));
+}
+
+#[tokio::test]
+async fn loop_guard_token_limits_and_shadow_policies_hold_on_agent_ingresses() {
+    let tail = "policies:
+  - name: lg
+    type: loop-guard
+    config: { max_identical: 3, window_seconds: 60 }
+  - name: tpm
+    type: rate-limit
+    config: { tokens_per_minute: 3000 }
+  - name: narrow
+    type: model-access
+    mode: shadow
+    config: { allow: [\"other-*\"] }
+teams:
+  - id: t1
+    policies: [lg]
+  - id: limited
+    policies: [tpm]
+  - id: trial
+    policies: [narrow]
+";
+    let h = gateway(tail).await;
+    let (_, key) = h.key(json!({})).await;
+    let same = json!({"model": "gpt-4o-mini", "input": "retry me", "max_output_tokens": 10});
+    for _ in 0..3 {
+        assert_eq!(responses(&h, &key, &same).await.status(), 200);
+    }
+    let (status, code, _) = error_code(responses(&h, &key, &same).await).await;
+    assert_eq!((status, code.as_str()), (429, "loop_detected"));
+    let msg = json!({"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "again"}]});
+    for _ in 0..3 {
+        assert_eq!(messages(&h, &key, &msg).await.status(), 200);
+    }
+    let resp = messages(&h, &key, &msg).await;
+    assert_eq!(resp.status(), 429);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (err["type"].as_str(), err["error"]["code"].as_str()),
+        (Some("error"), Some("loop_detected"))
+    );
+
+    // Token limit: the reservation counts `max_tokens` / `max_output_tokens`.
+    let (_, limited) = h.key(json!({"team": "limited"})).await;
+    let big = json!({"model": "claude", "max_tokens": 5000, "messages": [{"role": "user", "content": "x"}]});
+    assert_eq!(messages(&h, &limited, &big).await.status(), 429);
+    let big = json!({"model": "gpt-4o-mini", "input": "x", "max_output_tokens": 5000});
+    let (status, code, _) = error_code(responses(&h, &limited, &big).await).await;
+    assert_eq!((status, code.as_str()), (429, "rate_limit_exceeded"));
+    // A token limit enforces the cap: one is sent even when none was asked.
+    let small = json!({"model": "gpt-4o-mini", "input": "y"});
+    assert_eq!(responses(&h, &limited, &small).await.status(), 200);
+    assert!(arrived(&h).1["max_output_tokens"].as_u64().unwrap() <= 1000);
+
+    // Shadow: served, and the row says what would have been refused.
+    let (_, trial) = h.key(json!({"team": "trial"})).await;
+    let once = json!({"model": "gpt-4o-mini", "input": "shadow"});
+    assert_eq!(responses(&h, &trial, &once).await.status(), 200);
+    let rows = h.ledger().await;
+    assert!(
+        rows[0]
+            .would_reject
+            .iter()
+            .any(|w| w.contains("model_not_allowed")),
+        "{:?}",
+        rows[0]
+    );
+}
+
+#[tokio::test]
+async fn a_native_responses_stream_cut_short_is_billed_for_what_was_sent() {
+    let h = gateway(TAIL).await;
+    let (_, key) = h.key(json!({"team": "capped"})).await;
+    let body = json!({"model": "gpt-4o-mini", "stream": true, "max_output_tokens": 200,
+        "input": "Write a story. [[mock:tokens=50]] [[mock:cut=20]]"});
+    let resp = responses(&h, &key, &body).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("event: error"), "{text}");
+    let rows = h.ledger().await;
+    assert_eq!(rows[0].status, 502);
+    assert!(rows[0].completion_tokens >= 20, "{:?}", rows[0]);
+    assert!(rows[0].prompt_tokens > 0);
 }
