@@ -12,6 +12,8 @@
 //! - `usage=P,C`: report `P` prompt and `C` completion tokens, whatever
 //!   was generated (absurd numbers included).
 //! - `ignore_cap`: generate as if the request carried no `max_tokens`.
+//! - `tool_use`: on `/v1/messages` and `/v1/responses`, also call the
+//!   request's first tool (unless the turn is already a tool result).
 //!
 //! Finding none costs one scan of the body for `[[mock:`.
 
@@ -29,6 +31,7 @@ pub(crate) struct Directives {
     pub tokens: Option<u32>,
     pub usage: Option<(u64, u64)>,
     pub ignore_cap: bool,
+    pub tool_use: bool,
 }
 
 impl Directives {
@@ -54,6 +57,7 @@ impl Directives {
         match name {
             "hang" => self.hang = true,
             "ignore_cap" => self.ignore_cap = true,
+            "tool_use" => self.tool_use = true,
             "status" => self.status = value.parse().ok(),
             "latency" => self.latency = value.parse().ok().map(Duration::from_millis),
             "cut" => self.cut = value.parse().ok(),

@@ -11,6 +11,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::agents::{self, Extras};
 use crate::body::{Abort, MockBody};
 use crate::directive::Directives;
 use crate::state::{FailureMode, InFlight, Settings, Shared, credential};
@@ -26,6 +27,10 @@ enum Route<'a> {
     Embeddings,
     Models,
     Messages,
+    /// Anthropic's `/v1/messages/count_tokens`.
+    CountTokens,
+    /// OpenAI's Responses API (also Azure's v1 `/openai/v1/responses`).
+    Responses,
     /// Azure's `/openai/deployments/{deployment}/...`: the deployment stands
     /// in for the model when the body names none.
     Azure(&'a str, AzureOp),
@@ -47,6 +52,8 @@ impl<'a> Route<'a> {
             "/v1/completions" | "/completions" if post => Route::Completions,
             "/v1/embeddings" | "/embeddings" if post => Route::Embeddings,
             "/v1/messages" | "/messages" if post => Route::Messages,
+            "/v1/messages/count_tokens" | "/messages/count_tokens" if post => Route::CountTokens,
+            "/v1/responses" | "/responses" | "/openai/v1/responses" if post => Route::Responses,
             "/v1/models" | "/models" if method == Method::GET => Route::Models,
             _ if post => Route::azure(path).unwrap_or(Route::NotFound),
             _ => Route::NotFound,
@@ -66,7 +73,7 @@ impl<'a> Route<'a> {
     }
 
     fn is_anthropic(self) -> bool {
-        self == Route::Messages
+        matches!(self, Route::Messages | Route::CountTokens)
     }
 }
 
@@ -182,7 +189,7 @@ fn answer(
     }
     if route == Route::NotFound {
         let message = "mock provider: no such endpoint; it serves `POST /v1/chat/completions`, `/v1/completions`, \
-                       `/v1/embeddings`, `/v1/messages`, `GET /v1/models` and Azure's `/openai/deployments/{d}/...`";
+                       `/v1/embeddings`, `/v1/messages` (and its `count_tokens`), `/v1/responses`, `GET /v1/models` and Azure's `/openai/deployments/{d}/...`";
         return error(route, StatusCode::NOT_FOUND, message);
     }
     let mut request = match wire::parse_request(body) {
@@ -200,6 +207,24 @@ fn answer(
             return error(route, StatusCode::BAD_REQUEST, message);
         }
     };
+    if route == Route::CountTokens {
+        let tokens = settings
+            .usage
+            .map_or(request.prompt_tokens(), |u| u.prompt_tokens);
+        return json(
+            StatusCode::OK,
+            agents::count_tokens(tokens),
+            Some(in_flight),
+        );
+    }
+    // Only the agent routes pay for reading the body as a JSON tree.
+    let extras = match route {
+        Route::Messages | Route::Responses => Extras::of(body, directives.tool_use),
+        _ => Extras::default(),
+    };
+    if route == Route::Responses {
+        request.max_tokens = extras.max_output_tokens;
+    }
     if directives.ignore_cap {
         // A lenient server: generates its own default length whatever cap
         // the request carried.
@@ -238,7 +263,11 @@ fn answer(
     };
     let chat = matches!(route, Route::Chat | Route::Azure(_, AzureOp::Chat));
     if request.stream {
-        let events = if route.is_anthropic() {
+        let events = if route == Route::Responses {
+            agents::responses_stream(&answer, &extras, cut_after)
+        } else if route.is_anthropic() && extras.rich() {
+            agents::anthropic_stream(&answer, &extras, cut_after)
+        } else if route.is_anthropic() {
             wire::anthropic_stream(&answer, cut_after)
         } else {
             wire::openai_stream(&answer, chat, request.include_usage, cut_after)
@@ -255,7 +284,11 @@ fn answer(
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         return response;
     }
-    let body = if route.is_anthropic() {
+    let body = if route == Route::Responses {
+        agents::responses_body(&answer, &extras)
+    } else if route.is_anthropic() && extras.rich() {
+        agents::anthropic_message(&answer, &extras)
+    } else if route.is_anthropic() {
         wire::anthropic_message(&answer)
     } else if chat {
         wire::chat_completion(&answer)

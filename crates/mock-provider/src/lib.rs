@@ -1,6 +1,7 @@
 //! A mock LLM provider: a real HTTP server speaking the OpenAI
 //! (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`),
-//! Anthropic (`/v1/messages`) and Azure (`/openai/deployments/{d}/...`) wire
+//! Anthropic (`/v1/messages`, `/v1/messages/count_tokens`), OpenAI Responses
+//! (`/v1/responses`) and Azure (`/openai/deployments/{d}/...`) wire
 //! formats, streaming included. tollgate's integration tests start it
 //! in-process on `127.0.0.1:0` and steer it through a [`MockHandle`]
 //! (latency, chunk pacing, usage numbers, failure modes) and read back what
@@ -25,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+mod agents;
 mod body;
 mod directive;
 mod failures;

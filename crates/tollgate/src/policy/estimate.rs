@@ -101,6 +101,12 @@ pub fn text_tokens(model: &ModelConfig, provider_model: &str, text: &str) -> u64
     count(counter_for(model, provider_model), text)
 }
 
+/// `text` counted with OpenAI's o200k tokenizer (the byte count where BPE
+/// is too costly): the base of the Claude estimate in [`super::estimate_native`].
+pub(crate) fn o200k_tokens(text: &str) -> u64 {
+    count(Counter::O200k, text)
+}
+
 /// 1% plus a few tokens: tokenizer revisions and formatting details the
 /// provider does not document.
 fn with_margin(n: u64) -> u64 {
@@ -147,7 +153,7 @@ fn openai_counter(name: &str) -> Counter {
     }
 }
 
-fn image_tokens(model: &ModelConfig, provider_model: &str) -> u64 {
+pub(crate) fn image_tokens(model: &ModelConfig, provider_model: &str) -> u64 {
     let mini = |n: &str| n.contains("gpt-4o-mini");
     if mini(provider_model) || mini(&model.name) {
         IMAGE_TOKENS_4O_MINI

@@ -6,6 +6,7 @@
 
 mod alerts;
 pub mod estimate;
+pub mod estimate_native;
 mod messages;
 mod resolve;
 #[cfg(test)]

@@ -9,6 +9,7 @@ use http::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::native::{self, NativeApi, NativeCall};
 use super::translate::to_anthropic::{self, ChunkTranslator};
 use super::upstream::{self, Ctx};
 use super::{
@@ -72,6 +73,67 @@ impl Anthropic {
 impl Provider for Anthropic {
     fn name(&self) -> &str {
         &self.ctx.provider
+    }
+
+    fn serves_natively(&self, api: NativeApi) -> bool {
+        matches!(api, NativeApi::Messages | NativeApi::CountTokens)
+    }
+
+    /// The client's Messages body and its `anthropic-version` /
+    /// `anthropic-beta` headers go out as they came, with the gateway's key;
+    /// the answer comes back untranslated.
+    async fn send_native(&self, call: NativeCall) -> Result<UpstreamResponse, ProviderError> {
+        let body = serde_json::to_vec(&call.body).map_err(|e| {
+            self.ctx
+                .failed(format!("could not encode the request body: {e}"))
+        })?;
+        let mut request = self
+            .http
+            .get()
+            .post(format!("{}{}", self.base_url, call.api.path()))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        let mut version = false;
+        for (name, value) in &call.headers {
+            version |= name == "anthropic-version";
+            request = request.header(name.clone(), value.clone());
+        }
+        if !version {
+            request = request.header("anthropic-version", ANTHROPIC_VERSION);
+        }
+        if let Some(key) = self.ctx.key() {
+            let value = upstream::secret_header(key).ok_or_else(|| {
+                self.ctx.failed(format!(
+                    "the `api_key` of provider `{}` holds characters an HTTP header cannot carry",
+                    self.ctx.provider
+                ))
+            })?;
+            request = request.header(HeaderName::from_static("x-api-key"), value);
+        }
+        if let Some(id) = upstream::request_id_header(&call.request_id) {
+            request = request.header("x-request-id", id);
+        }
+        if call.stream {
+            request = request.header(ACCEPT, "text/event-stream");
+        }
+        let deadline = Instant::now() + call.timeout;
+        let response = upstream::send(&self.ctx, request, deadline, call.timeout).await?;
+        if call.stream {
+            let response =
+                upstream::expect_event_stream(&self.ctx, response, deadline, call.timeout).await?;
+            return Ok(UpstreamResponse::Stream(native::stream(
+                self.ctx.clone(),
+                call.api,
+                response,
+                call.timeout,
+            )));
+        }
+        let body = upstream::read_body(&self.ctx, response, deadline, call.timeout).await?;
+        let usage = match call.api {
+            NativeApi::Messages => native::messages_usage(&body),
+            _ => None,
+        };
+        Ok(UpstreamResponse::Complete { body, usage })
     }
 
     async fn send(&self, call: UpstreamCall) -> Result<UpstreamResponse, ProviderError> {

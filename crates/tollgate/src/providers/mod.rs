@@ -20,6 +20,7 @@ mod anthropic;
 mod azure;
 mod client;
 mod mock;
+pub mod native;
 mod openai;
 mod retry_after;
 pub mod sse;
@@ -30,6 +31,7 @@ mod upstream;
 
 pub use client::{Http, http_client};
 pub use mock::MOCK_REPLY;
+pub use native::{NativeApi, NativeCall};
 pub use translate::{MessagesStreamTranslator, messages_to_openai, openai_to_messages_response};
 
 /// The provider a config entry describes. `http` is the one pooled client
@@ -185,6 +187,12 @@ pub enum SseEvent {
     Data(Bytes),
     /// `data: [DONE]`.
     Done,
+    /// One event of a stream passed through natively ([`Provider::send_native`]),
+    /// named and framed as the provider sent it; the client gets it unchanged.
+    Native {
+        event: Option<String>,
+        data: Bytes,
+    },
 }
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent, ProviderError>> + Send>>;
@@ -265,4 +273,39 @@ pub trait Provider: Send + Sync + 'static {
     fn name(&self) -> &str;
 
     async fn send(&self, call: UpstreamCall) -> Result<UpstreamResponse, ProviderError>;
+
+    /// Whether this provider serves `api` in its own wire format, so that
+    /// the client's body goes out untranslated ([`Provider::send_native`]).
+    /// The default is no: the gateway then translates the request to the
+    /// canonical chat format and calls [`Provider::send`].
+    ///
+    /// A provider serving Claude models implements [`NativeApi::Messages`]
+    /// (and [`NativeApi::CountTokens`] where its API has one): Bedrock's
+    /// `InvokeModel` / `InvokeModelWithResponseStream` take the Messages body
+    /// with `anthropic_version: "bedrock-2023-05-31"` in it and the model in
+    /// the URL instead of the body; Vertex's `rawPredict` /
+    /// `streamRawPredict` take it with `anthropic_version:
+    /// "vertex-2023-10-16"`, model in the URL. Each answers in Anthropic's
+    /// own JSON and event shapes, so the provider returns the body as
+    /// [`UpstreamResponse::Complete`] (with [`native::messages_usage`]) and
+    /// each event as [`SseEvent::Native`] followed by [`SseEvent::Done`]
+    /// after `message_stop` (Bedrock's binary event-stream frames decoded to
+    /// their JSON payloads first).
+    fn serves_natively(&self, api: NativeApi) -> bool {
+        let _ = api;
+        false
+    }
+
+    /// Sends the client's own body (model and output cap already set by the
+    /// gateway) to the provider's native endpoint for `call.api`. Called
+    /// only when [`Provider::serves_natively`] said yes.
+    async fn send_native(&self, call: NativeCall) -> Result<UpstreamResponse, ProviderError> {
+        Err(ProviderError::Failed {
+            provider: self.name().to_owned(),
+            message: format!(
+                "`{}` is not served natively by this provider",
+                call.api.path()
+            ),
+        })
+    }
 }

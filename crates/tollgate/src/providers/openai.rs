@@ -11,6 +11,7 @@ use http::HeaderName;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use tokio::time::Instant;
 
+use super::native::{self, NativeApi, NativeCall};
 use super::sse::{RawEvent, usage_from_body};
 use super::upstream::{self, Ctx};
 use super::{
@@ -130,10 +131,75 @@ impl OpenAiCompatible {
     }
 }
 
+impl OpenAiCompatible {
+    /// `{base_url}/responses`; on Azure the v1 data plane,
+    /// `{base_url}/openai/v1/responses`, where the body's `model` names the
+    /// deployment and no `api-version` is taken.
+    fn native_url(&self, api: NativeApi) -> String {
+        match self.dialect {
+            Dialect::OpenAi => format!("{}{}", self.base_url, api.path()),
+            Dialect::Azure { .. } => format!("{}/openai/v1{}", self.base_url, api.path()),
+        }
+    }
+}
+
 #[async_trait]
 impl Provider for OpenAiCompatible {
     fn name(&self) -> &str {
         &self.ctx.provider
+    }
+
+    fn serves_natively(&self, api: NativeApi) -> bool {
+        api == NativeApi::Responses
+    }
+
+    /// The client's Responses body goes out as it came (model and cap set
+    /// by the gateway); the answer and every stream event come back as is.
+    async fn send_native(&self, call: NativeCall) -> Result<UpstreamResponse, ProviderError> {
+        let body = serde_json::to_vec(&call.body).map_err(|e| {
+            self.ctx
+                .failed(format!("could not encode the request body: {e}"))
+        })?;
+        let mut request = self
+            .http
+            .get()
+            .post(self.native_url(call.api))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        match (&self.auth, self.ctx.key()) {
+            (Some((name, value)), _) => request = request.header(name.clone(), value.clone()),
+            (None, Some(_)) => {
+                return Err(self.ctx.failed(format!(
+                    "the `api_key` of provider `{}` holds characters an HTTP header cannot carry",
+                    self.ctx.provider
+                )));
+            }
+            (None, None) => {}
+        }
+        for (name, value) in &call.headers {
+            request = request.header(name.clone(), value.clone());
+        }
+        if let Some(id) = upstream::request_id_header(&call.request_id) {
+            request = request.header("x-request-id", id);
+        }
+        if call.stream {
+            request = request.header(ACCEPT, "text/event-stream");
+        }
+        let deadline = Instant::now() + call.timeout;
+        let response = upstream::send(&self.ctx, request, deadline, call.timeout).await?;
+        if call.stream {
+            let response =
+                upstream::expect_event_stream(&self.ctx, response, deadline, call.timeout).await?;
+            return Ok(UpstreamResponse::Stream(native::stream(
+                self.ctx.clone(),
+                call.api,
+                response,
+                call.timeout,
+            )));
+        }
+        let body = upstream::read_body(&self.ctx, response, deadline, call.timeout).await?;
+        let usage = native::responses_body_usage(&body);
+        Ok(UpstreamResponse::Complete { body, usage })
     }
 
     async fn send(&self, call: UpstreamCall) -> Result<UpstreamResponse, ProviderError> {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use super::forward::{Answered, OutputCap, Unanswered, apply_cap};
+use super::native::NativeRequest;
 use crate::config::{ModelConfig, Strategy};
 use crate::error::ApiError;
 use crate::providers::{Endpoint, ProviderError, UpstreamCall};
@@ -63,9 +64,24 @@ pub(super) async fn send(
     stream: bool,
     request_id: &str,
     cap: OutputCap,
+    native: Option<&NativeRequest>,
 ) -> Result<Answered, Unanswered> {
     let routing = &rt.config.routing;
     let order = strategy::order(model, &rt.routes, routing, clock.now_ms());
+    let order = match native {
+        Some(n) => match super::native::targets(rt, n, &model.name, order) {
+            Ok(order) => order,
+            Err(error) => {
+                return Err(Unanswered {
+                    error,
+                    provider: None,
+                    may_have_billed: false,
+                    attempts: 0,
+                });
+            }
+        },
+        None => order,
+    };
     let measure = model.strategy == Strategy::LeastLatency;
     // Allocated only once an attempt fails.
     let mut failed: Vec<Attempt> = Vec::new();
@@ -106,7 +122,8 @@ pub(super) async fn send(
             attempts = attempts.saturating_add(1);
             let in_flight = measure.then(|| health.latency.start());
             let started = Instant::now();
-            let result = provider.send(call).await;
+            let (result, native_used) =
+                super::native::send(provider.as_ref(), native, target, cap, call).await;
             let elapsed = started.elapsed();
             if measure {
                 health.latency.observe(elapsed);
@@ -123,6 +140,7 @@ pub(super) async fn send(
                         provider_model: target.model.clone(),
                         response,
                         attempts,
+                        native: native_used,
                     });
                 }
                 Err(e) => e,

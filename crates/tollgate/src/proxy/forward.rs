@@ -25,6 +25,8 @@ pub(super) struct Answered {
     pub response: UpstreamResponse,
     /// Attempts made, this one included.
     pub attempts: u32,
+    /// The target took the client's body natively (`super::native`).
+    pub native: bool,
 }
 
 /// Why no target answered.

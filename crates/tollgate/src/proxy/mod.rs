@@ -5,8 +5,10 @@
 
 mod body;
 mod failover;
+mod count_tokens;
 mod forward;
 mod models;
+mod native;
 mod pipeline;
 mod stream;
 mod traced;
@@ -42,6 +44,11 @@ pub fn router() -> Router<SharedState> {
         // Anthropic Messages API ingress: translated to the canonical
         // (OpenAI) request, routed to any provider, answered in Anthropic's format.
         .route("/v1/messages", handler(Ingress::Anthropic))
+        // Natively to `anthropic` targets (untranslated), else counted here.
+        .route("/v1/messages/count_tokens", post(count_tokens::handle))
+        // OpenAI Responses API ingress: natively to `openai`/`azure`
+        // targets, translated to the canonical request for the others.
+        .route("/v1/responses", handler(Ingress::Responses))
         .route("/v1/models", get(models::list))
 }
 
@@ -61,13 +68,13 @@ impl Ingress {
     fn endpoint(self) -> Endpoint {
         match self {
             Ingress::OpenAi(e) => e,
-            Ingress::Anthropic => Endpoint::ChatCompletions,
+            Ingress::Anthropic | Ingress::Responses => Endpoint::ChatCompletions,
         }
     }
 
     fn error_format(self) -> ErrorFormat {
         match self {
-            Ingress::OpenAi(_) => ErrorFormat::OpenAi,
+            Ingress::OpenAi(_) | Ingress::Responses => ErrorFormat::OpenAi,
             Ingress::Anthropic => ErrorFormat::Anthropic,
         }
     }

@@ -13,13 +13,13 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde_json::{Map, Value};
 
-use super::{body, failover, forward, stream, validate};
+use super::{body, failover, forward, native, stream, validate};
 use crate::cache;
-use crate::config::{Config, ModelConfig};
+use crate::config::{Config, ModelConfig, Target};
 use crate::error::ApiError;
 use crate::policy::{
     Admitted, BUDGET_REMAINING_HEADER, InputTokens, Outcome, RequestFacts, Settled, Subject,
-    estimate,
+    estimate, estimate_native,
 };
 use crate::providers::{Endpoint, UpstreamResponse, Usage, translate};
 use crate::state::{Runtime, SharedState};
@@ -33,6 +33,8 @@ pub enum Ingress {
     OpenAi(Endpoint),
     /// `POST /v1/messages` (Anthropic Messages API).
     Anthropic,
+    /// `POST /v1/responses` (OpenAI Responses API).
+    Responses,
 }
 
 impl Ingress {
@@ -45,8 +47,9 @@ impl Ingress {
             Ingress::OpenAi(Endpoint::ChatCompletions) => Some("chat"),
             Ingress::OpenAi(Endpoint::Completions) => Some("completions"),
             Ingress::OpenAi(Endpoint::Embeddings) => Some("embeddings"),
-            // Translated to canonical chat and back (both directions, streams too).
-            Ingress::Anthropic => Some("messages"),
+            // The agent ingresses may be answered natively, in their own
+            // format, which a hit served in canonical form would not match.
+            Ingress::Anthropic | Ingress::Responses => None,
         }
     }
 }
@@ -137,12 +140,22 @@ async fn run(
             body,
             usage,
             headers,
-        }) => complete(books, ingress, body, usage, headers, reply.is_closed()),
+            native,
+        }) => complete(
+            books,
+            ingress,
+            native,
+            body,
+            usage,
+            headers,
+            reply.is_closed(),
+        ),
         Ok(Reply::Stream {
             events,
             include_usage,
             headers,
-        }) => stream::respond(books, ingress, events, include_usage, headers),
+            native,
+        }) => stream::respond(books, ingress, native, events, include_usage, headers),
         Err(e) => {
             let e = books.looping_instead(e).await;
             let usage = books.failure_usage();
@@ -165,11 +178,14 @@ enum Reply {
         body: Bytes,
         usage: Usage,
         headers: Vec<(HeaderName, HeaderValue)>,
+        /// In the ingress's own format, untranslated (a native target).
+        native: bool,
     },
     Stream {
         events: crate::providers::EventStream,
         include_usage: bool,
         headers: Vec<(HeaderName, HeaderValue)>,
+        native: bool,
     },
 }
 
@@ -185,11 +201,13 @@ async fn proxy(
     books.team = books.state.keys.team(&books.key.team).await?;
     let bytes = body::read(headers, raw, config.max_body_bytes).await?;
     books.input.body = bytes.clone();
-    let mut req = match ingress {
-        Ingress::OpenAi(_) => body::json_object(&bytes)?,
-        Ingress::Anthropic => {
-            let anthropic = Value::Object(body::json_object(&bytes)?);
-            translate::messages_to_openai(&anthropic).map_err(ApiError::invalid)?
+    // The agent ingresses keep the client's body for native targets and
+    // carry a canonical one for the rest (`native`).
+    let (mut req, native) = match ingress {
+        Ingress::OpenAi(_) => (body::json_object(&bytes)?, None),
+        Ingress::Anthropic | Ingress::Responses => {
+            let prepared = native::prepare(ingress, &bytes, headers)?;
+            (prepared.canonical, Some(prepared.native))
         }
     };
     let parsed = validate::request(endpoint, &req)?;
@@ -223,8 +241,18 @@ async fn proxy(
         return cached(books, config, model, served, parsed.include_usage).await;
     }
 
+    // Agent ingresses: which targets may take the request (a body only a
+    // native target can serve, or one pinned to a provider's stored state);
+    // the attempt loop applies the same rule to its strategy order.
+    let targets: Vec<&Target> = match &native {
+        Some(n) => native::targets(rt, n, &model.name, model.targets.iter().collect())?,
+        None => model.targets.iter().collect(),
+    };
     // Whichever target answers, the reservation covers its tokenizer.
-    let count_input = || estimate::input_tokens_any_target(endpoint, &req, model);
+    let count_input = || match &native {
+        Some(n) => native::input_tokens(rt, n, &req, model, &targets),
+        None => estimate::input_tokens_any_target(endpoint, &req, model),
+    };
     // Every choice of `n` (or `best_of`) and every prompt of a prompt list
     // is generated and billed: the worst case covers them all.
     let per_choice = match endpoint {
@@ -281,9 +309,8 @@ async fn proxy(
     let again = || {
         let mut req = match ingress {
             Ingress::OpenAi(_) => body::json_object(&bytes).ok()?,
-            Ingress::Anthropic => {
-                let anthropic = Value::Object(body::json_object(&bytes).ok()?);
-                translate::messages_to_openai(&anthropic).ok()?
+            Ingress::Anthropic | Ingress::Responses => {
+                native::prepare(ingress, &bytes, headers).ok()?.canonical
             }
         };
         if parsed.stream {
@@ -306,6 +333,7 @@ async fn proxy(
         parsed.stream,
         &books.request_id,
         cap,
+        native.as_ref(),
     );
     let sent = crate::telemetry::spans::with_upstream_traceparent(traceparent, send).await;
     books.upstream = upstream_started.elapsed();
@@ -326,19 +354,26 @@ async fn proxy(
     books.attempts = answered.attempts;
     let mut reply_headers = reply_headers;
     reply_headers.extend(routing_headers(rt, &books.provider, books.attempts));
+    let native = answered.native;
     Ok(match answered.response {
         UpstreamResponse::Complete { body, usage } => {
-            let usage = usage.unwrap_or_else(|| books.usage_from_body(&body));
+            let usage = match usage {
+                Some(u) => u,
+                None if native => books.usage_from_native_body(&body),
+                None => books.usage_from_body(&body),
+            };
             Reply::Complete {
                 body,
                 usage,
                 headers: reply_headers,
+                native,
             }
         }
         UpstreamResponse::Stream(events) => Reply::Stream {
             events,
             include_usage: parsed.include_usage,
             headers: reply_headers,
+            native,
         },
     })
 }
@@ -430,6 +465,7 @@ async fn cached(
 fn complete(
     mut books: Books,
     ingress: Ingress,
+    native: bool,
     body: Bytes,
     usage: Usage,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -441,20 +477,24 @@ fn complete(
         books.close(CLIENT_CLOSED, usage, Some("client_closed"));
         return StatusCode::NO_CONTENT.into_response();
     }
-    let body = match ingress {
-        Ingress::OpenAi(_) => body,
-        Ingress::Anthropic => match translate::openai_to_messages_response(&body, &books.model) {
-            Ok(v) => Bytes::from(v.to_string()),
-            Err(e) => {
-                let e = ApiError::UpstreamError(format!(
-                    "the provider's answer could not be translated: {e}"
-                ));
-                // The client gets an error, and the row says so; the
-                // provider billed us for the answer all the same.
-                books.close(e.status().as_u16(), usage, Some(e.code()));
-                return e.into_response_as(ingress.error_format());
-            }
-        },
+    let translated = match ingress {
+        _ if native => Ok(None),
+        Ingress::OpenAi(_) => Ok(None),
+        Ingress::Anthropic => translate::openai_to_messages_response(&body, &books.model).map(Some),
+        Ingress::Responses => translate::responses::from_chat(&body, &books.model).map(Some),
+    };
+    let body = match translated {
+        Ok(None) => body,
+        Ok(Some(v)) => Bytes::from(v.to_string()),
+        Err(e) => {
+            let e = ApiError::UpstreamError(format!(
+                "the provider's answer could not be translated: {e}"
+            ));
+            // The client gets an error, and the row says so; the
+            // provider billed us for the answer all the same.
+            books.close(e.status().as_u16(), usage, Some(e.code()));
+            return e.into_response_as(ingress.error_format());
+        }
     };
     let settled = books.close(200, usage, None);
     let mut resp = (
@@ -590,11 +630,19 @@ impl Books {
         let Some(model) = self.model_config() else {
             return 0;
         };
+        let native = match self.input.ingress {
+            Ingress::OpenAi(_) => 0,
+            Ingress::Anthropic => body::json_object(&self.input.body)
+                .map_or(0, |m| estimate_native::messages_input_tokens(&m)),
+            Ingress::Responses => body::json_object(&self.input.body)
+                .map_or(0, |m| estimate_native::responses_input_tokens(&m, model)),
+        };
         let req = body::json_object(&self.input.body)
             .ok()
             .and_then(|m| match self.input.ingress {
                 Ingress::OpenAi(_) => Some(m),
                 Ingress::Anthropic => translate::messages_to_openai(&Value::Object(m)).ok(),
+                Ingress::Responses => translate::responses::to_chat(&m).ok(),
             });
         req.map_or(0, |req| {
             estimate::input_tokens(
@@ -604,6 +652,18 @@ impl Books {
                 &self.provider_model,
             )
         })
+        .max(native)
+    }
+
+    /// Usage of a native answer that reported none it could trust: the
+    /// input estimate, and every byte of the answer counted as generated
+    /// text (more than its text, never less).
+    fn usage_from_native_body(&self, body: &[u8]) -> Usage {
+        Usage {
+            prompt_tokens: self.input_tokens(),
+            completion_tokens: self.text_tokens(&String::from_utf8_lossy(body)),
+            ..Usage::default()
+        }
     }
 
     /// What a request that got no answer is billed: nothing, unless the

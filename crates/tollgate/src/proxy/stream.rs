@@ -20,22 +20,30 @@ use serde::Deserialize;
 
 use super::pipeline::{Books, CLIENT_CLOSED, Ingress};
 use crate::error::{ApiError, ErrorFormat};
+use crate::providers::native::{self, StreamMeter};
 use crate::providers::sse::WireUsage;
+use crate::providers::translate::responses::ResponsesStreamTranslator;
 use crate::providers::{
-    EventStream, ProviderError, SseEvent, Usage, translate::MessagesStreamTranslator,
+    EventStream, NativeApi, ProviderError, SseEvent, Usage, translate::MessagesStreamTranslator,
 };
 
 pub(super) fn respond(
     books: Books,
     ingress: Ingress,
+    native: bool,
     events: EventStream,
     include_usage: bool,
     headers: Vec<(HeaderName, HeaderValue)>,
 ) -> Response {
     let encoder = match ingress {
         Ingress::OpenAi(_) => Encoder::OpenAi,
+        Ingress::Anthropic if native => Encoder::Native(NativeApi::Messages, Box::default()),
         Ingress::Anthropic => {
             Encoder::Anthropic(Box::new(MessagesStreamTranslator::new(&books.model)))
+        }
+        Ingress::Responses if native => Encoder::Native(NativeApi::Responses, Box::default()),
+        Ingress::Responses => {
+            Encoder::Responses(Box::new(ResponsesStreamTranslator::new(&books.model)))
         }
     };
     let metered = Metered {
@@ -71,6 +79,11 @@ enum Encoder {
     OpenAi,
     /// Translated to Anthropic Messages events.
     Anthropic(Box<MessagesStreamTranslator>),
+    /// Translated to Responses API events.
+    Responses(Box<ResponsesStreamTranslator>),
+    /// A native stream's own events, as they came; the meter reads their
+    /// usage and text on the way.
+    Native(NativeApi, Box<StreamMeter>),
 }
 
 impl Encoder {
@@ -78,6 +91,22 @@ impl Encoder {
         match self {
             Encoder::OpenAi => frame(data),
             Encoder::Anthropic(t) => t.chunk(data),
+            Encoder::Responses(t) => t.chunk(data),
+            // Canonical chunks never come from a native target.
+            Encoder::Native(..) => Bytes::new(),
+        }
+    }
+
+    /// One event of a native stream: metered, and passed on unchanged.
+    fn native(&mut self, event: Option<&str>, data: &[u8]) -> Bytes {
+        match self {
+            Encoder::Native(api, meter) => {
+                meter.observe(*api, data);
+                native::frame(event, data)
+            }
+            // A native event on a translated stream is not expected; it is
+            // dropped rather than shown in the wrong format.
+            _ => Bytes::new(),
         }
     }
 
@@ -85,14 +114,28 @@ impl Encoder {
         match self {
             Encoder::OpenAi => Bytes::from_static(b"data: [DONE]\n\n"),
             Encoder::Anthropic(t) => t.finish(),
+            Encoder::Responses(t) => t.finish(),
+            // The provider's own terminal event went out already.
+            Encoder::Native(..) => Bytes::new(),
         }
     }
 
     fn error(&mut self, err: &ApiError) -> Bytes {
         match self {
             Encoder::OpenAi => frame(err.body(ErrorFormat::OpenAi).to_string().as_bytes()),
-            Encoder::Anthropic(_) => {
+            Encoder::Anthropic(_)
+            | Encoder::Native(NativeApi::Messages | NativeApi::CountTokens, _) => {
                 let body = err.body(ErrorFormat::Anthropic);
+                Bytes::from(format!("event: error\ndata: {body}\n\n"))
+            }
+            // The Responses API's `error` event.
+            Encoder::Responses(_) | Encoder::Native(NativeApi::Responses, _) => {
+                let body = serde_json::json!({
+                    "type": "error",
+                    "code": err.code(),
+                    "message": err.to_string(),
+                    "param": null,
+                });
                 Bytes::from(format!("event: error\ndata: {body}\n\n"))
             }
         }
@@ -165,11 +208,17 @@ impl Metered {
         let Some(books) = self.books.take() else {
             return;
         };
-        let usage = self.usage.unwrap_or_else(|| Usage {
-            prompt_tokens: books.input_tokens(),
-            completion_tokens: books.text_tokens(&self.text),
-            ..Usage::default()
-        });
+        let usage = match (&self.encoder, self.usage) {
+            (Encoder::Native(_, meter), _) => {
+                meter.usage(|| books.input_tokens(), books.text_tokens(&meter.text))
+            }
+            (_, Some(usage)) => usage,
+            (_, None) => Usage {
+                prompt_tokens: books.input_tokens(),
+                completion_tokens: books.text_tokens(&self.text),
+                ..Usage::default()
+            },
+        };
         books.close(status, usage, error_code);
     }
 }
@@ -199,6 +248,12 @@ impl Stream for Metered {
                         {
                             books.first_byte = Some(books.started.elapsed());
                         }
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                }
+                Poll::Ready(Some(Ok(SseEvent::Native { event, data }))) => {
+                    let out = this.encoder.native(event.as_deref(), &data);
+                    if !out.is_empty() {
                         return Poll::Ready(Some(Ok(out)));
                     }
                 }

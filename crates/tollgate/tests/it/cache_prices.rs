@@ -204,15 +204,18 @@ async fn anthropic_cache_is_billed_and_reported_on_the_messages_ingress() {
         .await;
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
-    let delta = text
+    // Passed through natively (issue 14): Anthropic's own events, which
+    // report the prompt's cache split in `message_start`.
+    let start = text
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .find(|e| e["type"] == "message_delta")
-        .expect("a message_delta event");
-    assert_eq!(delta["usage"]["input_tokens"], 1_000, "{delta}");
-    assert_eq!(delta["usage"]["cache_creation_input_tokens"], 5_000);
-    assert_eq!(delta["usage"]["cache_read_input_tokens"], 20_000);
+        .find(|e| e["type"] == "message_start")
+        .expect("a message_start event");
+    let usage = &start["message"]["usage"];
+    assert_eq!(usage["input_tokens"], 1_000, "{start}");
+    assert_eq!(usage["cache_creation_input_tokens"], 5_000);
+    assert_eq!(usage["cache_read_input_tokens"], 20_000);
     assert_eq!(last_cost(&h, 1).await, SONNET_BILL);
 }
 

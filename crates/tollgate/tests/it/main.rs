@@ -9,6 +9,8 @@ mod adversarial;
 mod alert_delivery;
 mod audit;
 mod browser;
+mod agents;
+mod agents_sdk;
 mod budget;
 mod cache;
 mod cache_prices;

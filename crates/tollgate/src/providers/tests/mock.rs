@@ -126,7 +126,7 @@ async fn stream_honours_include_usage() {
     .await;
     assert!(items.iter().all(|i| match i.as_ref().unwrap() {
         SseEvent::Data(d) => !String::from_utf8_lossy(d).contains("usage"),
-        SseEvent::Done => true,
+        SseEvent::Done | SseEvent::Native { .. } => true,
     }));
     // role chunk + one per word + finish chunk + Done
     assert_eq!(items.len() as u64, words() + 3);

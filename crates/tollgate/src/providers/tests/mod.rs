@@ -145,6 +145,7 @@ pub(super) fn data_json(event: &SseEvent) -> Value {
     match event {
         SseEvent::Data(d) => serde_json::from_slice(d).unwrap(),
         SseEvent::Done => panic!("expected data, got Done"),
+        SseEvent::Native { data, .. } => serde_json::from_slice(data).unwrap(),
     }
 }
 

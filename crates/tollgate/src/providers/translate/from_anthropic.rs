@@ -340,6 +340,8 @@ impl MessagesStreamTranslator {
         match event {
             SseEvent::Data(data) => self.chunk(data),
             SseEvent::Done => self.finish(),
+            // Not canonical: a native stream is never translated.
+            SseEvent::Native { .. } => Bytes::new(),
         }
     }
 

@@ -11,6 +11,7 @@
 //! each other, and both directions use it.
 
 pub mod from_anthropic;
+pub mod responses;
 pub mod to_anthropic;
 
 use serde_json::{Map, Value, json};
