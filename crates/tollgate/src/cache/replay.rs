@@ -377,7 +377,7 @@ mod tests {
         all.into_iter()
             .filter_map(|e| match e.unwrap() {
                 SseEvent::Data(d) => Some(d),
-                SseEvent::Done => None,
+                SseEvent::Done | SseEvent::Native { .. } => None,
             })
             .collect()
     }

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::{body, forward, native};
+use super::{body, native};
 use crate::app::RequestId;
 use crate::error::{ApiError, ErrorFormat};
 use crate::policy::{Subject, estimate, estimate_native};
@@ -76,8 +76,7 @@ async fn count(
     };
     state.policy.check_model_access(config, &who, &model.name)?;
 
-    let targets = forward::order(model);
-    for target in &targets {
+    for target in &model.targets {
         let Some(provider) = rt.providers.get(&target.provider) else {
             continue;
         };

@@ -414,6 +414,8 @@ fn routing_headers(
         )
     });
     [provider, attempts].into_iter().flatten()
+}
+
 /// A cache hit: admitted without spending anything (rate limits and the
 /// loop guard still count it, see `PolicyEngine::admit_cached`) and
 /// answered from the stored answer; the provider is not called.
@@ -450,11 +452,13 @@ async fn cached(
             body,
             usage: Usage::default(),
             headers,
+            native: false,
         },
         cache::Served::Stream(events) => Reply::Stream {
             events,
             include_usage,
             headers,
+            native: false,
         },
     })
 }

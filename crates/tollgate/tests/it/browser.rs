@@ -215,6 +215,9 @@ async fn the_console_works_in_a_real_browser() {
             latency_ms: 3,
             error_code: None,
             would_reject: Vec::new(),
+            attempts: 1,
+            cache: None,
+            cache_saved: NanoUsd(0),
         });
     }
     h.gw().state.store.insert_ledger(&history).await.unwrap();
