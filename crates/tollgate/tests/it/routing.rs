@@ -757,3 +757,41 @@ async fn replicas_on_redis_share_an_open_circuit() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A retry sends what the first attempt sent: the body is rebuilt from the
+/// client's bytes (on both ingresses, streaming or not) with the same
+/// output cap and usage request.
+#[tokio::test]
+async fn a_retry_sends_the_same_body_as_the_first_attempt() {
+    let r = rig(ROUTING).await;
+    let (_, key) = r.h.key(json!({"budget_usd": 10, "period": "daily"})).await;
+    let chat = json!({"model": "solo", "stream": true, "stream_options": null,
+        "messages": [{"role": "user", "content": "same"}]});
+    let messages = json!({"model": "solo", "max_tokens": 50,
+        "messages": [{"role": "user", "content": "same"}]});
+    for (path, b) in [("/v1/chat/completions", chat), ("/v1/messages", messages)] {
+        r.primary.reset_stats();
+        r.primary.set_failure(throttle(2, 503, &[]));
+        let resp = r.h.post(path, &key, &b).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(header(&resp, "x-tollgate-attempts"), "3", "{path}");
+        let _ = resp.text().await;
+        let sent: Vec<Value> = r
+            .primary
+            .requests()
+            .iter()
+            .map(|q| q.json().unwrap())
+            .collect();
+        assert_eq!(sent.len(), 3, "{path}");
+        assert!(sent.iter().all(|s| *s == sent[0]), "{path}: {sent:?}");
+        assert_eq!(sent[0]["model"], "gpt-4o-mini");
+        assert!(
+            sent[0]["max_tokens"].as_u64().is_some(),
+            "the cap goes out every time: {}",
+            sent[0]
+        );
+        if path == "/v1/chat/completions" {
+            assert_eq!(sent[0]["stream_options"]["include_usage"], true);
+        }
+    }
+}
