@@ -644,3 +644,48 @@ async fn every_grafana_query_names_a_series_the_gateway_exports() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_binary_logs_the_trace_id_and_exports_its_spans_before_exiting() {
+    let (endpoint, spans) = collector().await;
+    let mock = mock_provider::MockProvider::start(mock_provider::MockConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("tollgate.db").display());
+    let yaml = crate::common::config_yaml(&mock.base_url(), &store, &telemetry(&endpoint));
+    let mut p = crate::process::spawn(dir.path(), &yaml, "gateway.log");
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/admin/keys", p.url))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"team": "t1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let resp = http
+        .post(format!("{}/v1/chat/completions", p.url))
+        .bearer_auth(created["key"].as_str().unwrap())
+        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+        .json(&chat_body("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = request_id(&resp);
+    crate::process::signal(&p.child, "-TERM");
+    assert!(p.child.wait().unwrap().success());
+    // Flushed on the way out, not lost with the process.
+    let (_, span) = span_of(&spans, &id).await;
+    assert_eq!(hex::encode(&span.trace_id), CLIENT_TRACE);
+    let log = std::fs::read_to_string(&p.log).unwrap();
+    let line: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["request_id"] == id.as_str() && l["message"] == "request")
+        .unwrap_or_else(|| panic!("no request line for {id}: {log}"));
+    assert_eq!(line["trace_id"], CLIENT_TRACE, "{line}");
+}
