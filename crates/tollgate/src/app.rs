@@ -62,7 +62,9 @@ pub enum StartError {
 ///    errors and 404s.
 /// 2. the routes: `/v1/*` (proxy, authenticated by virtual key inside its
 ///    handlers because the error format depends on the route) and, unless
-///    `admin_listen` moves them, `/admin/*`, `/healthz`, `/readyz`, `/metrics`.
+///    `admin_listen` moves them, `/admin/*`, `/ui/*`, `/healthz`, `/readyz`,
+///    `/metrics`, each admin route inside the audit recorder
+///    (`audited_admin`), which reads `ConnectInfo` (the peer address).
 /// 3. `fallback`: unknown paths get the API's own 404 shape.
 ///
 /// Body size limits are enforced per handler (the limit is hot-reloadable

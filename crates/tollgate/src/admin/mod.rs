@@ -1,6 +1,7 @@
 //! The admin API (SPEC §4): teams, virtual keys, spend and request reports,
 //! budgets, reload, `/metrics` and the OpenAPI document, all behind the admin
-//! key; plus the open health endpoints `/healthz` and `/readyz`.
+//! key; plus the open health endpoints `/healthz` and `/readyz`; the audit
+//! log of its mutations (`audit`) and the operators' console `/ui` (`ui`).
 //!
 //! Every `/admin` handler takes [`extract::Admin`] as its first argument:
 //! it is the only way to the state, so a handler cannot exist without the
@@ -82,6 +83,7 @@ pub(crate) fn routes() -> Vec<Route> {
 
 /// The admin API and the health endpoints, to be merged into the app's
 /// router (on the main listener or on `admin_listen`).
+///
 /// The operators' console (`/ui`) rides along, so it is wherever the admin
 /// API is.
 pub fn router() -> Router<SharedState> {

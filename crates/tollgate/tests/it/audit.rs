@@ -477,3 +477,53 @@ async fn a_reload_by_sighup_is_recorded() {
     crate::process::signal(&proc.child, "-TERM");
     let _ = proc.child.wait();
 }
+
+#[tokio::test]
+async fn hostile_admin_bodies_are_answered_and_recorded_without_their_bytes() {
+    let h = Harness::start("").await;
+    // A new connection each time: after the 413 the server closes its
+    // connection, and a pooled one could be reused just as it closes.
+    let send = |body: Vec<u8>| {
+        let h = &h;
+        async move {
+            reqwest::Client::new()
+                .post(format!("{}/admin/teams", h.url))
+                .bearer_auth(ADMIN_KEY)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| format!("{e:?}"))
+        }
+    };
+    assert_eq!(send(b"{not json".to_vec()).await, Ok(400));
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    assert_eq!(send(deep.into_bytes()).await, Ok(400));
+    // The server may answer 413 and close before the client has sent it all.
+    let big = send(vec![b' '; 2 * 1024 * 1024]).await;
+    assert!(matches!(big, Ok(413) | Err(_)), "{big:?}");
+    assert_eq!(send(br#"{"id": ["wrong type"]}"#.to_vec()).await, Ok(400));
+    let (_, log) = h.admin(Method::GET, "/admin/audit", None).await;
+    let changes: Vec<&Value> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["change"])
+        .collect();
+    // The 2 MiB body was refused before any handler: nothing changed, no row.
+    assert_eq!(
+        changes,
+        vec![
+            &json!({"id": ["wrong type"]}),
+            &json!({"unparsed_body_bytes": 10_000}),
+            &json!({"unparsed_body_bytes": 9}),
+        ]
+    );
+    assert_eq!(rows(&log)[0], ("team.create".into(), "team:".into(), 400));
+    // Still serving.
+    let (status, _) = h
+        .admin(Method::POST, "/admin/teams", Some(json!({"id": "fine"})))
+        .await;
+    assert_eq!(status, 201);
+}

@@ -149,3 +149,61 @@ impl FromRequestParts<SharedState> for UiUser {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_expire_and_the_oldest_goes_first_when_full() {
+        let sessions = Sessions::default();
+        let first = sessions.create(0);
+        assert!(sessions.get(&first.id, SESSION_TTL_MS - 1).is_some());
+        assert!(sessions.get(&first.id, SESSION_TTL_MS).is_none());
+        assert!(
+            sessions.get(&first.id, 0).is_none(),
+            "an expired session is gone"
+        );
+
+        let oldest = sessions.create(1);
+        for t in 2..(MAX_SESSIONS as i64 + 1) {
+            sessions.create(t);
+        }
+        assert!(sessions.get(&oldest.id, 2).is_some());
+        let newest = sessions.create(MAX_SESSIONS as i64 + 1);
+        assert!(sessions.get(&oldest.id, 2).is_none(), "evicted");
+        assert!(sessions.get(&newest.id, 2).is_some());
+        assert_eq!(sessions.live.lock().len(), MAX_SESSIONS);
+    }
+
+    #[test]
+    fn ids_and_tokens_are_random_and_compared_whole() {
+        let sessions = Sessions::default();
+        let (a, b) = (sessions.create(0), sessions.create(0));
+        assert_ne!(a.id, b.id);
+        assert_ne!(a.csrf, b.csrf);
+        assert_eq!(a.id.len(), 64);
+        assert!(a.csrf_ok(Some(&a.csrf)));
+        assert!(!a.csrf_ok(Some(&b.csrf)));
+        assert!(!a.csrf_ok(Some(&a.csrf[..63])));
+        assert!(!a.csrf_ok(Some("")));
+        assert!(!a.csrf_ok(None));
+        assert_eq!(a.actor(), format!("ui:{}", &a.id[..8]));
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut h = http::HeaderMap::new();
+        h.append(
+            http::header::COOKIE,
+            "a=1; tollgate_session=abc".parse().unwrap(),
+        );
+        assert_eq!(cookie(&h).as_deref(), Some("abc"));
+        let mut h = http::HeaderMap::new();
+        h.append(
+            http::header::COOKIE,
+            "x_tollgate_session=no".parse().unwrap(),
+        );
+        assert_eq!(cookie(&h), None);
+    }
+}
