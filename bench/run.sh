@@ -13,6 +13,10 @@
 #                                      local OTLP/HTTP sink run.sh starts (python3)
 #                        cache         plain, with the response cache on: every request after the
 #                                      first is a hit (the load repeats one body), 100 % hit rate
+#                        messages      `/v1/messages` natively to an `anthropic` provider (the mock),
+#                                      against the mock's own `/v1/messages` as the direct baseline
+#                        responses     `/v1/responses` natively to an `openai` provider, against the
+#                                      mock's own `/v1/responses`
 #   --no-build         use the binaries already built
 #   --quick            short loads: checks the script, not the numbers
 # Environment knobs:
@@ -43,7 +47,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 for s in ${SCENARIOS//,/ }; do
-  case "$s" in plain|policy|policy-redis|plain-otlp|cache) ;; *) echo "run.sh: unknown scenario \`$s\` (plain, policy, policy-redis, plain-otlp, cache)" >&2; exit 2 ;; esac
+  case "$s" in plain|policy|policy-redis|plain-otlp|cache|messages|responses) ;; *) echo "run.sh: unknown scenario \`$s\` (plain, policy, policy-redis, plain-otlp, cache, messages, responses)" >&2; exit 2 ;; esac
 done
 
 if [[ $QUICK == 1 ]]; then
@@ -112,11 +116,17 @@ done
 [[ -n "$MOCK_URL" ]] || { echo "run.sh: the mock provider printed no address within 10 s" >&2; exit 1; }
 log "mock provider at $MOCK_URL (pid $MOCK_PID)"
 
-# run_load NAME SCENARIO URL AUTH_HEADER TARGET_PID
+# run_load NAME SCENARIO URL AUTH_HEADER TARGET_PID [API]
 # Runs one load scenario (c1 | c64 | stream) and writes $OUT/NAME-SCENARIO.json: the load
 # generator's report plus the CPU the target (and the mock) used during the invocation.
+# API (chat | messages | responses, default chat) picks the path, body and stream end.
 run_load() {
-  local name="$1" scenario="$2" url="$3" auth="$4" target_pid="$5" args outer
+  local name="$1" scenario="$2" url="$3" auth="$4" target_pid="$5" api="${6:-chat}" args outer path model
+  case "$api" in
+    chat) path="chat/completions"; model="gpt-4o-mini" ;;
+    messages) path="messages"; model="claude-sonnet-4-5" ;;
+    responses) path="responses"; model="gpt-4o-mini" ;;
+  esac
   case "$scenario" in
     c1) args=(-c 1 -n "$N_C1"); outer=$((120 + N_C1 / 100)) ;;
     c64) args=(-c "$C_HIGH" -d "$DUR_C64"); outer=$((120 + DUR_C64)) ;;
@@ -124,7 +134,7 @@ run_load() {
   esac
   local t0 g0 m0 a0 t1 g1 m1 a1 raw="$OUT/$name-$scenario.raw.json"
   t0=$(now_ns); g0=$(cpu_ticks "$target_pid"); m0=$(cpu_ticks "$MOCK_PID"); a0=$(machine_ticks)
-  timeout "$outer" "$BIN/tollgate-bench" --url "$url/chat/completions" -H "$auth" \
+  timeout "$outer" "$BIN/tollgate-bench" --url "$url/$path" --api "$api" --model "$model" -H "$auth" \
     --warmup "$WARMUP" --timeout-s 30 --json "${args[@]}" >"$raw"
   t1=$(now_ns); g1=$(cpu_ticks "$target_pid"); m1=$(cpu_ticks "$MOCK_PID"); a1=$(machine_ticks)
   jq --argjson wall_ns $((t1 - t0)) --argjson tgt $((g1 - g0)) --argjson mock $((m1 - m0)) \
@@ -189,8 +199,8 @@ run_budget_pairs() {
 }
 
 run_all_loads() {
-  local name="$1" url="$2" auth="$3" pid="$4" s
-  for s in c1 c64 stream; do run_load "$name" "$s" "$url" "$auth" "$pid"; done
+  local name="$1" url="$2" auth="$3" pid="$4" api="${5:-chat}" s
+  for s in c1 c64 stream; do run_load "$name" "$s" "$url" "$auth" "$pid" "$api"; done
 }
 
 log "direct: the mock provider alone"
@@ -213,7 +223,17 @@ providers:
     base_url: $MOCK_URL
     api_key: \${BENCH_UPSTREAM_KEY}
     timeout_s: 30
+  - name: mock-claude
+    kind: anthropic
+    base_url: $MOCK_URL
+    api_key: \${BENCH_UPSTREAM_KEY}
+    timeout_s: 30
 models:
+  - name: claude-sonnet-4-5
+    targets:
+      - provider: mock-claude
+        model: claude-sonnet-4-5
+    max_output_tokens: 4096
   - name: gpt-4o-mini
     targets:
       - provider: mock
@@ -290,6 +310,15 @@ run_gateway_scenario() {
           | grep -oE 'sk-tg-[A-Za-z0-9_-]+' | head -1)"
   [[ -n "$key" ]] || { echo "run.sh: \`tollgate keys create --team $team\` printed no key" >&2; exit 1; }
   log "gateway ($scenario, counters $counters) at $url (pid $pid)"
+  case "$scenario" in
+    messages|responses)
+      # The same API straight at the mock, in this run, as the baseline.
+      run_all_loads "direct-$scenario" "$MOCK_URL" "Authorization: Bearer $UPSTREAM_KEY" "$MOCK_PID" "$scenario"
+      run_all_loads "$scenario" "$url/v1" "Authorization: Bearer $key" "$pid" "$scenario"
+      echo "{\"name\": \"$scenario\", \"peak_rss_kib\": $(peak_rss_kib "$pid")}" >"$OUT/$scenario-rss.json"
+      stop_pid "$pid"
+      return ;;
+  esac
   run_all_loads "$scenario" "$url/v1" "Authorization: Bearer $key" "$pid"
   run_pairs "$scenario" "$url/v1" "Authorization: Bearer $key"
   if [[ $team == bench-policy ]]; then
@@ -383,6 +412,17 @@ for n, c in cache.items():
     rate = f"{100 * c['hits'] / total:.2f} %" if total else "–"
     print(f"\nResponse cache ({n}): {c['hits']} hits, {c['misses']} misses ({rate} hit rate, as the gateway counted); "
           f"c64 req/s {runs[n]['c64']['rps']:.0f} = {runs[n]['c64']['rps'] / runs['direct']['c64']['rps']:.2f}x the direct mock of this run.")
+agents = [n for n in ("messages", "responses") if n in runs and f"direct-{n}" in runs]
+if agents:
+    print("\nAgent APIs, natively passed through, against the mock's own endpoint in this run (gateway / direct):\n")
+    print("| API | direct c1 p50 µs | gateway c1 p50 µs | c1 p50 ratio | c64 req/s ratio | stream p50 ratio | errors |")
+    print("|---|---|---|---|---|---|---|")
+    def r2(a, b): return "–" if not a or not b else f"{a / b:.2f}x"
+    for n in agents:
+        g, d = runs[n], runs[f"direct-{n}"]
+        print(f"| /v1/{n} | {us(lat(d['c1'], 'p50'))} | {us(lat(g['c1'], 'p50'))} | "
+              f"{r2(lat(g['c1'], 'p50'), lat(d['c1'], 'p50'))} | {r2(g['c64']['rps'], d['c64']['rps'])} | "
+              f"{r2(lat(g['stream'], 'p50'), lat(d['stream'], 'p50'))} | {errs(n)} |")
 if budget:
     print("\nThe policy path over the plain proxy, in one gateway process (c1 p50 of a key with every policy "
           "minus a key on the team without policies, paired rounds; target ≤ 20 µs with in-process counters):\n")

@@ -31,8 +31,12 @@ pub(crate) struct LoadSpec {
     /// Every header sent, `host` included.
     pub headers: HeaderMap,
     pub body: Bytes,
-    /// Check each answer ends with `data: [DONE]` and measure time to first byte.
+    /// Check each answer holds `done_marker` and measure time to first byte.
     pub stream: bool,
+    /// What a complete stream of this API contains: `data: [DONE]`
+    /// (OpenAI chat), `event: message_stop` (Anthropic Messages),
+    /// `event: response.completed` (OpenAI Responses).
+    pub done_marker: &'static [u8],
     pub concurrency: usize,
     pub stop: Stop,
     pub warmup: u64,
@@ -267,8 +271,10 @@ async fn one_request(
     let mut body = response.into_body();
     let mut first_byte = None;
     let mut bytes = 0u64;
-    // The last few bytes seen, to find `[DONE]` split across frames.
-    let mut tail: Vec<u8> = Vec::with_capacity(32);
+    // The last few bytes seen, to find the marker split across frames.
+    let marker = spec.done_marker;
+    let mut tail: Vec<u8> = Vec::with_capacity(64);
+    let mut done = false;
     while let Some(frame) = body.frame().await {
         let frame = frame?;
         if let Some(data) = frame.data_ref() {
@@ -276,14 +282,14 @@ async fn one_request(
                 first_byte = Some(started.elapsed());
             }
             bytes += data.len() as u64;
-            if spec.stream {
-                tail.extend_from_slice(&data[data.len().saturating_sub(32)..]);
-                let excess = tail.len().saturating_sub(32);
+            if spec.stream && !done {
+                tail.extend_from_slice(data);
+                done = tail.windows(marker.len()).any(|w| w == marker);
+                let excess = tail.len().saturating_sub(marker.len());
                 tail.drain(..excess);
             }
         }
     }
-    let done = trim_end(&tail).ends_with(b"data: [DONE]");
     Ok(Answer {
         status: status.as_u16(),
         status_ok: status.is_success(),
@@ -292,14 +298,6 @@ async fn one_request(
         done,
         keep_alive,
     })
-}
-
-fn trim_end(bytes: &[u8]) -> &[u8] {
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |i| i + 1);
-    &bytes[..end]
 }
 
 async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {

@@ -38,6 +38,9 @@ struct Args {
     /// Model in the built-in body.
     #[arg(long, default_value = "gpt-4o-mini")]
     model: String,
+    /// The API of the built-in body and of the stream's end marker.
+    #[arg(long, value_enum, default_value_t = Api::Chat)]
+    api: Api,
     #[arg(long, default_value = "POST")]
     method: String,
     /// Connections, each with one request at a time.
@@ -58,6 +61,27 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// The wire format a load speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Api {
+    /// OpenAI `/v1/chat/completions`; a stream ends with `data: [DONE]`.
+    Chat,
+    /// Anthropic `/v1/messages`; a stream ends with `message_stop`.
+    Messages,
+    /// OpenAI `/v1/responses`; a stream ends with `response.completed`.
+    Responses,
+}
+
+impl Api {
+    fn done_marker(self) -> &'static [u8] {
+        match self {
+            Api::Chat => b"data: [DONE]",
+            Api::Messages => b"event: message_stop",
+            Api::Responses => b"event: response.completed",
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -108,7 +132,7 @@ async fn spec(args: &Args) -> anyhow::Result<LoadSpec> {
                 .with_context(|| format!("cannot read `--body {}`", file.display()))?,
         ),
         None if method == Method::GET => Bytes::new(),
-        None => builtin_body(&args.model, args.stream),
+        None => builtin_body(args.api, &args.model, args.stream),
     };
     let mut headers = HeaderMap::new();
     headers.insert(HOST, host);
@@ -132,6 +156,7 @@ async fn spec(args: &Args) -> anyhow::Result<LoadSpec> {
         headers,
         body,
         stream: args.stream,
+        done_marker: args.api.done_marker(),
         concurrency: args.concurrency,
         stop,
         warmup: args.warmup,
@@ -139,20 +164,34 @@ async fn spec(args: &Args) -> anyhow::Result<LoadSpec> {
     })
 }
 
-fn builtin_body(model: &str, stream: bool) -> Bytes {
-    let mut body = json!({
+fn builtin_body(api: Api, model: &str, stream: bool) -> Bytes {
+    let system = "You are a terse assistant.";
+    let user = "Say hello to the benchmark in a few words.";
+    let mut body = match api {
+        Api::Chat => chat_body(model),
+        Api::Messages => json!({"model": model, "system": system, "max_tokens": 64,
+            "messages": [{"role": "user", "content": user}]}),
+        Api::Responses => json!({"model": model, "instructions": system, "input": user,
+            "max_output_tokens": 64}),
+    };
+    if stream {
+        body["stream"] = json!(true);
+        if api == Api::Chat {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+    }
+    Bytes::from(body.to_string())
+}
+
+fn chat_body(model: &str) -> serde_json::Value {
+    json!({
         "model": model,
         "messages": [
             {"role": "system", "content": "You are a terse assistant."},
             {"role": "user", "content": "Say hello to the benchmark in a few words."}
         ],
         "max_tokens": 64
-    });
-    if stream {
-        body["stream"] = json!(true);
-        body["stream_options"] = json!({"include_usage": true});
-    }
-    Bytes::from(body.to_string())
+    })
 }
 
 fn ms(us: u64) -> f64 {

@@ -58,9 +58,15 @@ pub struct NativeCall {
 /// those as 0 would let a provider's odd answer through for free; the
 /// caller then counts the answer's text instead).
 pub fn messages_usage(body: &[u8]) -> Option<Usage> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let usage = v.get("usage")?;
-    trusted_anthropic(usage)
+    let v: UsageOnly = serde_json::from_slice(body).ok()?;
+    trusted_anthropic(v.usage.as_ref()?)
+}
+
+/// The `usage` of an answer, the rest skipped unread (no tree is built).
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<Value>,
 }
 
 fn trusted_anthropic(usage: &Value) -> Option<Usage> {
@@ -90,8 +96,8 @@ pub fn responses_usage(response: &Value) -> Option<Usage> {
 
 /// [`responses_usage`] of a complete answer's body.
 pub fn responses_body_usage(body: &[u8]) -> Option<Usage> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    responses_usage(&v)
+    let v: UsageOnly = serde_json::from_slice(body).ok()?;
+    responses_usage(&serde_json::json!({ "usage": v.usage? }))
 }
 
 /// Whether a native stream ends with this event: Anthropic's
@@ -188,25 +194,23 @@ pub struct StreamMeter {
 impl StreamMeter {
     /// Reads one event. Nothing here changes what the client is sent.
     pub fn observe(&mut self, api: NativeApi, data: &[u8]) {
-        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        // A typed view: the event's big parts (a whole `response` object's
+        // output, say) are skipped without building a tree of them.
+        let Ok(v) = serde_json::from_slice::<EventView<'_>>(data) else {
             return;
         };
-        let kind = v.get("type").and_then(Value::as_str).unwrap_or_default();
-        let text = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_owned);
+        let kind: &str = &v.kind;
         match (api, kind) {
             (NativeApi::Messages, "message_start") => {
                 self.started = v
-                    .pointer("/message/usage")
-                    .and_then(|u| {
-                        u.get("input_tokens")
-                            .is_some_and(Value::is_u64)
-                            .then_some(u)
-                    })
-                    .map(super::translate::usage_from_anthropic);
+                    .message
+                    .and_then(|m| m.usage)
+                    .filter(|u| u.get("input_tokens").is_some_and(Value::is_u64))
+                    .map(|u| super::translate::usage_from_anthropic(&u));
             }
             (NativeApi::Messages, "message_delta") => {
                 // Cumulative counts; fields it leaves out keep the start's.
-                let (Some(start), Some(delta)) = (self.started, v.get("usage")) else {
+                let (Some(start), Some(delta)) = (self.started, v.usage.as_ref()) else {
                     return;
                 };
                 let Some(output) = delta.get("output_tokens").and_then(Value::as_u64) else {
@@ -229,9 +233,11 @@ impl StreamMeter {
                 self.finished = Some(usage);
             }
             (NativeApi::Messages, "content_block_delta") => {
-                for p in ["/delta/text", "/delta/partial_json", "/delta/thinking"] {
-                    if let Some(t) = text(&v, p) {
-                        self.text.push_str(&t);
+                if let Some(d) = &v.delta {
+                    for key in ["text", "partial_json", "thinking"] {
+                        if let Some(t) = d.get(key).and_then(Value::as_str) {
+                            self.text.push_str(t);
+                        }
                     }
                 }
             }
@@ -239,13 +245,13 @@ impl StreamMeter {
                 NativeApi::Responses,
                 "response.completed" | "response.incomplete" | "response.failed",
             ) => {
-                if let Some(r) = v.get("response") {
-                    self.finished = responses_usage(r);
+                if let Some(usage) = v.response.and_then(|r| r.usage) {
+                    self.finished = responses_usage(&serde_json::json!({ "usage": usage }));
                 }
             }
             (NativeApi::Responses, k) if k.ends_with(".delta") => {
-                if let Some(t) = text(&v, "/delta") {
-                    self.text.push_str(&t);
+                if let Some(Value::String(t)) = &v.delta {
+                    self.text.push_str(t);
                 }
             }
             _ => {}
@@ -271,6 +277,28 @@ impl StreamMeter {
             },
         }
     }
+}
+
+/// The parts of a native stream event the meter reads.
+#[derive(serde::Deserialize)]
+struct EventView<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: std::borrow::Cow<'a, str>,
+    /// Anthropic's is an object, the Responses API's a string; small.
+    #[serde(default)]
+    delta: Option<Value>,
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    message: Option<WithUsage>,
+    #[serde(default)]
+    response: Option<WithUsage>,
+}
+
+#[derive(serde::Deserialize)]
+struct WithUsage {
+    #[serde(default)]
+    usage: Option<Value>,
 }
 
 #[cfg(test)]
@@ -302,6 +330,27 @@ mod tests {
         assert_eq!(u.completion_tokens, 42);
         assert_eq!(u.cached_tokens, 100);
         assert_eq!((u.cache_write_tokens, u.cache_write_1h_tokens), (50, 30));
+    }
+
+    #[test]
+    fn responses_stream_meter_reads_escaped_deltas_and_the_final_usage() {
+        let mut m = StreamMeter::default();
+        m.observe(
+            NativeApi::Responses,
+            br#"{"type":"response.output_text.delta","delta":"say \"hi\"\n"}"#,
+        );
+        m.observe(
+            NativeApi::Responses,
+            br#"{"type":"response.function_call_arguments.delta","delta":"{\"a\":1}"}"#,
+        );
+        assert_eq!(m.text, "say \"hi\"\n{\"a\":1}");
+        assert_eq!(m.usage(|| 3, 9).completion_tokens, 9);
+        m.observe(
+            NativeApi::Responses,
+            br#"{"type":"response.completed","response":{"output":[{"big":1}],"usage":{"input_tokens":4,"output_tokens":2,"output_tokens_details":{"reasoning_tokens":6}}}}"#,
+        );
+        let u = m.usage(|| 0, 0);
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (4, 6));
     }
 
     #[test]

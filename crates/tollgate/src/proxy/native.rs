@@ -50,6 +50,7 @@ pub(super) struct Prepared {
 /// (`max_tokens`, `max_output_tokens`, `stream`) are a 400 here, before
 /// anything is reserved or forwarded.
 pub(super) fn prepare(
+    rt: &Runtime,
     ingress: Ingress,
     bytes: &[u8],
     headers: &HeaderMap,
@@ -57,36 +58,44 @@ pub(super) fn prepare(
     let raw = body::json_object(bytes)?;
     check_stream(&raw)?;
     check_no_multiplier(&raw)?;
-    let (api, translated, headers, pinned) = match ingress {
+    let (api, headers, pinned) = match ingress {
         Ingress::Anthropic => {
             check_max_tokens(&raw)?;
-            let translated = translate::messages_to_openai(&Value::Object(raw.clone()));
-            (
-                NativeApi::Messages,
-                translated,
-                anthropic_headers(headers),
-                None,
-            )
+            (NativeApi::Messages, anthropic_headers(headers), None)
         }
         _ => {
             check_output_cap(&raw)?;
             if raw.get("input").is_none_or(Value::is_null) {
                 return Err(ApiError::invalid_param("input", "`input` is required"));
             }
-            let pinned = responses::stateful_feature(&raw);
             (
                 NativeApi::Responses,
-                responses::to_chat(&raw),
                 Vec::new(),
-                pinned,
+                responses::stateful_feature(&raw),
             )
         }
     };
-    let (canonical, untranslatable) = match translated {
-        Ok(c) => (c, None),
-        // Validated as far as the gateway needs; only a native target can
-        // take the rest, which `targets` checks.
-        Err(why) => (stand_in(&raw, api), Some(why)),
+    // A model every target serves natively never needs the translation (of
+    // an agent's whole conversation, on every turn): its canonical body is
+    // only what validation and admission read.
+    let all_native = raw
+        .get("model")
+        .and_then(Value::as_str)
+        .and_then(|m| rt.config.model(m))
+        .is_some_and(|m| !m.targets.is_empty() && m.targets.iter().all(|t| serves(rt, t, api)));
+    let (canonical, untranslatable) = if all_native {
+        (stand_in(&raw, api), None)
+    } else {
+        let translated = match api {
+            NativeApi::Responses => responses::to_chat(&raw),
+            _ => translate::messages_to_openai(&Value::Object(raw.clone())),
+        };
+        match translated {
+            Ok(c) => (c, None),
+            // Validated as far as the gateway needs; only a native target
+            // can take the rest, which `targets` checks.
+            Err(why) => (stand_in(&raw, api), Some(why)),
+        }
     };
     Ok(Prepared {
         canonical,

@@ -206,7 +206,7 @@ async fn proxy(
     let (mut req, native) = match ingress {
         Ingress::OpenAi(_) => (body::json_object(&bytes)?, None),
         Ingress::Anthropic | Ingress::Responses => {
-            let prepared = native::prepare(ingress, &bytes, headers)?;
+            let prepared = native::prepare(rt, ingress, &bytes, headers)?;
             (prepared.canonical, Some(prepared.native))
         }
     };

@@ -478,6 +478,12 @@ async fn count_tokens_is_forwarded_to_anthropic_and_estimated_elsewhere() {
         let err: Value = resp.json().await.unwrap();
         assert_eq!(err["type"], "error", "{err}");
     }
+    // Anthropic's own 4xx comes back with its status, in its shape.
+    let bad = json!({"model": "claude", "messages": [{"role": "user", "content": "[[mock:status=400]]"}]});
+    let resp = post(&key, &bad).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["type"], "invalid_request_error", "{err}");
     // Not billed: no ledger rows.
     assert!(h.ledger().await.is_empty());
 }
