@@ -10,6 +10,7 @@
 mod defaults;
 mod env;
 mod error;
+mod google;
 mod model;
 mod node;
 mod prices;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use defaults::embedded_default;
 pub use error::{ConfigErrors, Problem};
+pub use google::{ServiceAccount, VertexConfig};
 pub use model::*;
 pub use prices::{BuiltinPrice, builtin_price, price_table_source};
 #[cfg(test)]

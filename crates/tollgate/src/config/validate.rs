@@ -16,6 +16,8 @@ use super::prices::builtin_price;
 use super::raw::*;
 use crate::types::{NanoUsd, Period, Price, Secret};
 
+mod google;
+
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 pub(crate) const DEFAULT_STORE: &str = "sqlite://tollgate.db";
 pub(crate) const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(600);
@@ -584,6 +586,8 @@ impl<'e> Validator<'e> {
                     ("openai", ProviderKind::OpenAi),
                     ("azure", ProviderKind::Azure),
                     ("anthropic", ProviderKind::Anthropic),
+                    ("gemini", ProviderKind::Gemini),
+                    ("vertex", ProviderKind::Vertex),
                     ("mock", ProviderKind::Mock),
                 ],
             )
@@ -606,6 +610,7 @@ impl<'e> Validator<'e> {
             .map(|t| (self.text(t, &format!("{path}.api_version")), line_of(t)));
 
         let kind = kind?;
+        let vertex = self.google_keys(raw, kind, line, path);
         let base_url = match (kind, base_url) {
             (_, Some((url, _))) if kind != ProviderKind::Mock => url?,
             (ProviderKind::Mock, Some((_, url_line))) => {
@@ -617,6 +622,11 @@ impl<'e> Validator<'e> {
             }
             (ProviderKind::OpenAi, _) => DEFAULT_OPENAI_BASE_URL.to_owned(),
             (ProviderKind::Anthropic, _) => DEFAULT_ANTHROPIC_BASE_URL.to_owned(),
+            (ProviderKind::Gemini, _) => google::DEFAULT_GEMINI_BASE_URL.to_owned(),
+            (ProviderKind::Vertex, _) => match &vertex {
+                Some(Some(v)) => google::default_vertex_base_url(&v.region),
+                _ => return None,
+            },
             (ProviderKind::Azure, _) => {
                 self.error(
                     line,
@@ -645,6 +655,7 @@ impl<'e> Validator<'e> {
             api_key: present(api_key)?.filter(|k| !k.is_empty()).map(Secret::new),
             timeout: present(timeout)?.unwrap_or(DEFAULT_PROVIDER_TIMEOUT),
             api_version,
+            vertex: vertex?,
         })
     }
 

@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 use crate::config::{ModelConfig, ProviderKind, Target};
 use crate::error::ApiError;
 use crate::providers::{
-    Endpoint, OUTPUT_CAP_FIELDS, ProviderError, UpstreamCall, UpstreamResponse, output_cap_field,
+    Endpoint, OUTPUT_CAP_FIELDS, ProviderError, UpstreamCall, UpstreamResponse, Usage,
+    output_cap_field,
 };
 use crate::state::Runtime;
 
@@ -70,6 +71,9 @@ pub(super) struct Unanswered {
     /// That target may have generated (and billed) an answer that was lost
     /// (see [`ProviderError::may_have_billed`]).
     pub may_have_billed: bool,
+    /// What the provider billed for a prompt it refused
+    /// ([`ProviderError::Refused`]).
+    pub billed: Option<Usage>,
 }
 
 /// Sends the request to the first target that answers.
@@ -140,6 +144,25 @@ pub(super) async fn send(
                     },
                     provider: tried,
                     may_have_billed: false,
+                    billed: None,
+                });
+            }
+            Err(ProviderError::Refused {
+                status,
+                body,
+                usage,
+                ..
+            }) => {
+                metrics::counter!("tollgate_upstream_errors_total", "provider" => target.provider.clone(), "kind" => "refused").increment(1);
+                return Err(Unanswered {
+                    error: ApiError::UpstreamPassthrough {
+                        status,
+                        body,
+                        content_type: Some(http::HeaderValue::from_static("application/json")),
+                    },
+                    provider: tried,
+                    may_have_billed: false,
+                    billed: Some(usage),
                 });
             }
             Err(e) => {
@@ -160,6 +183,7 @@ pub(super) async fn send(
                         ),
                         provider: tried,
                         may_have_billed: true,
+                        billed: None,
                     });
                 }
                 tracing::warn!(request_id, provider = %target.provider, error = %e, "upstream failed; trying the next target if any");
@@ -176,6 +200,7 @@ pub(super) async fn send(
         },
         provider: tried,
         may_have_billed: false,
+        billed: None,
     })
 }
 

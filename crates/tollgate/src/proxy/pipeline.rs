@@ -104,6 +104,7 @@ async fn run(
         reserved_output: 0,
         forwarded: false,
         bill_reservation: false,
+        refused_usage: None,
         closed: false,
     };
     match proxy(&rt, &mut books, ingress, &headers, body).await {
@@ -260,6 +261,7 @@ async fn proxy(
                 books.provider_model = provider_model;
             }
             books.bill_reservation = failure.may_have_billed;
+            books.refused_usage = failure.billed;
             return Err(failure.error);
         }
     };
@@ -377,6 +379,8 @@ pub(super) struct Books {
     /// The provider may have generated an answer that was lost (a timeout
     /// after the request went out): bill the reserved worst case.
     pub bill_reservation: bool,
+    /// The provider refused the prompt and billed this for it.
+    pub refused_usage: Option<Usage>,
     closed: bool,
 }
 
@@ -459,6 +463,9 @@ impl Books {
     /// which is then billed at the reserved worst case (input estimate plus
     /// all the output reserved), since its real usage cannot be known.
     pub fn failure_usage(&self) -> Usage {
+        if let Some(usage) = self.refused_usage {
+            return usage;
+        }
         if !self.bill_reservation {
             return Usage::default();
         }
