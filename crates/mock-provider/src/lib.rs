@@ -27,6 +27,7 @@
 
 mod body;
 mod directive;
+mod google;
 mod handler;
 mod server;
 mod state;
@@ -40,6 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+pub use google::{CLOUD_PLATFORM_SCOPE, GoogleAuth, pem_private_key};
 pub use state::{CacheUsage, FailureMode, RecordedRequest, UsageOverride};
 pub use wire::EMBEDDING_DIM;
 

@@ -149,7 +149,10 @@ fn openai_counter(name: &str) -> Counter {
 
 fn image_tokens(model: &ModelConfig, provider_model: &str) -> u64 {
     let mini = |n: &str| n.contains("gpt-4o-mini");
-    if mini(provider_model) || mini(&model.name) {
+    // Gemini bills 258 tokens per 768×768 tile and documents no cap on
+    // the number of tiles: its images get the hungriest bound too.
+    let gemini = |n: &str| n.to_ascii_lowercase().contains("gemini");
+    if mini(provider_model) || mini(&model.name) || gemini(provider_model) {
         IMAGE_TOKENS_4O_MINI
     } else {
         IMAGE_TOKENS
