@@ -274,7 +274,7 @@ pub(crate) async fn handle(route: Route, req: Request<'_>) -> Response<MockBody>
                     "mock provider: injected failure (`[[mock:status]]`)",
                 );
             }
-            if let Err(response) = check_credentials(&req, vertex) {
+            if let Some(response) = check_credentials(&req, vertex) {
                 return response;
             }
             match (publisher.as_str(), method) {
@@ -308,12 +308,12 @@ pub(crate) async fn handle(route: Route, req: Request<'_>) -> Response<MockBody>
     }
 }
 
-fn check_credentials(req: &Request<'_>, vertex: bool) -> Result<(), Response<MockBody>> {
+fn check_credentials(req: &Request<'_>, vertex: bool) -> Option<Response<MockBody>> {
     if req
         .query
         .is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")))
     {
-        return Err(google_error(
+        return Some(google_error(
             StatusCode::BAD_REQUEST,
             "mock provider: the API key must travel in `x-goog-api-key`, never in the URL",
         ));
@@ -325,17 +325,17 @@ fn check_credentials(req: &Request<'_>, vertex: bool) -> Result<(), Response<Moc
                 .get("x-goog-api-key")
                 .and_then(|v| v.to_str().ok());
             if got != Some(&**expected) {
-                return Err(google_error(
+                return Some(google_error(
                     StatusCode::FORBIDDEN,
                     "mock provider: API key not valid. Please pass a valid API key.",
                 ));
             }
         }
-        return Ok(());
+        return None;
     }
     let google = &req.shared.google;
     if google.auth.lock().is_none() {
-        return Ok(());
+        return None;
     }
     let token = req
         .headers
@@ -350,9 +350,9 @@ fn check_credentials(req: &Request<'_>, vertex: bool) -> Result<(), Response<Moc
             .is_some_and(|expiry| Instant::now() < *expiry)
     });
     if valid {
-        Ok(())
+        None
     } else {
-        Err(google_error(
+        Some(google_error(
             StatusCode::UNAUTHORIZED,
             "mock provider: Request had invalid authentication credentials. Expected OAuth 2 access token.",
         ))
