@@ -214,8 +214,8 @@ fn upstream_failure(e: ProviderError, what: &str) -> ApiError {
 /// Makes the body carry the output cap its target must honour. Under an
 /// enforced reservation every cap field present is lowered to it (a clamp)
 /// and, when none is, the field the target's family takes is inserted.
-/// Otherwise only Anthropic gets one, since it requires `max_tokens` and
-/// would pick its own default.
+/// Otherwise only Anthropic (and Claude on Vertex) gets one, since it
+/// requires `max_tokens` and would pick its own default.
 fn apply_cap(
     body: &mut Map<String, Value>,
     endpoint: Endpoint,
@@ -245,7 +245,10 @@ fn apply_cap(
             output_cap_field(endpoint, model).into(),
             Value::from(per_choice),
         );
-    } else if kind == ProviderKind::Anthropic && endpoint == Endpoint::ChatCompletions {
+    } else if endpoint == Endpoint::ChatCompletions
+        && (kind == ProviderKind::Anthropic
+            || (kind == ProviderKind::Vertex && model.to_ascii_lowercase().starts_with("claude")))
+    {
         body.insert("max_tokens".into(), Value::from(per_choice));
     }
 }
@@ -285,7 +288,30 @@ mod tests {
             none
         );
         assert_eq!(
-            capped(none, ProviderKind::Anthropic, "claude", false)["max_tokens"],
+            capped(none.clone(), ProviderKind::Anthropic, "claude", false)["max_tokens"],
+            100
+        );
+        assert_eq!(
+            capped(
+                none.clone(),
+                ProviderKind::Vertex,
+                "claude-sonnet-4@20250514",
+                false
+            )["max_tokens"],
+            100
+        );
+        assert_eq!(
+            capped(
+                none.clone(),
+                ProviderKind::Vertex,
+                "gemini-2.5-flash",
+                false
+            ),
+            none
+        );
+        // Enforced on Gemini: the generic field, which becomes `maxOutputTokens`.
+        assert_eq!(
+            capped(none, ProviderKind::Gemini, "gemini-2.5-pro", true)["max_tokens"],
             100
         );
     }

@@ -96,11 +96,10 @@ impl TokenSource {
         }
         match self.exchange().await {
             Ok((token, lifetime)) => {
-                let early = REFRESH_EARLY.min(lifetime / 2);
                 let token = Arc::new(token);
                 *self.state.lock() = State::Ready {
                     token: token.clone(),
-                    refresh_at: Instant::now() + lifetime.saturating_sub(early),
+                    refresh_at: Instant::now() + refresh_after(lifetime),
                 };
                 Ok(token)
             }
@@ -209,6 +208,11 @@ impl TokenSource {
     }
 }
 
+/// How long a token that lives `lifetime` is used before it is replaced.
+fn refresh_after(lifetime: Duration) -> Duration {
+    lifetime.saturating_sub(REFRESH_EARLY.min(lifetime / 2))
+}
+
 /// `application/x-www-form-urlencoded` for the few characters a grant
 /// type holds.
 fn form_encode(s: &str) -> String {
@@ -220,4 +224,29 @@ fn form_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_replaced_five_minutes_early_or_at_half_their_life() {
+        assert_eq!(
+            refresh_after(Duration::from_secs(3600)),
+            Duration::from_secs(3300)
+        );
+        assert_eq!(
+            refresh_after(Duration::from_secs(400)),
+            Duration::from_secs(200)
+        );
+        assert_eq!(
+            refresh_after(Duration::from_secs(2)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            form_encode(GRANT_TYPE),
+            "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"
+        );
+    }
 }
