@@ -3,7 +3,10 @@
 //! be overshot. OpenAI models get a real BPE count (the provider's own
 //! tokenizer) plus per-message overhead and a margin; every other model gets
 //! the UTF-8 byte count of its text, a safe upper bound because a byte-level
-//! BPE token always covers at least one byte.
+//! BPE token always covers at least one byte. That holds for Gemini too: its
+//! SentencePiece vocabulary falls back to single bytes, never below, so no
+//! Gemini count exceeds the byte count (Gemini counts ~4 bytes per token of
+//! English, so the bound reserves about 4x and settles to Google's count).
 
 use std::sync::OnceLock;
 

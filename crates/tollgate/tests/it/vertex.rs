@@ -460,3 +460,89 @@ async fn config_check_names_a_missing_or_broken_credentials_file() {
         "{err}"
     );
 }
+
+/// The real binary at `debug` log level: a failing token endpoint, a
+/// refused grant and a wrong Gemini key leave no key material in its logs.
+#[tokio::test]
+async fn credentials_never_reach_the_logs() {
+    let (pem, public_key) = key_pair();
+    let mock = mock_provider::MockProvider::start(MockConfig {
+        expected_api_key: Some("the-right-gemini-key".to_owned()),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    mock.set_google_auth(Some(GoogleAuth {
+        client_email: CLIENT_EMAIL.to_owned(),
+        public_key,
+    }));
+    mock.set_token_failure(Some(503));
+    let dir = tempfile::tempdir().unwrap();
+    let sa_path = dir.path().join("sa.json");
+    let sa = json!({"type": "service_account", "private_key_id": "0123abcd", "private_key": pem,
+        "client_email": CLIENT_EMAIL, "token_uri": mock.token_uri()});
+    std::fs::write(&sa_path, sa.to_string()).unwrap();
+    let gemini_key = "AIzaSy-wrong-key-that-must-not-leak";
+    let store = format!("sqlite://{}", dir.path().join("tollgate.db").display());
+    let providers = format!(
+        "providers:\n  - name: vtx\n    kind: vertex\n    base_url: {base}\n    project: p\n    region: us-east5\n    credentials_file: {sa}\n  - name: gem\n    kind: gemini\n    base_url: {base}beta\n    api_key: {gemini_key}\n",
+        base = mock.base_url(),
+        sa = sa_path.display()
+    );
+    let models = "models:\n  - name: vgem\n    targets: [{provider: vtx, model: gemini-2.5-flash}]\n  - name: gflash\n    targets: [{provider: gem, model: gemini-2.5-flash}]\n";
+    let yaml = config_yaml(&mock.base_url(), &store, "")
+        .replacen("providers:\n", &providers, 1)
+        .replacen("models:\n", models, 1);
+    let mut p = crate::process::spawn(dir.path(), &yaml, "gateway.log");
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/admin/keys", p.url))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"team": "t1", "budget_usd": 1, "period": "daily"}))
+        .send()
+        .await
+        .unwrap();
+    let key = resp.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for model in ["vgem", "gflash"] {
+        let resp = http
+            .post(format!("{}/v1/chat/completions", p.url))
+            .bearer_auth(&key)
+            .json(&chat(model, "Hi"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 502, "{model}");
+    }
+    // A refused grant too (the endpoint works, the key is not the one).
+    mock.set_token_failure(None);
+    let (_, other) = key_pair();
+    mock.set_google_auth(Some(GoogleAuth {
+        client_email: CLIENT_EMAIL.to_owned(),
+        public_key: other,
+    }));
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let resp = http
+        .post(format!("{}/v1/chat/completions", p.url))
+        .bearer_auth(&key)
+        .json(&chat("vgem", "Hi again"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    crate::process::signal(&p.child, "-TERM");
+    let _ = p.child.wait();
+    let log = std::fs::read_to_string(&p.log).unwrap();
+    assert!(log.contains("access token"), "the failure is logged: {log}");
+    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(
+            !log.contains(line),
+            "a line of the private key is in the log"
+        );
+    }
+    assert!(!log.contains("eyJhbGci"), "a JWT is in the log");
+    assert!(!log.contains(gemini_key), "the Gemini key is in the log");
+    assert!(!log.contains("ya29."), "an access token is in the log");
+}
