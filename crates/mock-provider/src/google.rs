@@ -4,7 +4,7 @@
 //! Vertex AI (the same methods under
 //! `/v1/projects/{p}/locations/{r}/publishers/google/models/{m}`, Claude
 //! under `.../publishers/anthropic/models/{m}:rawPredict` and
-//! `:streamRawPredict`, a Bearer token), and an OAuth token endpoint
+//! `:streamRawPredict`, embeddings at `:predict`, a Bearer token), and an OAuth token endpoint
 //! (`POST /token`) that checks a service account's JWT grant: RS256
 //! signature against the test's public key, `iss`, `aud`, `scope`, `exp`.
 //!
@@ -124,6 +124,8 @@ pub(crate) enum GoogleMethod {
     BatchEmbed,
     RawPredict,
     StreamRawPredict,
+    /// Vertex embeddings.
+    Predict,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +156,7 @@ impl Route {
             "batchEmbedContents" => GoogleMethod::BatchEmbed,
             "rawPredict" => GoogleMethod::RawPredict,
             "streamRawPredict" => GoogleMethod::StreamRawPredict,
+            "predict" => GoogleMethod::Predict,
             _ => return None,
         };
         let (vertex, publisher) = if prefix == "/v1beta" {
@@ -296,6 +299,7 @@ pub(crate) async fn handle(route: Route, req: Request<'_>) -> Response<MockBody>
                     }
                     generate(&req, &model, true)
                 }
+                ("google", GoogleMethod::Predict) if vertex => predict(&req),
                 ("google", GoogleMethod::Embed | GoogleMethod::BatchEmbed) => {
                     embed(&req, method == GoogleMethod::BatchEmbed)
                 }
@@ -671,6 +675,47 @@ fn embed(req: &Request<'_>, batch: bool) -> Response<MockBody> {
         }
         json!({ "embedding": vector(0) })
     };
+    json_response(
+        StatusCode::OK,
+        Bytes::from(answer.to_string()),
+        req.in_flight.lock().take(),
+    )
+}
+
+/// Vertex embeddings: `{"instances":[{"content":…}]}` → one prediction
+/// each, with its `statistics.token_count` (characters / 4, at least 1).
+fn predict(req: &Request<'_>) -> Response<MockBody> {
+    let Ok(body) = serde_json::from_slice::<Value>(req.body) else {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "mock provider: the body is not JSON",
+        );
+    };
+    let Some(instances) = body.get("instances").and_then(Value::as_array) else {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "mock provider: `instances` is required",
+        );
+    };
+    let dims = body
+        .pointer("/parameters/outputDimensionality")
+        .and_then(Value::as_u64)
+        .map_or(EMBEDDING_DIM, |d| d as usize);
+    let predictions: Vec<Value> = instances
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| {
+            let chars = inst
+                .get("content")
+                .and_then(Value::as_str)
+                .map_or(0, |c| c.chars().count());
+            let values: Vec<f64> = (0..dims).map(|k| ((i + k) % 7) as f64 / 8.0).collect();
+            // Vertex writes the count as a float.
+            json!({ "embeddings": { "values": values,
+                "statistics": { "token_count": (chars / 4).max(1) as f64, "truncated": false } } })
+        })
+        .collect();
+    let answer = json!({ "predictions": predictions, "metadata": { "billableCharacterCount": 0 } });
     json_response(
         StatusCode::OK,
         Bytes::from(answer.to_string()),

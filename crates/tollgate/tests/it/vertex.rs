@@ -49,7 +49,7 @@ async fn harness_with(setup: impl FnOnce(&mock_provider::MockHandle)) -> Vertex 
         "  - name: vtx\n    kind: vertex\n    base_url: {{mock}}\n    project: test-project\n    region: us-east5\n    credentials_file: {}\n    timeout_s: 5\n",
         path.display()
     );
-    let models = "  - name: vgem\n    targets:\n      - provider: vtx\n        model: gemini-2.5-flash\n    price: { input_per_mtok: 1.0, output_per_mtok: 2.0 }\n    max_output_tokens: 1000\n  - name: vclaude\n    targets:\n      - provider: vtx\n        model: claude-sonnet-4@20250514\n    price: { input_per_mtok: 1.0, output_per_mtok: 2.0 }\n    max_output_tokens: 1000\n";
+    let models = "  - name: vgem\n    targets:\n      - provider: vtx\n        model: gemini-2.5-flash\n    price: { input_per_mtok: 1.0, output_per_mtok: 2.0 }\n    max_output_tokens: 1000\n  - name: vclaude\n    targets:\n      - provider: vtx\n        model: claude-sonnet-4@20250514\n    price: { input_per_mtok: 1.0, output_per_mtok: 2.0 }\n    max_output_tokens: 1000\n  - name: vembed\n    targets:\n      - provider: vtx\n        model: gemini-embedding-001\n";
     // The harness starts the mock; the file needs its address first.
     let mock = mock_provider::MockProvider::start(MockConfig::default())
         .await
@@ -201,6 +201,37 @@ async fn claude_on_vertex_uses_raw_predict_with_the_anthropic_body() {
     );
     let rows = h.ledger().await;
     assert_eq!(rows[0].completion_tokens, 4);
+}
+
+#[tokio::test]
+async fn embeddings_on_vertex_use_predict_and_its_token_counts() {
+    let Vertex { h, .. } = harness().await;
+    let (_, key) = h.key(json!({"budget_usd": 1, "period": "daily"})).await;
+    let resp = h
+        .post(
+            "/v1/embeddings",
+            &key,
+            &json!({"model": "vembed", "input": ["hello world!", "abcdefgh"], "dimensions": 3}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    assert_eq!(body["data"][1]["embedding"].as_array().unwrap().len(), 3);
+    // Vertex's own counts: 12 / 4 + 8 / 4.
+    assert_eq!(body["usage"]["prompt_tokens"], 5);
+    let req = h.mock.last_request().unwrap();
+    assert_eq!(
+        req.path,
+        "/v1/projects/test-project/locations/us-east5/publishers/google/models/gemini-embedding-001:predict"
+    );
+    assert!(bearer(&req).starts_with("Bearer ya29."));
+    let sent = req.json().unwrap();
+    assert_eq!(sent["instances"][0]["content"], "hello world!");
+    assert_eq!(sent["parameters"]["outputDimensionality"], 3);
+    let rows = h.ledger().await;
+    // gemini-embedding-001 from the built-in table: $0.15 per 1M tokens.
+    assert_eq!((rows[0].prompt_tokens, rows[0].cost.0), (5, 750));
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Kinds `gemini` (Google AI Studio, an API key in `x-goog-api-key`) and
 //! `vertex` (Vertex AI, an OAuth token from a service account): the Gemini
-//! wire format behind the OpenAI chat and embeddings format, and on Vertex
+//! wire format behind the OpenAI chat and embeddings format (Vertex embeds
+//! through `predict`), and on Vertex
 //! Claude through `rawPredict` with the Anthropic body, translated by
 //! [`crate::providers::translate`]. [`wire`] owns the Gemini JSON, [`auth`]
 //! the Vertex token; this module builds URLs, sends, and turns answers,
@@ -292,23 +293,39 @@ impl Google {
         call: UpstreamCall,
         model: &str,
     ) -> Result<UpstreamResponse, ProviderError> {
-        if self.vertex.is_some() {
-            return Err(self.ctx.bad_request(&format!(
-                "`/v1/embeddings` is not supported by provider `{}` (kind `vertex`); use a `gemini` provider for Gemini embeddings",
-                self.ctx.provider
-            )));
-        }
-        let (method, body, bound) =
-            wire::embeddings_request(&call.body, model).map_err(|m| self.ctx.bad_request(&m))?;
+        let bad = |m: String| self.ctx.bad_request(&m);
+        // AI Studio: `embedContent` / `batchEmbedContents`; Vertex: `predict`.
+        let (url, body, bound) = match self.vertex {
+            None => {
+                let (method, body, bound) =
+                    wire::embeddings_request(&call.body, model).map_err(bad)?;
+                (
+                    format!("{}:{method}", self.model_url("google", model)),
+                    body,
+                    bound,
+                )
+            }
+            Some(_) => {
+                let (body, bound) = wire::vertex_embeddings_request(&call.body).map_err(bad)?;
+                (
+                    format!("{}:predict", self.model_url("google", model)),
+                    body,
+                    bound,
+                )
+            }
+        };
         let base64 = call.body.get("encoding_format").and_then(Value::as_str) == Some("base64");
-        let url = format!("{}:{method}", self.model_url("google", model));
         let deadline = Instant::now() + call.timeout;
         let request = self.request(&call, url, &body).await?;
         let response = self
             .send_request(request, deadline, call.timeout, wire::error_body)
             .await?;
         let raw = upstream::read_body(&self.ctx, response, deadline, call.timeout).await?;
-        let (body, usage) = wire::embeddings_response(&raw, model, base64, bound).map_err(|e| {
+        let parsed = match self.vertex {
+            None => wire::embeddings_response(&raw, model, base64, bound),
+            Some(_) => wire::vertex_embeddings_response(&raw, model, base64, bound),
+        };
+        let (body, usage) = parsed.map_err(|e| {
             self.ctx.lost(format!(
                 "answered with a success status but an unusable body: {e}"
             ))

@@ -709,6 +709,60 @@ pub(crate) fn embeddings_response(
     ))
 }
 
+/// A Vertex AI embeddings request (`:predict`, one instance per text) and
+/// the byte bound of its prompt tokens.
+pub(crate) fn vertex_embeddings_request(body: &Map<String, Value>) -> Result<(Value, u64), String> {
+    let (inputs, _) = embedding_inputs(body)?;
+    let bytes = inputs.iter().map(|s| s.len() as u64).sum::<u64>().max(1);
+    let instances: Vec<Value> = inputs.iter().map(|t| json!({ "content": t })).collect();
+    let mut request = json!({ "instances": instances });
+    match body.get("dimensions") {
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            let d = v
+                .as_u64()
+                .ok_or("`dimensions` must be a positive integer")?;
+            request["parameters"] = json!({ "outputDimensionality": d });
+        }
+    }
+    Ok((request, bytes))
+}
+
+/// A Vertex `:predict` embeddings answer → OpenAI `list`. Vertex counts
+/// each instance's tokens (`statistics.token_count`); if any count is
+/// missing or not a count, the byte bound is billed instead.
+pub(crate) fn vertex_embeddings_response(
+    raw: &[u8],
+    model: &str,
+    base64: bool,
+    prompt_bound: u64,
+) -> Result<(Value, Usage), String> {
+    let v: Value = serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"))?;
+    let predictions = v
+        .get("predictions")
+        .and_then(Value::as_array)
+        .ok_or("has no `predictions`")?;
+    let mut vectors = Vec::with_capacity(predictions.len());
+    let mut counted: Option<u64> = Some(0);
+    for p in predictions {
+        let e = p
+            .get("embeddings")
+            .ok_or("a prediction has no `embeddings`")?;
+        let n = e.pointer("/statistics/token_count").and_then(|n| {
+            // Vertex writes the count as a float (`6.0`) or an integer.
+            n.as_u64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite() && *f >= 0.0 && f.fract() == 0.0 && *f < 1e15)
+                    .map(|f| f as u64)
+            })
+        });
+        counted = counted.zip(n).map(|(a, b)| a.saturating_add(b));
+        vectors.push(e.clone());
+    }
+    let wrapped = json!({ "embeddings": vectors, "usageMetadata": { "promptTokenCount": counted.unwrap_or(prompt_bound) } });
+    embeddings_response(wrapped.to_string().as_bytes(), model, base64, prompt_bound)
+}
+
 /// A Google error body (`{"error":{"code","message","status"}}`) reworded
 /// as OpenAI's for an OpenAI client.
 pub(crate) fn error_body(raw: &[u8]) -> Option<Bytes> {

@@ -277,3 +277,31 @@ proptest::proptest! {
         let _ = error_body(s.as_bytes());
     }
 }
+
+#[test]
+fn vertex_embedding_counts_are_used_only_when_every_one_is_a_count() {
+    let raw = |a: Value, b: Value| {
+        json!({"predictions": [
+            {"embeddings": {"values": [0.1, 0.2], "statistics": {"token_count": a}}},
+            {"embeddings": {"values": [0.3, 0.4], "statistics": {"token_count": b}}}]})
+        .to_string()
+    };
+    let count = |a: Value, b: Value| {
+        vertex_embeddings_response(raw(a, b).as_bytes(), "m", false, 99)
+            .unwrap()
+            .1
+            .prompt_tokens
+    };
+    assert_eq!(count(json!(6.0), json!(4)), 10);
+    assert_eq!(count(json!(6.5), json!(4)), 99);
+    assert_eq!(count(json!("6"), json!(4)), 99);
+    assert_eq!(count(json!(null), json!(4)), 99);
+    assert_eq!(count(json!(-1.0), json!(4)), 99);
+    assert_eq!(count(json!(1e300), json!(4)), 99);
+    let (req, bound) =
+        vertex_embeddings_request(&body(json!({"input": ["ab", "cde"], "dimensions": 2}))).unwrap();
+    assert_eq!(bound, 5);
+    assert_eq!(req["instances"][1]["content"], "cde");
+    assert_eq!(req["parameters"]["outputDimensionality"], 2);
+    assert!(vertex_embeddings_response(b"{}", "m", false, 1).is_err());
+}
