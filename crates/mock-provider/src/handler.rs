@@ -107,6 +107,25 @@ pub(crate) async fn handle(
     if !settings.latency.is_zero() {
         tokio::time::sleep(settings.latency).await;
     }
+    if let Some(google) = crate::google::Route::of(&parts.method, path) {
+        // What a grant's `aud` must be: this server's own `/token`.
+        let host = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let token_uri = format!("http://{}/token", host.unwrap_or_default());
+        let request = crate::google::Request {
+            shared: &shared,
+            settings: &settings,
+            headers: &parts.headers,
+            query: parts.uri.query(),
+            body: &body,
+            directives: &directives,
+            in_flight: parking_lot::Mutex::new(Some(in_flight)),
+            token_uri,
+        };
+        return Ok(crate::google::handle(google, request).await);
+    }
     if let Some(status) = directives.status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return Ok(error(
@@ -174,6 +193,25 @@ pub(crate) async fn handle(
         &directives,
         in_flight,
     ))
+}
+
+/// Claude on Vertex ([`crate::google`]): the body, with its `model` put
+/// back, answered as Anthropic's `/v1/messages`.
+pub(crate) fn answer_messages(
+    shared: &Shared,
+    settings: &Settings,
+    body: &[u8],
+    directives: &Directives,
+    in_flight: InFlight,
+) -> Response<MockBody> {
+    answer(
+        shared,
+        settings,
+        Route::Messages,
+        body,
+        directives,
+        in_flight,
+    )
 }
 
 fn answer(

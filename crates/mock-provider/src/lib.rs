@@ -30,6 +30,7 @@ mod agents;
 mod body;
 mod directive;
 mod failures;
+mod google;
 mod handler;
 mod server;
 mod state;
@@ -43,6 +44,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+pub use google::{CLOUD_PLATFORM_SCOPE, GoogleAuth, pem_private_key};
 pub use state::{CacheUsage, FailureMode, RecordedRequest, UsageOverride};
 pub use wire::EMBEDDING_DIM;
 

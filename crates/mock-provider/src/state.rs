@@ -162,6 +162,8 @@ pub(crate) struct Shared {
     pub shutdown: watch::Sender<bool>,
     pub ids: AtomicU64,
     pub is_shut_down: AtomicBool,
+    /// The token endpoint's and Vertex's credentials.
+    pub google: crate::google::GoogleState,
 }
 
 impl Shared {
@@ -178,6 +180,7 @@ impl Shared {
             shutdown: watch::channel(false).0,
             ids: AtomicU64::new(1),
             is_shut_down: AtomicBool::new(false),
+            google: crate::google::GoogleState::default(),
         }
     }
 

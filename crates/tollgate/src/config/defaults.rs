@@ -34,6 +34,7 @@ pub fn embedded_default(env: &dyn Fn(&str) -> Option<String>) -> Config {
         api_key: None,
         timeout: DEFAULT_PROVIDER_TIMEOUT,
         api_version: None,
+        vertex: None,
     }];
     let mut models: Vec<ModelConfig> = ["mock-chat", "mock-embed"]
         .into_iter()
@@ -74,6 +75,7 @@ pub fn embedded_default(env: &dyn Fn(&str) -> Option<String>) -> Config {
             api_key: Some(Secret::new(key)),
             timeout: DEFAULT_PROVIDER_TIMEOUT,
             api_version: None,
+            vertex: None,
         });
         for model in builtin_models(name) {
             let Some(builtin) = builtin_price(model) else {

@@ -10,6 +10,7 @@
 mod defaults;
 mod env;
 mod error;
+mod google;
 mod model;
 mod node;
 mod prices;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use defaults::embedded_default;
 pub use error::{ConfigErrors, Problem};
+pub use google::{ServiceAccount, VertexConfig};
 pub use model::*;
 pub use prices::{BuiltinPrice, builtin_price, price_table_source};
 pub use routing::{RoutingConfig, Strategy};

@@ -78,6 +78,10 @@ pub enum ProviderKind {
     OpenAi,
     Azure,
     Anthropic,
+    /// Google AI Studio's Gemini API.
+    Gemini,
+    /// Google Cloud Vertex AI: Gemini models and Claude.
+    Vertex,
     /// Built in, no network, deterministic.
     Mock,
 }
@@ -92,6 +96,8 @@ pub struct ProviderConfig {
     pub timeout: Duration,
     /// Azure's `api-version` query parameter.
     pub api_version: Option<String>,
+    /// A `vertex` provider's project, region and credentials.
+    pub vertex: Option<super::google::VertexConfig>,
 }
 
 #[derive(Debug, Clone)]

@@ -195,7 +195,8 @@ mod tests {
         assert!(!table.as_of.is_empty());
         for (name, provider) in &table.names {
             assert!(
-                ["openai", "anthropic", "google"].contains(&provider.as_str()),
+                // `vertex`: Claude under Vertex AI's names, priced by Google.
+                ["openai", "anthropic", "google", "vertex"].contains(&provider.as_str()),
                 "{name}: {provider}"
             );
         }

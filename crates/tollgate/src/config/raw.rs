@@ -118,6 +118,10 @@ pub(crate) struct RawProvider {
     pub api_key: Option<Text>,
     pub timeout_s: Option<Value>,
     pub api_version: Option<Text>,
+    /// `vertex`: the Google Cloud project, region and service-account key file.
+    pub project: Option<Text>,
+    pub region: Option<Text>,
+    pub credentials_file: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -264,6 +268,9 @@ pub(crate) mod keys {
         "api_key",
         "timeout_s",
         "api_version",
+        "project",
+        "region",
+        "credentials_file",
     ];
     pub(crate) const MODEL: &[&str] =
         &["name", "targets", "price", "max_output_tokens", "strategy"];

@@ -16,6 +16,7 @@ use super::prices::builtin_price;
 use super::raw::*;
 use crate::types::{NanoUsd, Period, Price, Secret};
 
+mod google;
 mod routing;
 mod telemetry;
 
@@ -598,6 +599,8 @@ impl<'e> Validator<'e> {
                     ("openai", ProviderKind::OpenAi),
                     ("azure", ProviderKind::Azure),
                     ("anthropic", ProviderKind::Anthropic),
+                    ("gemini", ProviderKind::Gemini),
+                    ("vertex", ProviderKind::Vertex),
                     ("mock", ProviderKind::Mock),
                 ],
             )
@@ -620,6 +623,7 @@ impl<'e> Validator<'e> {
             .map(|t| (self.text(t, &format!("{path}.api_version")), line_of(t)));
 
         let kind = kind?;
+        let vertex = self.google_keys(raw, kind, line, path);
         let base_url = match (kind, base_url) {
             (_, Some((url, _))) if kind != ProviderKind::Mock => url?,
             (ProviderKind::Mock, Some((_, url_line))) => {
@@ -631,6 +635,11 @@ impl<'e> Validator<'e> {
             }
             (ProviderKind::OpenAi, _) => DEFAULT_OPENAI_BASE_URL.to_owned(),
             (ProviderKind::Anthropic, _) => DEFAULT_ANTHROPIC_BASE_URL.to_owned(),
+            (ProviderKind::Gemini, _) => google::DEFAULT_GEMINI_BASE_URL.to_owned(),
+            (ProviderKind::Vertex, _) => match &vertex {
+                Some(Some(v)) => google::default_vertex_base_url(&v.region),
+                _ => return None,
+            },
             (ProviderKind::Azure, _) => {
                 self.error(
                     line,
@@ -659,6 +668,7 @@ impl<'e> Validator<'e> {
             api_key: present(api_key)?.filter(|k| !k.is_empty()).map(Secret::new),
             timeout: present(timeout)?.unwrap_or(DEFAULT_PROVIDER_TIMEOUT),
             api_version,
+            vertex: vertex?,
         })
     }
 

@@ -3,7 +3,10 @@
 //! be overshot. OpenAI models get a real BPE count (the provider's own
 //! tokenizer) plus per-message overhead and a margin; every other model gets
 //! the UTF-8 byte count of its text, a safe upper bound because a byte-level
-//! BPE token always covers at least one byte.
+//! BPE token always covers at least one byte. That holds for Gemini too: its
+//! SentencePiece vocabulary falls back to single bytes, never below, so no
+//! Gemini count exceeds the byte count (Gemini counts ~4 bytes per token of
+//! English, so the bound reserves about 4x and settles to Google's count).
 
 use std::sync::OnceLock;
 
@@ -155,7 +158,10 @@ fn openai_counter(name: &str) -> Counter {
 
 pub(crate) fn image_tokens(model: &ModelConfig, provider_model: &str) -> u64 {
     let mini = |n: &str| n.contains("gpt-4o-mini");
-    if mini(provider_model) || mini(&model.name) {
+    // Gemini bills 258 tokens per 768×768 tile and documents no cap on
+    // the number of tiles: its images get the hungriest bound too.
+    let gemini = |n: &str| n.to_ascii_lowercase().contains("gemini");
+    if mini(provider_model) || mini(&model.name) || gemini(provider_model) {
         IMAGE_TOKENS_4O_MINI
     } else {
         IMAGE_TOKENS

@@ -208,7 +208,8 @@ impl Provider for Anthropic {
     }
 }
 
-fn translated_stream(
+/// Anthropic SSE → canonical chunks; also Claude on Vertex's `streamRawPredict`.
+pub(crate) fn translated_stream(
     ctx: Ctx,
     response: reqwest::Response,
     idle: std::time::Duration,

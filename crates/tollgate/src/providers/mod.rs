@@ -19,6 +19,7 @@ use crate::config::{ProviderConfig, ProviderKind};
 mod anthropic;
 mod azure;
 mod client;
+mod google;
 mod mock;
 pub mod native;
 mod openai;
@@ -45,6 +46,8 @@ pub fn build(config: &ProviderConfig, http: Http) -> Arc<dyn Provider> {
         )),
         ProviderKind::Azure => Arc::new(azure::provider(config, http)),
         ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(config, http)),
+        ProviderKind::Gemini => Arc::new(google::Google::gemini(config, http)),
+        ProviderKind::Vertex => Arc::new(google::Google::vertex(config, http)),
         ProviderKind::Mock => Arc::new(mock::Mock::new(&config.name)),
     }
 }
@@ -244,6 +247,17 @@ pub enum ProviderError {
         status: StatusCode,
         retry_after: Option<Duration>,
         message: String,
+    },
+    /// The provider read the prompt and refused to answer it (Gemini's
+    /// safety block): the client gets `body` with `status`, the request is
+    /// not tried elsewhere, and it is billed `usage`, the prompt the
+    /// provider counted.
+    #[error("provider `{provider}` refused the prompt ({status})")]
+    Blocked {
+        provider: String,
+        status: StatusCode,
+        body: Bytes,
+        usage: Usage,
     },
     /// The provider's own 4xx: passed to the client with its status, never retried.
     #[error("provider `{provider}` rejected the request with {status}")]

@@ -77,6 +77,7 @@ pub(super) async fn send(
                     provider: None,
                     may_have_billed: false,
                     attempts: 0,
+                    billed: None,
                 });
             }
         },
@@ -143,6 +144,32 @@ pub(super) async fn send(
                         native: native_used,
                     });
                 }
+                // The provider read the prompt and refused to answer it (a
+                // safety block): final, like its other 4xx, and billed for
+                // the prompt it counted.
+                Err(ProviderError::Blocked {
+                    status,
+                    body,
+                    usage,
+                    ..
+                }) => {
+                    if health.breaker.success() {
+                        rt.routes.registry().closed(&target.provider);
+                    }
+                    health.count(Outcome::Rejected);
+                    metrics::counter!("tollgate_upstream_errors_total", "provider" => target.provider.clone(), "kind" => "blocked").increment(1);
+                    return Err(Unanswered {
+                        error: ApiError::UpstreamPassthrough {
+                            status,
+                            body,
+                            content_type: Some(http::HeaderValue::from_static("application/json")),
+                        },
+                        provider: tried,
+                        may_have_billed: false,
+                        attempts,
+                        billed: Some(usage),
+                    });
+                }
                 Err(e) => e,
             };
             health.count(Outcome::of(&e));
@@ -192,6 +219,7 @@ pub(super) async fn send(
                         provider: tried,
                         may_have_billed: false,
                         attempts,
+                        billed: None,
                     });
                 }
                 Next::Billed => {
@@ -206,6 +234,7 @@ pub(super) async fn send(
                         provider: tried,
                         may_have_billed: true,
                         attempts,
+                        billed: None,
                     });
                 }
                 Next::Failover => {
@@ -243,6 +272,7 @@ pub(super) async fn send(
         provider: tried,
         may_have_billed: false,
         attempts,
+        billed: None,
     })
 }
 

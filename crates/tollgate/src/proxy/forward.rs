@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::config::ProviderKind;
 use crate::error::ApiError;
-use crate::providers::{Endpoint, OUTPUT_CAP_FIELDS, UpstreamResponse, output_cap_field};
+use crate::providers::{Endpoint, OUTPUT_CAP_FIELDS, UpstreamResponse, Usage, output_cap_field};
 
 /// The output cap a forwarded request must carry.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +39,9 @@ pub(super) struct Unanswered {
     pub may_have_billed: bool,
     /// Attempts made (0: no target could be tried).
     pub attempts: u32,
+    /// What the provider billed for a prompt it refused
+    /// ([`crate::providers::ProviderError::Blocked`]).
+    pub billed: Option<Usage>,
 }
 
 /// Makes the body carry the output cap its target must honour. Under an
@@ -75,7 +78,10 @@ pub(super) fn apply_cap(
             output_cap_field(endpoint, model).into(),
             Value::from(per_choice),
         );
-    } else if kind == ProviderKind::Anthropic && endpoint == Endpoint::ChatCompletions {
+    } else if endpoint == Endpoint::ChatCompletions
+        && (kind == ProviderKind::Anthropic
+            || (kind == ProviderKind::Vertex && model.to_ascii_lowercase().starts_with("claude")))
+    {
         body.insert("max_tokens".into(), Value::from(per_choice));
     }
 }
@@ -115,7 +121,30 @@ mod tests {
             none
         );
         assert_eq!(
-            capped(none, ProviderKind::Anthropic, "claude", false)["max_tokens"],
+            capped(none.clone(), ProviderKind::Anthropic, "claude", false)["max_tokens"],
+            100
+        );
+        assert_eq!(
+            capped(
+                none.clone(),
+                ProviderKind::Vertex,
+                "claude-sonnet-4@20250514",
+                false
+            )["max_tokens"],
+            100
+        );
+        assert_eq!(
+            capped(
+                none.clone(),
+                ProviderKind::Vertex,
+                "gemini-2.5-flash",
+                false
+            ),
+            none
+        );
+        // Enforced on Gemini: the generic field, which becomes `maxOutputTokens`.
+        assert_eq!(
+            capped(none, ProviderKind::Gemini, "gemini-2.5-pro", true)["max_tokens"],
             100
         );
     }

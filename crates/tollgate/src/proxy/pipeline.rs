@@ -131,6 +131,7 @@ async fn run(
         bill_reservation: false,
         attempts: 0,
         cache: cache::Mark::Off,
+        refused_usage: None,
         closed: false,
     };
     let result = proxy(&rt, &mut books, ingress, &headers, body).await;
@@ -346,6 +347,7 @@ async fn proxy(
             }
             books.attempts = failure.attempts;
             books.bill_reservation = failure.may_have_billed;
+            books.refused_usage = failure.billed;
             return Err(failure.error);
         }
     };
@@ -573,6 +575,8 @@ pub(super) struct Books {
     pub attempts: u32,
     /// What the response cache did for it, and what to store at the end.
     pub cache: cache::Mark,
+    /// The provider refused the prompt and billed this for it.
+    pub refused_usage: Option<Usage>,
     closed: bool,
 }
 
@@ -675,6 +679,9 @@ impl Books {
     /// which is then billed at the reserved worst case (input estimate plus
     /// all the output reserved), since its real usage cannot be known.
     pub fn failure_usage(&self) -> Usage {
+        if let Some(usage) = self.refused_usage {
+            return usage;
+        }
         if !self.bill_reservation {
             return Usage::default();
         }
