@@ -307,6 +307,7 @@ fn failure(last: ProviderError, what: &str, attempts: &[Attempt]) -> ApiError {
 fn describe(e: &ProviderError) -> String {
     let text = match e {
         ProviderError::Refused { status, .. } => status.as_u16().to_string(),
+        ProviderError::Blocked { status, .. } => format!("{}, prompt blocked", status.as_u16()),
         ProviderError::Rejected { status, .. } => status.as_u16().to_string(),
         ProviderError::Credentials { status, .. } => {
             format!("{}, credentials refused", status.as_u16())

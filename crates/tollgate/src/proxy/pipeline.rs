@@ -311,7 +311,7 @@ async fn proxy(
         let mut req = match ingress {
             Ingress::OpenAi(_) => body::json_object(&bytes).ok()?,
             Ingress::Anthropic | Ingress::Responses => {
-                native::prepare(ingress, &bytes, headers).ok()?.canonical
+                native::prepare(rt, ingress, &bytes, headers).ok()?.canonical
             }
         };
         if parsed.stream {

@@ -99,6 +99,8 @@ fn system(kind: ProviderKind) -> &'static str {
         ProviderKind::OpenAi => "openai",
         ProviderKind::Azure => "az.ai.openai",
         ProviderKind::Anthropic => "anthropic",
+        ProviderKind::Gemini => "gcp.gemini",
+        ProviderKind::Vertex => "gcp.vertex_ai",
         ProviderKind::Mock => "mock",
     }
 }

@@ -88,7 +88,7 @@ fn the_published_stream_translates_to_chunks_and_a_usage_chunk() {
         .iter()
         .filter_map(|e| match e {
             SseEvent::Data(d) => Some(serde_json::from_slice(d).unwrap()),
-            SseEvent::Done => None,
+            SseEvent::Done | SseEvent::Native { .. } => None,
         })
         .collect();
     assert_eq!(out.last(), Some(&SseEvent::Done));
