@@ -25,8 +25,10 @@
 //! # Ok(()) }
 //! ```
 
+mod bedrock;
 mod body;
 mod directive;
+mod entra;
 mod handler;
 mod server;
 mod state;
@@ -40,6 +42,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+pub use bedrock::{AwsCredentials, BedrockFault, event_frame, exception_frame};
+pub use entra::EntraApp;
 pub use state::{CacheUsage, FailureMode, RecordedRequest, UsageOverride};
 pub use wire::EMBEDDING_DIM;
 
@@ -250,5 +254,47 @@ impl MockHandle {
 
     pub fn is_shut_down(&self) -> bool {
         self.shared.is_shut_down.load(Ordering::SeqCst)
+    }
+
+    /// Bedrock (`/model/{id}/...`, see `bedrock.rs`): verify every
+    /// request's SigV4 signature with these credentials; `None` checks none.
+    pub fn set_aws_credentials(&self, credentials: Option<AwsCredentials>) {
+        self.shared.bedrock.set_credentials(credentials);
+    }
+
+    pub fn set_bedrock_fault(&self, fault: BedrockFault) {
+        self.shared.bedrock.set_fault(fault);
+    }
+
+    /// Bedrock answers carry this `usage` object as is (hostile numbers);
+    /// `None` goes back to the computed one.
+    pub fn set_bedrock_usage_json(&self, usage: Option<serde_json::Value>) {
+        self.shared.bedrock.set_usage_json(usage);
+    }
+
+    /// Bedrock requests refused for their signature.
+    pub fn bedrock_rejected_signatures(&self) -> u64 {
+        self.shared.bedrock.rejected_signatures()
+    }
+
+    /// Entra ID (`/{tenant}/oauth2/v2.0/token`, see `entra.rs`): the app
+    /// whose client-credentials grant is accepted; while set, Azure calls
+    /// need one of its tokens.
+    pub fn set_entra_app(&self, app: Option<EntraApp>) {
+        self.shared.entra.set_app(app);
+    }
+
+    /// Every token request answers this status (an Entra outage); `None` heals it.
+    pub fn set_entra_failure(&self, status: Option<u16>) {
+        self.shared.entra.set_fail_status(status);
+    }
+
+    pub fn set_entra_delay(&self, delay: Duration) {
+        self.shared.entra.set_delay(delay);
+    }
+
+    /// Token requests received, failed ones included.
+    pub fn entra_token_requests(&self) -> u64 {
+        self.shared.entra.token_requests()
     }
 }

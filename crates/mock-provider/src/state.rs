@@ -153,6 +153,8 @@ pub(crate) struct Shared {
     pub shutdown: watch::Sender<bool>,
     pub ids: AtomicU64,
     pub is_shut_down: AtomicBool,
+    pub bedrock: crate::bedrock::BedrockState,
+    pub entra: crate::entra::EntraState,
 }
 
 impl Shared {
@@ -169,6 +171,8 @@ impl Shared {
             shutdown: watch::channel(false).0,
             ids: AtomicU64::new(1),
             is_shut_down: AtomicBool::new(false),
+            bedrock: Default::default(),
+            entra: Default::default(),
         }
     }
 

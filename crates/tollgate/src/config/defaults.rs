@@ -33,6 +33,8 @@ pub fn embedded_default(env: &dyn Fn(&str) -> Option<String>) -> Config {
         api_key: None,
         timeout: DEFAULT_PROVIDER_TIMEOUT,
         api_version: None,
+        bedrock: None,
+        entra: None,
     }];
     let mut models: Vec<ModelConfig> = ["mock-chat", "mock-embed"]
         .into_iter()
@@ -72,6 +74,8 @@ pub fn embedded_default(env: &dyn Fn(&str) -> Option<String>) -> Config {
             api_key: Some(Secret::new(key)),
             timeout: DEFAULT_PROVIDER_TIMEOUT,
             api_version: None,
+            bedrock: None,
+            entra: None,
         });
         for model in builtin_models(name) {
             let Some(builtin) = builtin_price(model) else {

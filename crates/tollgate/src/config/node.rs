@@ -146,6 +146,7 @@ enum Shape {
     Team,
     Defaults,
     Alerts,
+    Entra,
 }
 
 impl Shape {
@@ -161,6 +162,7 @@ impl Shape {
             Shape::Team => keys::TEAM,
             Shape::Defaults => keys::DEFAULTS,
             Shape::Alerts => keys::ALERTS,
+            Shape::Entra => keys::ENTRA,
         }
     }
 
@@ -176,6 +178,7 @@ impl Shape {
             (Shape::Model, "targets") => (Shape::Target, true),
             (Shape::Model, "price") => (Shape::Price, false),
             (Shape::Policy, "config") => (Shape::PolicyConfig, false),
+            (Shape::Provider, "entra") => (Shape::Entra, false),
             _ => return None,
         })
     }

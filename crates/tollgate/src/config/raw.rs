@@ -115,6 +115,20 @@ pub(crate) struct RawProvider {
     pub api_key: Option<Text>,
     pub timeout_s: Option<Value>,
     pub api_version: Option<Text>,
+    pub region: Option<Text>,
+    pub aws_access_key_id: Option<Text>,
+    pub aws_secret_access_key: Option<Text>,
+    pub aws_session_token: Option<Text>,
+    pub entra: Option<Spanned<RawEntra>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEntra {
+    pub tenant_id: Option<Text>,
+    pub client_id: Option<Text>,
+    pub client_secret: Option<Text>,
+    pub authority_url: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,7 +243,13 @@ pub(crate) mod keys {
         "api_key",
         "timeout_s",
         "api_version",
+        "region",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "entra",
     ];
+    pub(crate) const ENTRA: &[&str] = &["tenant_id", "client_id", "client_secret", "authority_url"];
     pub(crate) const MODEL: &[&str] = &["name", "targets", "price", "max_output_tokens"];
     pub(crate) const TARGET: &[&str] = &["provider", "model", "weight"];
     pub(crate) const PRICE: &[&str] = &[
@@ -358,6 +378,7 @@ mod tests {
     fn key_lists_match_the_structs() {
         check::<RawConfig>(keys::TOP);
         check::<RawProvider>(keys::PROVIDER);
+        check::<RawEntra>(keys::ENTRA);
         check::<RawModel>(keys::MODEL);
         check::<RawTarget>(keys::TARGET);
         check::<RawPrice>(keys::PRICE);

@@ -16,6 +16,8 @@ use super::prices::builtin_price;
 use super::raw::*;
 use crate::types::{NanoUsd, Period, Price, Secret};
 
+mod cloud;
+
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 pub(crate) const DEFAULT_STORE: &str = "sqlite://tollgate.db";
 pub(crate) const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(600);
@@ -482,6 +484,11 @@ impl<'e> Validator<'e> {
 
         let providers = providers?;
         let mut models = models?;
+        self.bedrock_region_prices(
+            raw.models.as_deref().unwrap_or_default(),
+            &models,
+            &providers,
+        );
         anthropic_cache_writes(&mut models, &providers);
         Some(Config {
             listen: listen?,
@@ -585,6 +592,7 @@ impl<'e> Validator<'e> {
                     ("azure", ProviderKind::Azure),
                     ("anthropic", ProviderKind::Anthropic),
                     ("mock", ProviderKind::Mock),
+                    ("bedrock", ProviderKind::Bedrock),
                 ],
             )
         });
@@ -606,6 +614,7 @@ impl<'e> Validator<'e> {
             .map(|t| (self.text(t, &format!("{path}.api_version")), line_of(t)));
 
         let kind = kind?;
+        let cloud = self.cloud(raw, kind, path, line);
         let base_url = match (kind, base_url) {
             (_, Some((url, _))) if kind != ProviderKind::Mock => url?,
             (ProviderKind::Mock, Some((_, url_line))) => {
@@ -625,7 +634,15 @@ impl<'e> Validator<'e> {
                 return None;
             }
             (ProviderKind::Mock, None) => String::new(),
+            (ProviderKind::Bedrock, Some((url, _))) => url?,
+            (ProviderKind::Bedrock, None) => {
+                match cloud.as_ref().and_then(|c| c.bedrock.as_ref()) {
+                    Some(b) => format!("https://bedrock-runtime.{}.amazonaws.com", b.region),
+                    None => return None,
+                }
+            }
         };
+        let cloud = cloud?;
         let api_version = match (kind, api_version) {
             (ProviderKind::Azure, Some((version, _))) => Some(version?),
             (ProviderKind::Azure, None) => Some(DEFAULT_AZURE_API_VERSION.to_owned()),
@@ -645,6 +662,8 @@ impl<'e> Validator<'e> {
             api_key: present(api_key)?.filter(|k| !k.is_empty()).map(Secret::new),
             timeout: present(timeout)?.unwrap_or(DEFAULT_PROVIDER_TIMEOUT),
             api_version,
+            bedrock: cloud.bedrock,
+            entra: cloud.entra,
         })
     }
 

@@ -18,12 +18,16 @@ use crate::config::{ProviderConfig, ProviderKind};
 
 mod anthropic;
 mod azure;
+mod bedrock;
 mod client;
+mod entra;
 mod mock;
+pub mod native;
 mod openai;
 pub mod sse;
 #[cfg(test)]
 mod tests;
+mod token_cache;
 pub mod translate;
 mod upstream;
 
@@ -43,6 +47,7 @@ pub fn build(config: &ProviderConfig, http: Http) -> Arc<dyn Provider> {
         ProviderKind::Azure => Arc::new(azure::provider(config, http)),
         ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(config, http)),
         ProviderKind::Mock => Arc::new(mock::Mock::new(&config.name)),
+        ProviderKind::Bedrock => Arc::new(bedrock::Bedrock::new(config, http)),
     }
 }
 
@@ -252,4 +257,10 @@ pub trait Provider: Send + Sync + 'static {
     fn name(&self) -> &str;
 
     async fn send(&self, call: UpstreamCall) -> Result<UpstreamResponse, ProviderError>;
+
+    /// The provider's native Anthropic Messages path, if it serves Claude
+    /// natively (see [`native`]).
+    fn native_messages(&self) -> Option<&dyn native::NativeMessages> {
+        None
+    }
 }

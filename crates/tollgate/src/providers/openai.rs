@@ -37,6 +37,8 @@ pub(crate) struct OpenAiCompatible {
     /// The key header, built once; `None` without a key or when the key
     /// cannot be a header value (reported per request).
     auth: Option<(HeaderName, http::HeaderValue)>,
+    /// Azure with `entra:`: a bearer token per request instead of a key.
+    entra: Option<super::entra::Entra>,
 }
 
 impl OpenAiCompatible {
@@ -58,6 +60,10 @@ impl OpenAiCompatible {
             }
             Dialect::Azure { .. } => None,
         };
+        let entra = config
+            .entra
+            .as_ref()
+            .map(|e| super::entra::Entra::new(&config.name, e, http.clone(), config.timeout));
         let auth = ctx.key().and_then(|key| {
             let (name, value) = match dialect {
                 Dialect::OpenAi => (AUTHORIZATION, format!("Bearer {key}")),
@@ -72,6 +78,7 @@ impl OpenAiCompatible {
             http,
             endpoints,
             auth,
+            entra,
         }
     }
 
@@ -98,7 +105,11 @@ impl OpenAiCompatible {
         })
     }
 
-    fn request(&self, call: &UpstreamCall) -> Result<reqwest::RequestBuilder, ProviderError> {
+    fn request(
+        &self,
+        call: &UpstreamCall,
+        bearer: Option<http::HeaderValue>,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
         let url = self.url(call)?;
         let body = serde_json::to_vec(&call.body).map_err(|e| {
             self.ctx
@@ -111,6 +122,11 @@ impl OpenAiCompatible {
             .header(CONTENT_TYPE, "application/json")
             .body(body);
         match (&self.auth, self.ctx.key()) {
+            _ if bearer.is_some() => {
+                if let Some(token) = bearer {
+                    request = request.header(AUTHORIZATION, token);
+                }
+            }
             (Some((name, value)), _) => request = request.header(name.clone(), value.clone()),
             (None, Some(_)) => {
                 return Err(self.ctx.failed(format!(
@@ -137,8 +153,12 @@ impl Provider for OpenAiCompatible {
     }
 
     async fn send(&self, call: UpstreamCall) -> Result<UpstreamResponse, ProviderError> {
+        let bearer = match &self.entra {
+            Some(entra) => Some(entra.authorization().await?),
+            None => None,
+        };
         let deadline = Instant::now() + call.timeout;
-        let request = self.request(&call)?;
+        let request = self.request(&call, bearer)?;
         let response = upstream::send(&self.ctx, request, deadline, call.timeout).await?;
         if call.stream {
             let response =

@@ -220,7 +220,10 @@ fn apply_cap(
             output_cap_field(endpoint, model).into(),
             Value::from(per_choice),
         );
-    } else if kind == ProviderKind::Anthropic && endpoint == Endpoint::ChatCompletions {
+    } else if matches!(kind, ProviderKind::Anthropic | ProviderKind::Bedrock)
+        && endpoint == Endpoint::ChatCompletions
+    {
+        // Bedrock would pick its model's own default, which no reservation covers.
         body.insert("max_tokens".into(), Value::from(per_choice));
     }
 }

@@ -6,6 +6,8 @@
 mod common;
 
 mod adversarial;
+mod azure_entra;
+mod bedrock;
 mod budget;
 mod cache_prices;
 mod counter_loss;

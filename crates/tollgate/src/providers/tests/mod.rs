@@ -97,6 +97,8 @@ pub(super) fn config(kind: ProviderKind, base_url: &str, key: Option<&str>) -> P
         api_key: key.map(|k| Secret::new(k.to_owned())),
         timeout: Duration::from_secs(5),
         api_version: Some("2024-10-21".into()),
+        bedrock: None,
+        entra: None,
     }
 }
 
