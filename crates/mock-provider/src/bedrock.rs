@@ -673,3 +673,93 @@ fn stream_response(
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// CRC-32 (IEEE 802.3), bit by bit: an implementation independent of
+    /// the one that wrote the frame.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// The frame the AWS event-stream spec defines, built by hand: prelude
+    /// (total length, headers length, prelude CRC), headers (name length,
+    /// name, type 7 = string, value length, value), payload, message CRC.
+    fn known_good(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
+        let mut h = Vec::new();
+        for (name, value) in headers {
+            h.push(name.len() as u8);
+            h.extend_from_slice(name.as_bytes());
+            h.push(7);
+            h.extend_from_slice(&(value.len() as u16).to_be_bytes());
+            h.extend_from_slice(value.as_bytes());
+        }
+        let total = 12 + h.len() + payload.len() + 4;
+        let mut out = Vec::new();
+        out.extend_from_slice(&(total as u32).to_be_bytes());
+        out.extend_from_slice(&(h.len() as u32).to_be_bytes());
+        let prelude_crc = crc32(&out);
+        out.extend_from_slice(&prelude_crc.to_be_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(payload);
+        let message_crc = crc32(&out);
+        out.extend_from_slice(&message_crc.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn frames_match_the_spec_byte_for_byte() {
+        let payload = br#"{"role":"assistant"}"#;
+        let frame = event_frame("messageStart", payload);
+        let expected = known_good(
+            &[
+                (":event-type", "messageStart"),
+                (":content-type", "application/json"),
+                (":message-type", "event"),
+            ],
+            payload,
+        );
+        assert_eq!(&frame[..], &expected[..]);
+        // A published constant: CRC-32 of "123456789" is 0xCBF43926.
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        let exception = exception_frame("throttlingException", "slow");
+        let expected = known_good(
+            &[
+                (":exception-type", "throttlingException"),
+                (":content-type", "application/json"),
+                (":message-type", "exception"),
+            ],
+            br#"{"message":"slow"}"#,
+        );
+        assert_eq!(&exception[..], &expected[..]);
+    }
+
+    #[test]
+    fn model_ids_route_decoded() {
+        assert_eq!(
+            route("/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"),
+            Some((
+                "anthropic.claude-3-5-sonnet-20240620-v1:0".to_owned(),
+                Op::Converse
+            ))
+        );
+        assert_eq!(route("/model/x/unknown"), None);
+        assert_eq!(sdk_encode("arn:aws:b/c"), "arn%3Aaws%3Ab%2Fc");
+        assert!(amz_date("20261206T211500Z").is_some());
+        assert!(amz_date("2026-12-06").is_none());
+    }
+}

@@ -112,39 +112,101 @@ impl Entra {
             Ok(Ok(body)) => body,
             _ => return Err("the token endpoint's answer broke off".to_owned()),
         };
-        let json: Option<Value> = serde_json::from_slice(&body).ok();
-        if !status.is_success() {
-            // Only the OAuth error code: descriptions can quote the request.
-            let code = json
-                .as_ref()
-                .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
-                .filter(|c| {
-                    c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                });
-            return Err(match code {
-                Some(code) => format!("the token endpoint answered `{status}` (`{code}`)"),
-                None => format!("the token endpoint answered `{status}`"),
-            });
-        }
-        let Some(v) = json else {
-            return Err("the token endpoint answered with a body that is not JSON".to_owned());
-        };
-        let token = v
-            .get("access_token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or("the token endpoint's answer has no `access_token`")?;
-        // A number, or a string of one (the v1 endpoint's way).
-        let lifetime = match v.get("expires_in") {
-            Some(Value::Number(n)) => n.as_u64(),
-            Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
-            _ => None,
-        }
-        .map_or(DEFAULT_LIFETIME, Duration::from_secs)
-        .min(MAX_LIFETIME);
-        Ok(Fetched {
-            token: Secret::new(token.to_owned()),
-            lifetime,
-        })
+        token_answer(status, &body)
+    }
+}
+
+/// A token endpoint's answer → the token and its lifetime, or a message
+/// naming only the status and the OAuth error code (an error's description
+/// can quote the request).
+pub(crate) fn token_answer(status: http::StatusCode, body: &[u8]) -> Result<Fetched, String> {
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    if !status.is_success() {
+        let code = json
+            .as_ref()
+            .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
+            .filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        return Err(match code {
+            Some(code) => format!("the token endpoint answered `{status}` (`{code}`)"),
+            None => format!("the token endpoint answered `{status}`"),
+        });
+    }
+    let Some(v) = json else {
+        return Err("the token endpoint answered with a body that is not JSON".to_owned());
+    };
+    let token = v
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or("the token endpoint's answer has no `access_token`")?;
+    // A number, or a string of one (the v1 endpoint's way).
+    let lifetime = match v.get("expires_in") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    }
+    .map_or(DEFAULT_LIFETIME, Duration::from_secs)
+    .min(MAX_LIFETIME);
+    Ok(Fetched {
+        token: Secret::new(token.to_owned()),
+        lifetime,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_published_token_answers_parse() {
+        let ok = include_bytes!("tests/fixtures/entra_token_response.json");
+        let fetched = token_answer(http::StatusCode::OK, ok).unwrap();
+        assert!(fetched.token.expose().starts_with("eyJ0eXAi"));
+        assert_eq!(fetched.lifetime, Duration::from_secs(3599));
+        let err = include_bytes!("tests/fixtures/entra_error_response.json");
+        let message = token_answer(http::StatusCode::BAD_REQUEST, err)
+            .err()
+            .unwrap();
+        assert_eq!(
+            message,
+            "the token endpoint answered `400 Bad Request` (`invalid_scope`)"
+        );
+        assert!(
+            !message.contains("AADSTS"),
+            "no description, which may quote the request"
+        );
+    }
+
+    #[test]
+    fn hostile_token_answers_are_bounded() {
+        let ok = http::StatusCode::OK;
+        let life = |body: &str| token_answer(ok, body.as_bytes()).map(|f| f.lifetime);
+        assert_eq!(
+            life(r#"{"access_token":"t","expires_in":"3600"}"#),
+            Ok(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            life(r#"{"access_token":"t","expires_in":1e300}"#),
+            Ok(DEFAULT_LIFETIME)
+        );
+        assert_eq!(
+            life(r#"{"access_token":"t","expires_in":-5}"#),
+            Ok(DEFAULT_LIFETIME)
+        );
+        assert_eq!(
+            life(r#"{"access_token":"t","expires_in":99999999999}"#),
+            Ok(MAX_LIFETIME)
+        );
+        assert!(life(r#"{"access_token":"","expires_in":60}"#).is_err());
+        assert!(life(r#"{"access_token":5}"#).is_err());
+        assert!(life("not json").is_err());
+        let weird = token_answer(
+            http::StatusCode::UNAUTHORIZED,
+            br#"{"error":"bad code; with secret=x"}"#,
+        );
+        assert_eq!(
+            weird.err().unwrap(),
+            "the token endpoint answered `401 Unauthorized`"
+        );
     }
 }

@@ -665,3 +665,35 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod published {
+    use super::*;
+
+    /// The Converse answers the Bedrock User Guide shows, parsed.
+    #[test]
+    fn the_published_converse_answers_parse() {
+        let raw = include_bytes!("../tests/fixtures/bedrock_converse_response.json");
+        let (body, usage) = response(raw, "chatcmpl-x", "anthropic.claude-3-sonnet", 7).unwrap();
+        assert!(
+            body["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("Here is a list of 3 pop songs")
+        );
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+        let usage = usage.unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (125, 60));
+        assert_eq!(body["usage"]["total_tokens"], 185);
+
+        let raw = include_bytes!("../tests/fixtures/bedrock_converse_tool_use_response.json");
+        let (body, usage) = response(raw, "chatcmpl-y", "m", 7).unwrap();
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        let call = &choice["message"]["tool_calls"][0];
+        assert_eq!(call["id"], "tooluse_kZJMlvQmRJ6eAyJE5GIl7Q");
+        assert_eq!(call["function"]["name"], "top_song");
+        assert_eq!(call["function"]["arguments"], r#"{"sign":"WZPZ"}"#);
+        assert_eq!(usage.unwrap().prompt_tokens, 474);
+    }
+}

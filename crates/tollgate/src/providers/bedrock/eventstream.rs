@@ -181,3 +181,73 @@ pub(crate) fn frames(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames_of(bytes: &[u8]) -> Result<Vec<Frame>, String> {
+        let mut d = Decoder::default();
+        d.feed(bytes)
+    }
+
+    #[test]
+    fn frames_split_anywhere_decode_the_same() {
+        let mut wire = Vec::new();
+        wire.extend_from_slice(&mock_provider::event_frame(
+            "messageStart",
+            br#"{"role":"assistant"}"#,
+        ));
+        wire.extend_from_slice(&mock_provider::event_frame(
+            "contentBlockDelta",
+            br#"{"contentBlockIndex":0,"delta":{"text":"hi"}}"#,
+        ));
+        wire.extend_from_slice(&mock_provider::exception_frame(
+            "throttlingException",
+            "slow down",
+        ));
+        let whole = frames_of(&wire).unwrap();
+        assert_eq!(whole.len(), 3);
+        assert_eq!(
+            (whole[0].message_type.as_str(), whole[0].kind.as_str()),
+            ("event", "messageStart")
+        );
+        assert_eq!(
+            &whole[1].payload[..],
+            br#"{"contentBlockIndex":0,"delta":{"text":"hi"}}"#
+        );
+        assert_eq!(
+            (whole[2].message_type.as_str(), whole[2].kind.as_str()),
+            ("exception", "throttlingException")
+        );
+        let mut d = Decoder::default();
+        let mut one_by_one = Vec::new();
+        for b in &wire {
+            one_by_one.extend(d.feed(std::slice::from_ref(b)).unwrap());
+        }
+        assert_eq!(one_by_one, whole);
+        assert!(!d.is_mid_frame());
+        let mut cut = Decoder::default();
+        cut.feed(&wire[..wire.len() - 3]).unwrap();
+        assert!(cut.is_mid_frame());
+    }
+
+    #[test]
+    fn corruption_is_an_error_never_a_panic() {
+        let frame = mock_provider::event_frame("messageStart", br#"{"role":"assistant"}"#);
+        // Every single-byte corruption is caught by a CRC or a length check.
+        for i in 0..frame.len() {
+            let mut bad = frame.to_vec();
+            bad[i] ^= 0x5A;
+            let mut d = Decoder::default();
+            match d.feed(&bad) {
+                Err(e) => assert!(e.contains("corrupt"), "{e}"),
+                // A larger length makes the frame look incomplete.
+                Ok(frames) => assert!(frames.is_empty() && d.is_mid_frame(), "byte {i}"),
+            }
+        }
+        // Hostile lengths: nothing is buffered waiting for 4 GiB.
+        assert!(frames_of(&[0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0]).is_err());
+        assert!(frames_of(&[0, 0, 0, 3]).is_err());
+    }
+}
