@@ -204,6 +204,9 @@ async fn tools_go_out_as_tool_config_and_come_back_as_tool_calls_streamed_or_not
         "get_weather"
     );
     assert_eq!(sent["toolConfig"]["toolChoice"], json!({"auto": {}}));
+    // No budget applies, yet a cap goes out: Bedrock's own default would
+    // be the model's, not what the gateway priced.
+    assert_eq!(sent["inferenceConfig"]["maxTokens"], 1000);
 
     // The tool's answer goes back as a toolResult block.
     let mut follow = req.clone();
