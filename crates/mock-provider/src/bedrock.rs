@@ -461,6 +461,11 @@ pub(crate) async fn handle(
             "Malformed input request, please reformat your input and try again.",
         );
     };
+    if op == Op::Invoke
+        && let Some(response) = embedding(&model, &request)
+    {
+        return response;
+    }
     if matches!(op, Op::Invoke | Op::InvokeStream) {
         if request.get("anthropic_version").and_then(Value::as_str) != Some("bedrock-2023-05-31") {
             return aws_error(
@@ -563,6 +568,43 @@ pub(crate) async fn handle(
             stream_response(frames, &settings, cut.is_some(), in_flight)
         }
     }
+}
+
+/// Titan (`inputText`) and Cohere (`texts`) embeddings: 8 dimensions,
+/// a token per 4 characters, counted in Bedrock's header too.
+fn embedding(model: &str, request: &Value) -> Option<Response<MockBody>> {
+    let vector = |text: &str| -> Vec<f64> {
+        (0..8)
+            .map(|i| ((text.len() + i) % 7) as f64 / 7.0)
+            .collect()
+    };
+    let tokens = |text: &str| (text.chars().count() as u64 / 4).max(1);
+    let (body, count) = if model.starts_with("amazon.titan-embed") {
+        let text = request.get("inputText")?.as_str()?;
+        (
+            json!({ "embedding": vector(text), "inputTextTokenCount": tokens(text) }),
+            tokens(text),
+        )
+    } else if model.starts_with("cohere.embed") {
+        let texts: Vec<&str> = request
+            .get("texts")?
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        (
+            json!({ "embeddings": texts.iter().map(|t| vector(t)).collect::<Vec<_>>(),
+                    "id": "mock-embed", "response_type": "embeddings_floats", "texts": texts }),
+            texts.iter().map(|t| tokens(t)).sum(),
+        )
+    } else {
+        return None;
+    };
+    let mut response = Response::new(MockBody::full(Bytes::from(body.to_string()), None));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("x-amzn-bedrock-input-token-count", HeaderValue::from(count));
+    Some(response)
 }
 
 fn stop_reason(a: &Answer, tool: bool) -> &'static str {

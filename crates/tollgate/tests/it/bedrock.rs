@@ -389,21 +389,58 @@ async fn a_corrupt_frame_or_an_exception_ends_the_stream_cleanly() {
 }
 
 #[tokio::test]
-async fn embeddings_on_bedrock_are_a_clear_400() {
+async fn embeddings_go_through_invoke_model_for_titan_and_cohere() {
     let h = Harness::start_with_models(
         MockConfig::default(),
         &provider(SECRET, None),
-        "  - name: titan\n    targets: [{ provider: aws, model: amazon.titan-embed-text-v2:0 }]\n    price: { input_per_mtok: 0.02, output_per_mtok: 0 }\n",
-        "",
+        "  - name: titan\n    targets: [{ provider: aws, model: \"amazon.titan-embed-text-v2:0\" }]\n\
+         \x20 - name: cohere\n    targets: [{ provider: aws, model: cohere.embed-english-v3 }]\n\
+         \x20 - name: nova\n    targets: [{ provider: aws, model: \"amazon.nova-lite-v1:0\" }]\n",
+        &capped(1.0),
         Arc::new(SystemClock),
     )
     .await;
+    h.mock.set_aws_credentials(Some(creds(SECRET, None)));
     let (_, key) = h.key(json!({})).await;
+    let input = json!(["first text to embed", "second one"]);
+    for model in ["titan", "cohere"] {
+        let resp = h
+            .post(
+                "/v1/embeddings",
+                &key,
+                &json!({"model": model, "input": input}),
+            )
+            .await;
+        assert_eq!(resp.status(), 200, "{model}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["object"], "list");
+        assert_eq!(body["data"].as_array().unwrap().len(), 2, "{body}");
+        assert_eq!(body["data"][1]["index"], 1);
+        assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 8);
+        // 19 and 10 characters: 4 + 2 tokens as the provider counted them.
+        assert_eq!(body["usage"]["prompt_tokens"], 6, "{model}");
+    }
+    // Titan takes one text per call, Cohere a list.
+    assert_eq!(
+        h.mock
+            .calls_to("/model/amazon.titan-embed-text-v2%3A0/invoke"),
+        2
+    );
+    assert_eq!(h.mock.calls_to("/model/cohere.embed-english-v3/invoke"), 1);
+    assert_eq!(h.mock.bedrock_rejected_signatures(), 0);
+    let rows = h.ledger().await;
+    // $0.02/M for Titan v2, $0.10/M for Cohere, from the built-in table.
+    let mut costs: Vec<u64> = rows.iter().map(|r| r.cost.0).collect();
+    costs.sort_unstable();
+    assert_eq!(costs, vec![6 * 20, 6 * 100]);
+
+    // A chat model has no embeddings: a clear 400 that never reaches AWS.
+    let calls = h.mock.calls();
     let resp = h
         .post(
             "/v1/embeddings",
             &key,
-            &json!({"model": "titan", "input": "x"}),
+            &json!({"model": "nova", "input": "x"}),
         )
         .await;
     let (status, code, body) = error_code(resp).await;
@@ -414,7 +451,7 @@ async fn embeddings_on_bedrock_are_a_clear_400() {
             .unwrap()
             .contains("bedrock")
     );
-    assert_eq!(h.mock.calls(), 0);
+    assert_eq!(h.mock.calls(), calls);
 }
 
 /// Hostile `usage` from the provider (wrong types, negative, absurd):

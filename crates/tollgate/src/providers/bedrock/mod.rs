@@ -5,8 +5,10 @@
 //! OpenAI format. Claude can also be called natively, with an Anthropic
 //! Messages body, through `InvokeModel` / `InvokeModelWithResponseStream`
 //! ([`invoke`], the [`super::native::NativeMessages`] capability).
+//! Embeddings go to Titan and Cohere models through `InvokeModel` ([`embed`]).
 
 mod converse;
+mod embed;
 pub(crate) mod eventstream;
 pub(crate) mod invoke;
 mod sign;
@@ -132,6 +134,68 @@ impl Bedrock {
     }
 }
 
+impl Bedrock {
+    /// `/v1/embeddings` through `InvokeModel` (see [`embed`]).
+    async fn embed(
+        &self,
+        call: &UpstreamCall,
+        model: &str,
+        family: embed::Family,
+    ) -> Result<UpstreamResponse, ProviderError> {
+        let texts = embed::inputs(&call.body).map_err(|m| self.ctx.bad_request(&m))?;
+        let deadline = Instant::now() + call.timeout;
+        let mut vectors = Vec::with_capacity(texts.len());
+        let mut tokens = Some(0u64);
+        for (i, req) in embed::requests(family, &call.body, &texts)
+            .into_iter()
+            .enumerate()
+        {
+            // After a first answer, a failure loses what AWS already billed.
+            let lost = |e: ProviderError| match e {
+                e @ ProviderError::Rejected { .. } if i == 0 => e,
+                e if i == 0 => e,
+                e => self.ctx.lost(e.to_string()),
+            };
+            let body = serde_json::to_vec(&req).map_err(|e| {
+                self.ctx
+                    .failed(format!("could not encode the request body: {e}"))
+            })?;
+            let request = self.signed_post(model, "invoke", body, false, &call.request_id)?;
+            let response = self
+                .send_signed(request, deadline, call.timeout)
+                .await
+                .map_err(lost)?;
+            let counted = response
+                .headers()
+                .get("x-amzn-bedrock-input-token-count")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let raw = upstream::read_body(&self.ctx, response, deadline, call.timeout)
+                .await
+                .map_err(lost)?;
+            let (v, reported) = embed::vectors(family, &raw).map_err(|e| {
+                self.ctx.lost(format!(
+                    "answered with a success status but an unusable body: {e}"
+                ))
+            })?;
+            vectors.extend(v);
+            tokens = match (tokens, reported.or(counted)) {
+                (Some(sum), Some(n)) => Some(sum.saturating_add(n)),
+                _ => None,
+            };
+        }
+        let usage = tokens.map(|prompt_tokens| super::Usage {
+            prompt_tokens,
+            ..super::Usage::default()
+        });
+        let body = embed::openai_list(&call.body, model, &vectors, usage);
+        Ok(UpstreamResponse::Complete {
+            body: bytes::Bytes::from(body.to_string()),
+            usage,
+        })
+    }
+}
+
 #[async_trait]
 impl Provider for Bedrock {
     fn name(&self) -> &str {
@@ -139,19 +203,25 @@ impl Provider for Bedrock {
     }
 
     async fn send(&self, call: UpstreamCall) -> Result<UpstreamResponse, ProviderError> {
-        if call.endpoint != Endpoint::ChatCompletions {
-            return Err(self.ctx.bad_request(&format!(
-                "`/v1{}` is not supported by provider `{}` (kind `bedrock`): use `/v1/chat/completions` or `/v1/messages`",
-                call.endpoint.path(),
-                self.ctx.provider
-            )));
-        }
         let model = call
             .body
             .get("model")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
+        if call.endpoint == Endpoint::Embeddings
+            && let Some(family) = embed::Family::of(&model)
+        {
+            return self.embed(&call, &model, family).await;
+        }
+        if call.endpoint != Endpoint::ChatCompletions {
+            return Err(self.ctx.bad_request(&format!(
+                "`/v1{}` is not supported by model `{}` of provider `{}` (kind `bedrock`): use `/v1/chat/completions` or `/v1/messages`, or an Amazon Titan or Cohere model for `/v1/embeddings`",
+                call.endpoint.path(),
+                crate::types::clip(&model),
+                self.ctx.provider
+            )));
+        }
         let body = converse::request(&call.body).map_err(|m| self.ctx.bad_request(&m))?;
         let body = serde_json::to_vec(&body).map_err(|e| {
             self.ctx
