@@ -56,6 +56,11 @@ impl EntraState {
         *self.delay.lock() = delay;
     }
 
+    /// Every token issued so far stops working.
+    pub fn revoke_all(&self) {
+        self.issued.lock().clear();
+    }
+
     pub fn token_requests(&self) -> u64 {
         self.token_requests.load(Ordering::SeqCst)
     }

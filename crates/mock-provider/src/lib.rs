@@ -293,6 +293,11 @@ impl MockHandle {
         self.shared.entra.set_delay(delay);
     }
 
+    /// Every Entra token issued so far is refused from now on.
+    pub fn revoke_entra_tokens(&self) {
+        self.shared.entra.revoke_all();
+    }
+
     /// Token requests received, failed ones included.
     pub fn entra_token_requests(&self) -> u64 {
         self.shared.entra.token_requests()

@@ -78,6 +78,11 @@ impl Entra {
         })
     }
 
+    /// Azure refused the token: the next call signs in again.
+    pub fn invalidate(&self) {
+        self.cache.invalidate();
+    }
+
     async fn fetch(&self) -> Result<Fetched, String> {
         let form = format!(
             "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",

@@ -159,7 +159,15 @@ impl Provider for OpenAiCompatible {
         };
         let deadline = Instant::now() + call.timeout;
         let request = self.request(&call, bearer)?;
-        let response = upstream::send(&self.ctx, request, deadline, call.timeout).await?;
+        let response = match upstream::send(&self.ctx, request, deadline, call.timeout).await {
+            Err(e @ ProviderError::Credentials { .. }) => {
+                if let Some(entra) = &self.entra {
+                    entra.invalidate();
+                }
+                return Err(e);
+            }
+            other => other?,
+        };
         if call.stream {
             let response =
                 upstream::expect_event_stream(&self.ctx, response, deadline, call.timeout).await?;

@@ -104,6 +104,12 @@ impl TokenCache {
         }
     }
 
+    /// Forgets the token (the service refused it: revoked, or rotated
+    /// early), so the next caller fetches a fresh one.
+    pub fn invalidate(&self) {
+        self.state.lock().token = None;
+    }
+
     fn cached(&self, now: i64) -> Option<Result<Secret<String>, String>> {
         let state = self.state.lock();
         if let Some(t) = state.token.as_ref().filter(|t| now < t.refresh_at) {

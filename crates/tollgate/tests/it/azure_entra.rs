@@ -168,6 +168,24 @@ async fn a_failing_token_endpoint_is_a_fast_502_naming_the_provider_and_never_th
 }
 
 #[tokio::test]
+async fn a_token_azure_refuses_is_dropped_and_the_next_request_signs_in_again() {
+    let h = start(Duration::from_secs(3600)).await;
+    let (_, key) = h.key(json!({})).await;
+    assert_eq!(h.chat(&key, &chat()).await.status(), 200);
+    h.mock.revoke_entra_tokens();
+    let (status, code, body) = error_code(h.chat(&key, &chat()).await).await;
+    assert_eq!((status, code.as_str()), (502, "upstream_error"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`azure-eu`")
+    );
+    assert_eq!(h.chat(&key, &chat()).await.status(), 200);
+    assert_eq!(h.mock.entra_token_requests(), 2);
+}
+
+#[tokio::test]
 async fn a_wrong_client_secret_is_refused_by_entra_and_is_a_502() {
     let h = start(Duration::from_secs(3600)).await;
     let mut wrong = app(Duration::from_secs(3600));
