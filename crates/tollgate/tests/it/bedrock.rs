@@ -555,6 +555,20 @@ async fn concurrent_requests_and_streams_never_overshoot_and_bill_the_providers_
         ok,
         "no rejected request reached Bedrock"
     );
+    // What is left is spent one request at a time: the cap is usable to
+    // within one worst case, never past it.
+    let mut body = chat("claude", text);
+    body["max_tokens"] = json!(100);
+    for _ in 0..200 {
+        let resp = h.chat(&key, &body).await;
+        if resp.status() == 402 {
+            break;
+        }
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+        ok += 1;
+    }
+    assert_eq!(h.mock.calls() as usize, ok);
     for r in h.mock.requests() {
         assert_eq!(r.json().unwrap()["inferenceConfig"]["maxTokens"], 100);
     }
@@ -573,6 +587,11 @@ async fn concurrent_requests_and_streams_never_overshoot_and_bill_the_providers_
     let spent: u64 = rows.iter().map(|r| r.cost.0).sum();
     assert!(spent <= 10_000_000, "spent {spent} over the cap");
     assert_eq!(spent, ok as u64 * (prompt * 1000 + 100 * 2000));
+    let worst = 300_000; // > the input estimate at $1/M + 100 tokens at $2/M
+    assert!(
+        spent + worst >= 10_000_000,
+        "spent {spent}: the cap was not usable"
+    );
 }
 
 /// The native Claude capability (`InvokeModel`), called directly the way
