@@ -99,6 +99,12 @@ pub(crate) async fn handle(
         &parts.headers,
         &body,
     );
+    if let Some(response) = crate::entra::intercept(&shared, &parts, &body).await {
+        return Ok(response);
+    }
+    if let Some(target) = crate::bedrock::route(path) {
+        return Ok(crate::bedrock::handle(&shared, &parts, &body, target, in_flight).await);
+    }
     let route = Route::of(&parts.method, path);
     let mut settings = shared.snapshot();
     let directives = Directives::parse(&body);

@@ -27,8 +27,10 @@
 //! ```
 
 mod agents;
+mod bedrock;
 mod body;
 mod directive;
+mod entra;
 mod failures;
 mod google;
 mod handler;
@@ -45,6 +47,8 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 pub use google::{CLOUD_PLATFORM_SCOPE, GoogleAuth, pem_private_key};
+pub use bedrock::{AwsCredentials, BedrockFault, event_frame, exception_frame};
+pub use entra::EntraApp;
 pub use state::{CacheUsage, FailureMode, RecordedRequest, UsageOverride};
 pub use wire::EMBEDDING_DIM;
 
@@ -255,5 +259,52 @@ impl MockHandle {
 
     pub fn is_shut_down(&self) -> bool {
         self.shared.is_shut_down.load(Ordering::SeqCst)
+    }
+
+    /// Bedrock (`/model/{id}/...`, see `bedrock.rs`): verify every
+    /// request's SigV4 signature with these credentials; `None` checks none.
+    pub fn set_aws_credentials(&self, credentials: Option<AwsCredentials>) {
+        self.shared.bedrock.set_credentials(credentials);
+    }
+
+    pub fn set_bedrock_fault(&self, fault: BedrockFault) {
+        self.shared.bedrock.set_fault(fault);
+    }
+
+    /// Bedrock answers carry this `usage` object as is (hostile numbers);
+    /// `None` goes back to the computed one.
+    pub fn set_bedrock_usage_json(&self, usage: Option<serde_json::Value>) {
+        self.shared.bedrock.set_usage_json(usage);
+    }
+
+    /// Bedrock requests refused for their signature.
+    pub fn bedrock_rejected_signatures(&self) -> u64 {
+        self.shared.bedrock.rejected_signatures()
+    }
+
+    /// Entra ID (`/{tenant}/oauth2/v2.0/token`, see `entra.rs`): the app
+    /// whose client-credentials grant is accepted; while set, Azure calls
+    /// need one of its tokens.
+    pub fn set_entra_app(&self, app: Option<EntraApp>) {
+        self.shared.entra.set_app(app);
+    }
+
+    /// Every token request answers this status (an Entra outage); `None` heals it.
+    pub fn set_entra_failure(&self, status: Option<u16>) {
+        self.shared.entra.set_fail_status(status);
+    }
+
+    pub fn set_entra_delay(&self, delay: Duration) {
+        self.shared.entra.set_delay(delay);
+    }
+
+    /// Every Entra token issued so far is refused from now on.
+    pub fn revoke_entra_tokens(&self) {
+        self.shared.entra.revoke_all();
+    }
+
+    /// Token requests received, failed ones included.
+    pub fn entra_token_requests(&self) -> u64 {
+        self.shared.entra.token_requests()
     }
 }

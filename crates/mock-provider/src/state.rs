@@ -164,6 +164,8 @@ pub(crate) struct Shared {
     pub is_shut_down: AtomicBool,
     /// The token endpoint's and Vertex's credentials.
     pub google: crate::google::GoogleState,
+    pub bedrock: crate::bedrock::BedrockState,
+    pub entra: crate::entra::EntraState,
 }
 
 impl Shared {
@@ -181,6 +183,8 @@ impl Shared {
             ids: AtomicU64::new(1),
             is_shut_down: AtomicBool::new(false),
             google: crate::google::GoogleState::default(),
+            bedrock: Default::default(),
+            entra: Default::default(),
         }
     }
 

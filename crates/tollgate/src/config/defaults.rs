@@ -35,6 +35,8 @@ pub fn embedded_default(env: &dyn Fn(&str) -> Option<String>) -> Config {
         timeout: DEFAULT_PROVIDER_TIMEOUT,
         api_version: None,
         vertex: None,
+        bedrock: None,
+        entra: None,
     }];
     let mut models: Vec<ModelConfig> = ["mock-chat", "mock-embed"]
         .into_iter()
@@ -76,6 +78,8 @@ pub fn embedded_default(env: &dyn Fn(&str) -> Option<String>) -> Config {
             timeout: DEFAULT_PROVIDER_TIMEOUT,
             api_version: None,
             vertex: None,
+            bedrock: None,
+            entra: None,
         });
         for model in builtin_models(name) {
             let Some(builtin) = builtin_price(model) else {

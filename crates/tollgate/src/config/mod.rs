@@ -93,9 +93,24 @@ pub fn resolve_path(cli: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) ->
 /// Finds every `api_key:` value as written (block or flow style) and masks
 /// it in `message`.
 fn scrub_secrets(text: &str, mut message: String) -> String {
+    for name in SECRET_KEYS {
+        message = scrub_secret(text, name, message);
+    }
+    message
+}
+
+/// Every config key whose value is a credential.
+const SECRET_KEYS: [&str; 4] = [
+    "api_key",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "client_secret",
+];
+
+fn scrub_secret(text: &str, name: &str, mut message: String) -> String {
     let mut rest = text;
-    while let Some(at) = rest.find("api_key") {
-        rest = &rest[at + "api_key".len()..];
+    while let Some(at) = rest.find(name) {
+        rest = &rest[at + name.len()..];
         let Some(value) = rest
             .trim_start_matches([' ', '\t', '"', '\''])
             .strip_prefix(':')

@@ -84,6 +84,8 @@ pub enum ProviderKind {
     Vertex,
     /// Built in, no network, deterministic.
     Mock,
+    /// AWS Bedrock (`Converse`, SigV4).
+    Bedrock,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +100,31 @@ pub struct ProviderConfig {
     pub api_version: Option<String>,
     /// A `vertex` provider's project, region and credentials.
     pub vertex: Option<super::google::VertexConfig>,
+    /// Kind `bedrock`: its region and AWS credentials.
+    pub bedrock: Option<BedrockConfig>,
+    /// Kind `azure` with Entra ID instead of `api_key`.
+    pub entra: Option<EntraConfig>,
+}
+
+/// A `bedrock` provider's signing inputs.
+#[derive(Debug, Clone)]
+pub struct BedrockConfig {
+    /// e.g. `us-east-1`: part of the default URL, the SigV4 scope, and the price.
+    pub region: String,
+    pub access_key_id: Secret<String>,
+    pub secret_access_key: Secret<String>,
+    /// Temporary (STS) credentials come with one; sent as `x-amz-security-token`.
+    pub session_token: Option<Secret<String>>,
+}
+
+/// An `azure` provider's Entra ID app registration (client-credentials flow).
+#[derive(Debug, Clone)]
+pub struct EntraConfig {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: Secret<String>,
+    /// Without a trailing slash; default `https://login.microsoftonline.com`.
+    pub authority_url: String,
 }
 
 #[derive(Debug, Clone)]

@@ -149,6 +149,7 @@ enum Shape {
     Routing,
     Telemetry,
     Cache,
+    Entra,
 }
 
 impl Shape {
@@ -167,6 +168,7 @@ impl Shape {
             Shape::Routing => keys::ROUTING,
             Shape::Telemetry => keys::TELEMETRY,
             Shape::Cache => keys::CACHE,
+            Shape::Entra => keys::ENTRA,
         }
     }
 
@@ -185,6 +187,7 @@ impl Shape {
             (Shape::Model, "targets") => (Shape::Target, true),
             (Shape::Model, "price") => (Shape::Price, false),
             (Shape::Policy, "config") => (Shape::PolicyConfig, false),
+            (Shape::Provider, "entra") => (Shape::Entra, false),
             _ => return None,
         })
     }

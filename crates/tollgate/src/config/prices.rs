@@ -47,6 +47,9 @@ struct RawEntry {
     /// 1-hour cache writes.
     cache_write_1h: Option<f64>,
     max_output_tokens: u64,
+    /// The provider regions the price holds in (Bedrock); absent: everywhere.
+    #[serde(default)]
+    regions: Option<Vec<String>>,
     /// For people reading the file (tiered prices and the like).
     #[serde(default, rename = "note")]
     _note: Option<String>,
@@ -54,6 +57,7 @@ struct RawEntry {
 
 struct Entry {
     price: BuiltinPrice,
+    regions: Option<Vec<String>>,
 }
 
 pub(crate) struct Table {
@@ -108,6 +112,7 @@ fn parse_table(json: &str) -> Result<Table, String> {
                 price,
                 max_output_tokens: entry.max_output_tokens,
             },
+            regions: entry.regions,
         });
         for name in std::iter::once(entry.id).chain(entry.aliases) {
             if table.by_name.insert(name.clone(), index).is_some() {
@@ -125,6 +130,14 @@ fn parse_table(json: &str) -> Result<Table, String> {
 pub fn builtin_price(model: &str) -> Option<BuiltinPrice> {
     let table = &*TABLE;
     table.by_name.get(model).map(|&i| table.entries[i].price)
+}
+
+/// The regions the built-in price of `model` holds in; `None` when it
+/// is not region-specific (or not in the table).
+pub(crate) fn builtin_regions(model: &str) -> Option<&'static [String]> {
+    let table = &*TABLE;
+    let i = *table.by_name.get(model)?;
+    table.entries[i].regions.as_deref()
 }
 
 /// Every id and alias the table lists for `provider` (`openai`,
@@ -191,12 +204,34 @@ mod tests {
             }
         }
         assert!(table.entries.len() > 30, "{} entries", table.entries.len());
+        // Claude on Bedrock: AWS bills cache writes at 1.25x and reads at
+        // 0.1x input, and every Bedrock price names the regions it holds in.
+        for name in builtin_models("bedrock") {
+            let p = builtin_price(name).unwrap().price;
+            assert!(
+                builtin_regions(name).is_some_and(|r| r.iter().any(|r| r == "us-east-1")),
+                "{name}"
+            );
+            if name.contains("claude") {
+                let write = p.cache_write_per_mtok.unwrap();
+                assert_eq!(write.0, p.input_per_mtok.0 * 5 / 4, "{name}");
+                assert_eq!(
+                    p.cached_input_per_mtok.unwrap().0,
+                    p.input_per_mtok.0 / 10,
+                    "{name}"
+                );
+            }
+        }
+        assert_eq!(
+            builtin_price("us.anthropic.claude-3-5-sonnet-20240620-v1:0"),
+            builtin_price("anthropic.claude-3-5-sonnet-20240620-v1:0")
+        );
         assert!(!table.source.is_empty());
         assert!(!table.as_of.is_empty());
         for (name, provider) in &table.names {
             assert!(
                 // `vertex`: Claude under Vertex AI's names, priced by Google.
-                ["openai", "anthropic", "google", "vertex"].contains(&provider.as_str()),
+                ["openai", "anthropic", "google", "vertex", "bedrock"].contains(&provider.as_str()),
                 "{name}: {provider}"
             );
         }

@@ -122,6 +122,19 @@ pub(crate) struct RawProvider {
     pub project: Option<Text>,
     pub region: Option<Text>,
     pub credentials_file: Option<Text>,
+    pub aws_access_key_id: Option<Text>,
+    pub aws_secret_access_key: Option<Text>,
+    pub aws_session_token: Option<Text>,
+    pub entra: Option<Spanned<RawEntra>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEntra {
+    pub tenant_id: Option<Text>,
+    pub client_id: Option<Text>,
+    pub client_secret: Option<Text>,
+    pub authority_url: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,7 +284,12 @@ pub(crate) mod keys {
         "project",
         "region",
         "credentials_file",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "entra",
     ];
+    pub(crate) const ENTRA: &[&str] = &["tenant_id", "client_id", "client_secret", "authority_url"];
     pub(crate) const MODEL: &[&str] =
         &["name", "targets", "price", "max_output_tokens", "strategy"];
     pub(crate) const TARGET: &[&str] = &["provider", "model", "weight"];
@@ -410,6 +428,7 @@ mod tests {
     fn key_lists_match_the_structs() {
         check::<RawConfig>(keys::TOP);
         check::<RawProvider>(keys::PROVIDER);
+        check::<RawEntra>(keys::ENTRA);
         check::<RawModel>(keys::MODEL);
         check::<RawTarget>(keys::TARGET);
         check::<RawPrice>(keys::PRICE);

@@ -500,7 +500,7 @@ counters: redis://127.0.0.1:6379
 fn provider_kinds_and_their_settings() {
     assert_problem(
         "providers:\n  - name: a\n    kind: openia\n",
-        "3: providers[0].kind: `openia` is not one of openai, azure, anthropic, gemini, vertex, mock",
+        "3: providers[0].kind: `openia` is not one of openai, azure, anthropic, gemini, vertex, mock, bedrock",
     );
     assert_problem(
         "providers:\n  - name: a\n    kind: azure\n",
@@ -1053,7 +1053,7 @@ fn yaml_error_messages_name_the_key_path() {
     assert_eq!(
         problems("providers:\n  - name: a\n    knd: openai\n"),
         [
-            "3: providers[0]: unknown key `knd`; expected one of name, kind, base_url, api_key, timeout_s, api_version, project, region, credentials_file"
+            "3: providers[0]: unknown key `knd`; expected one of name, kind, base_url, api_key, timeout_s, api_version, project, region, credentials_file, aws_access_key_id, aws_secret_access_key, aws_session_token, entra"
         ]
     );
     assert_eq!(
@@ -1161,7 +1161,7 @@ alerts: { webhook: 'http://x' }
         problems(text),
         [
             "1: unknown top-level key `lsiten`; expected one of listen, admin_listen, admin_key, store, counters, counters_unavailable, max_body_bytes, log_bodies, drain_timeout_s, busy_poll_us, journal_dir, providers, models, policies, teams, defaults, alerts, routing, telemetry, cache",
-            "3: providers[0]: unknown key `timeout`; expected one of name, kind, base_url, api_key, timeout_s, api_version, project, region, credentials_file",
+            "3: providers[0]: unknown key `timeout`; expected one of name, kind, base_url, api_key, timeout_s, api_version, project, region, credentials_file, aws_access_key_id, aws_secret_access_key, aws_session_token, entra",
             "6: models[0].targets[0]: unknown key `modle`; expected one of provider, model, weight",
             "7: models[0].price: unknown key `input`; expected one of input_per_mtok, output_per_mtok, cached_input_per_mtok, cache_write_per_mtok, cache_write_1h_per_mtok",
             "11: policies[0].config: unknown key `actoin`; expected one of limit_usd, period, action, on_insufficient, requests_per_minute, tokens_per_minute, max_parallel, max_identical, window_seconds, on_trip, allow",

@@ -19,6 +19,7 @@ use crate::types::{NanoUsd, Period, Price, Secret};
 mod google;
 mod routing;
 mod telemetry;
+mod cloud;
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 pub(crate) const DEFAULT_STORE: &str = "sqlite://tollgate.db";
@@ -494,6 +495,11 @@ impl<'e> Validator<'e> {
 
         let providers = providers?;
         let mut models = models?;
+        self.bedrock_region_prices(
+            raw.models.as_deref().unwrap_or_default(),
+            &models,
+            &providers,
+        );
         anthropic_cache_writes(&mut models, &providers);
         Some(Config {
             listen: listen?,
@@ -602,6 +608,7 @@ impl<'e> Validator<'e> {
                     ("gemini", ProviderKind::Gemini),
                     ("vertex", ProviderKind::Vertex),
                     ("mock", ProviderKind::Mock),
+                    ("bedrock", ProviderKind::Bedrock),
                 ],
             )
         });
@@ -624,6 +631,7 @@ impl<'e> Validator<'e> {
 
         let kind = kind?;
         let vertex = self.google_keys(raw, kind, line, path);
+        let cloud = self.cloud(raw, kind, path, line);
         let base_url = match (kind, base_url) {
             (_, Some((url, _))) if kind != ProviderKind::Mock => url?,
             (ProviderKind::Mock, Some((_, url_line))) => {
@@ -648,7 +656,15 @@ impl<'e> Validator<'e> {
                 return None;
             }
             (ProviderKind::Mock, None) => String::new(),
+            (ProviderKind::Bedrock, Some((url, _))) => url?,
+            (ProviderKind::Bedrock, None) => {
+                match cloud.as_ref().and_then(|c| c.bedrock.as_ref()) {
+                    Some(b) => format!("https://bedrock-runtime.{}.amazonaws.com", b.region),
+                    None => return None,
+                }
+            }
         };
+        let cloud = cloud?;
         let api_version = match (kind, api_version) {
             (ProviderKind::Azure, Some((version, _))) => Some(version?),
             (ProviderKind::Azure, None) => Some(DEFAULT_AZURE_API_VERSION.to_owned()),
@@ -669,6 +685,8 @@ impl<'e> Validator<'e> {
             timeout: present(timeout)?.unwrap_or(DEFAULT_PROVIDER_TIMEOUT),
             api_version,
             vertex: vertex?,
+            bedrock: cloud.bedrock,
+            entra: cloud.entra,
         })
     }
 

@@ -117,6 +117,12 @@ fn with_margin(n: u64) -> u64 {
 }
 
 fn counter_for(model: &ModelConfig, provider_model: &str) -> Counter {
+    // Claude (on Anthropic, Bedrock `anthropic.claude-…`, inference-profile
+    // ARNs, Vertex) counts 10-30 % more than o200k: whatever name clients
+    // use for it, its input is bounded by bytes, never an OpenAI tokenizer.
+    if provider_model.to_ascii_lowercase().contains("claude") {
+        return Counter::Bytes;
+    }
     match openai_counter(provider_model) {
         Counter::Bytes => openai_counter(&model.name),
         c => c,
@@ -395,6 +401,26 @@ mod tests {
             text_tokens(&model("claude"), "claude-3-5-haiku", text),
             text.len() as u64
         );
+    }
+
+    #[test]
+    fn claude_on_bedrock_is_counted_by_bytes_whatever_its_client_name() {
+        let text = "Hello there, how are you doing today? ".repeat(20);
+        let b = body(json!({"messages": [{"role": "user", "content": text}]}));
+        for provider_model in [
+            "anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "us.anthropic.claude-sonnet-4-20250514-v1:0",
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-7-sonnet-20250219-v1:0",
+        ] {
+            // A client-facing name of an OpenAI model must not pick o200k.
+            let n = input_tokens(
+                Endpoint::ChatCompletions,
+                &b,
+                &model("gpt-4o"),
+                provider_model,
+            );
+            assert!(n >= text.len() as u64, "{provider_model}: {n}");
+        }
     }
 
     #[test]

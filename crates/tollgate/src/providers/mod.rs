@@ -18,8 +18,11 @@ use crate::config::{ProviderConfig, ProviderKind};
 
 mod anthropic;
 mod azure;
+mod bedrock;
+pub mod claude_native;
 mod client;
 mod google;
+mod entra;
 mod mock;
 pub mod native;
 mod openai;
@@ -27,6 +30,7 @@ mod retry_after;
 pub mod sse;
 #[cfg(test)]
 mod tests;
+mod token_cache;
 pub mod translate;
 mod upstream;
 
@@ -49,6 +53,7 @@ pub fn build(config: &ProviderConfig, http: Http) -> Arc<dyn Provider> {
         ProviderKind::Gemini => Arc::new(google::Google::gemini(config, http)),
         ProviderKind::Vertex => Arc::new(google::Google::vertex(config, http)),
         ProviderKind::Mock => Arc::new(mock::Mock::new(&config.name)),
+        ProviderKind::Bedrock => Arc::new(bedrock::Bedrock::new(config, http)),
     }
 }
 
@@ -321,5 +326,11 @@ pub trait Provider: Send + Sync + 'static {
                 call.api.path()
             ),
         })
+    }
+
+    /// The provider's native Anthropic Messages path, if it serves Claude
+    /// natively (see [`claude_native`]).
+    fn native_messages(&self) -> Option<&dyn claude_native::NativeMessages> {
+        None
     }
 }

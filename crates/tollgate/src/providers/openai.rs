@@ -38,6 +38,8 @@ pub(crate) struct OpenAiCompatible {
     /// The key header, built once; `None` without a key or when the key
     /// cannot be a header value (reported per request).
     auth: Option<(HeaderName, http::HeaderValue)>,
+    /// Azure with `entra:`: a bearer token per request instead of a key.
+    entra: Option<super::entra::Entra>,
 }
 
 impl OpenAiCompatible {
@@ -59,6 +61,10 @@ impl OpenAiCompatible {
             }
             Dialect::Azure { .. } => None,
         };
+        let entra = config
+            .entra
+            .as_ref()
+            .map(|e| super::entra::Entra::new(&config.name, e, http.clone(), config.timeout));
         let auth = ctx.key().and_then(|key| {
             let (name, value) = match dialect {
                 Dialect::OpenAi => (AUTHORIZATION, format!("Bearer {key}")),
@@ -73,6 +79,7 @@ impl OpenAiCompatible {
             http,
             endpoints,
             auth,
+            entra,
         }
     }
 
@@ -99,7 +106,11 @@ impl OpenAiCompatible {
         })
     }
 
-    fn request(&self, call: &UpstreamCall) -> Result<reqwest::RequestBuilder, ProviderError> {
+    fn request(
+        &self,
+        call: &UpstreamCall,
+        bearer: Option<http::HeaderValue>,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
         let url = self.url(call)?;
         let body = serde_json::to_vec(&call.body).map_err(|e| {
             self.ctx
@@ -112,6 +123,11 @@ impl OpenAiCompatible {
             .header(CONTENT_TYPE, "application/json")
             .body(body);
         match (&self.auth, self.ctx.key()) {
+            _ if bearer.is_some() => {
+                if let Some(token) = bearer {
+                    request = request.header(AUTHORIZATION, token);
+                }
+            }
             (Some((name, value)), _) => request = request.header(name.clone(), value.clone()),
             (None, Some(_)) => {
                 return Err(self.ctx.failed(format!(
@@ -203,9 +219,21 @@ impl Provider for OpenAiCompatible {
     }
 
     async fn send(&self, call: UpstreamCall) -> Result<UpstreamResponse, ProviderError> {
+        let bearer = match &self.entra {
+            Some(entra) => Some(entra.authorization().await?),
+            None => None,
+        };
         let deadline = Instant::now() + call.timeout;
-        let request = self.request(&call)?;
-        let response = upstream::send(&self.ctx, request, deadline, call.timeout).await?;
+        let request = self.request(&call, bearer)?;
+        let response = match upstream::send(&self.ctx, request, deadline, call.timeout).await {
+            Err(e @ ProviderError::Credentials { .. }) => {
+                if let Some(entra) = &self.entra {
+                    entra.invalidate();
+                }
+                return Err(e);
+            }
+            other => other?,
+        };
         if call.stream {
             let response =
                 upstream::expect_event_stream(&self.ctx, response, deadline, call.timeout).await?;

@@ -79,9 +79,11 @@ pub(super) fn apply_cap(
             Value::from(per_choice),
         );
     } else if endpoint == Endpoint::ChatCompletions
-        && (kind == ProviderKind::Anthropic
+        && (matches!(kind, ProviderKind::Anthropic | ProviderKind::Bedrock)
             || (kind == ProviderKind::Vertex && model.to_ascii_lowercase().starts_with("claude")))
     {
+        // Anthropic requires one; Bedrock and Claude on Vertex would pick
+        // their model's own default, which no reservation covers.
         body.insert("max_tokens".into(), Value::from(per_choice));
     }
 }

@@ -88,7 +88,10 @@ impl Harness {
             .expect("mock provider starts");
         let dir = tempfile::tempdir().expect("temp dir");
         let store = format!("sqlite://{}", dir.path().join("tollgate.db").display());
-        let with_mock = |s: &str| s.replace("{mock}", &mock.base_url());
+        let with_mock = |s: &str| {
+            s.replace("{mock_root}", &mock.root_url())
+                .replace("{mock}", &mock.base_url())
+        };
         let yaml = config_yaml(&mock.base_url(), &store, tail)
             .replacen(
                 "providers:\n",

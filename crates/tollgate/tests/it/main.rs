@@ -11,6 +11,8 @@ mod audit;
 mod browser;
 mod agents;
 mod agents_sdk;
+mod azure_entra;
+mod bedrock;
 mod budget;
 mod cache;
 mod cache_prices;

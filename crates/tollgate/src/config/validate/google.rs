@@ -41,9 +41,11 @@ impl Validator<'_> {
         }
         if kind != ProviderKind::Vertex {
             let mut ok = true;
+            // `region` is a `bedrock` key too (`cloud.rs` checks it there).
+            let region = (kind != ProviderKind::Bedrock).then_some(&raw.region);
             for (key, value) in [
                 ("project", &raw.project),
-                ("region", &raw.region),
+                ("region", region.unwrap_or(&None)),
                 ("credentials_file", &raw.credentials_file),
             ] {
                 if let Some(text) = value {

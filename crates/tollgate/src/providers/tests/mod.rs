@@ -98,6 +98,8 @@ pub(super) fn config(kind: ProviderKind, base_url: &str, key: Option<&str>) -> P
         timeout: Duration::from_secs(5),
         api_version: Some("2024-10-21".into()),
         vertex: None,
+        bedrock: None,
+        entra: None,
     }
 }
 
