@@ -347,6 +347,57 @@ async fn ledger_insert_is_idempotent(store: Arc<dyn Store>) {
     );
 }
 
+/// The response cache's columns come back as written, and spend counts the
+/// hits and sums what they saved, per group.
+async fn ledger_cache_columns_round_trip_and_sum_into_spend(store: Arc<dyn Store>) {
+    let mut miss = ledger_row("c1", "a", "k1", "m1", "2026-01-01T10:00:00Z", 700, 10, 1);
+    miss.cache = Some("miss".into());
+    let mut hits = Vec::new();
+    for i in 0..3 {
+        let ts = format!("2026-01-01T10:00:0{}Z", i + 1);
+        let mut hit = ledger_row(&format!("c{}", i + 2), "a", "k1", "m1", &ts, 0, 0, 0);
+        hit.cache = Some("hit".into());
+        hit.cache_saved = NanoUsd(700);
+        hits.push(hit);
+    }
+    let mut skip = ledger_row("c9", "b", "k2", "m1", "2026-01-01T10:00:05Z", 50, 10, 1);
+    skip.cache = Some("skip".into());
+    let off = ledger_row("c10", "b", "k2", "m1", "2026-01-01T10:00:06Z", 50, 10, 1);
+    let mut all = vec![miss, skip, off];
+    all.extend(hits);
+    store.insert_ledger(&all).await.unwrap();
+    let mut rows = store
+        .requests(&RequestsQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    rows.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+    all.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+    assert_eq!(rows, all);
+    let by_team = store
+        .spend(&SpendQuery {
+            group_by: Some(GroupBy::Team),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let counts: Vec<_> = by_team
+        .iter()
+        .map(|r| {
+            (
+                r.group.as_str(),
+                r.requests,
+                r.cost.0,
+                r.cache_hits,
+                r.cache_saved.0,
+            )
+        })
+        .collect();
+    assert_eq!(counts, vec![("a", 4, 700, 3, 2100), ("b", 2, 100, 0, 0)]);
+}
+
 /// What shadow policies would have rejected comes back as written, in
 /// order, and a row without any reads back empty.
 async fn ledger_would_reject_round_trips(store: Arc<dyn Store>) {
@@ -1156,6 +1207,7 @@ suite!(
     keys_suspend_in_one_conditional_update,
     ledger_insert_is_idempotent,
     ledger_would_reject_round_trips,
+    ledger_cache_columns_round_trip_and_sum_into_spend,
     spend_groups_and_filters,
     requests_newest_first_with_limit,
     spend_since_by_scope,
