@@ -101,6 +101,7 @@ fn system(kind: ProviderKind) -> &'static str {
         ProviderKind::Anthropic => "anthropic",
         ProviderKind::Gemini => "gcp.gemini",
         ProviderKind::Vertex => "gcp.vertex_ai",
+        ProviderKind::Bedrock => "aws.bedrock",
         ProviderKind::Mock => "mock",
     }
 }
