@@ -46,9 +46,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-pub use google::{CLOUD_PLATFORM_SCOPE, GoogleAuth, pem_private_key};
 pub use bedrock::{AwsCredentials, BedrockFault, event_frame, exception_frame};
 pub use entra::EntraApp;
+pub use google::{CLOUD_PLATFORM_SCOPE, GoogleAuth, pem_private_key};
 pub use state::{CacheUsage, FailureMode, RecordedRequest, UsageOverride};
 pub use wire::EMBEDDING_DIM;
 

@@ -16,10 +16,10 @@ use super::prices::builtin_price;
 use super::raw::*;
 use crate::types::{NanoUsd, Period, Price, Secret};
 
+mod cloud;
 mod google;
 mod routing;
 mod telemetry;
-mod cloud;
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 pub(crate) const DEFAULT_STORE: &str = "sqlite://tollgate.db";

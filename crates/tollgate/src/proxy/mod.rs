@@ -4,8 +4,8 @@
 //! limits, loop guard), forward with fallback, settle and record.
 
 mod body;
-mod failover;
 mod count_tokens;
+mod failover;
 mod forward;
 mod models;
 mod native;

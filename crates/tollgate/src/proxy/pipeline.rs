@@ -311,7 +311,9 @@ async fn proxy(
         let mut req = match ingress {
             Ingress::OpenAi(_) => body::json_object(&bytes).ok()?,
             Ingress::Anthropic | Ingress::Responses => {
-                native::prepare(rt, ingress, &bytes, headers).ok()?.canonical
+                native::prepare(rt, ingress, &bytes, headers)
+                    .ok()?
+                    .canonical
             }
         };
         if parsed.stream {

@@ -6,13 +6,13 @@
 mod common;
 
 mod adversarial;
-mod alert_delivery;
-mod audit;
-mod browser;
 mod agents;
 mod agents_sdk;
+mod alert_delivery;
+mod audit;
 mod azure_entra;
 mod bedrock;
+mod browser;
 mod budget;
 mod cache;
 mod cache_prices;
@@ -27,8 +27,8 @@ mod infra;
 mod keys;
 mod ledger;
 mod limits;
-mod openapi_fuzz;
 mod observability;
+mod openapi_fuzz;
 mod process;
 mod routing;
 mod scaleout;
