@@ -251,6 +251,9 @@ fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty())
 }
 
+/// Row ids are SQL `BIGINT`s: a cursor is at most `i64::MAX`.
+const MAX_CURSOR: u64 = i64::MAX as u64;
+
 fn whole(param: &str, raw: &str, max: u64) -> Result<u64, ApiError> {
     match raw.parse::<u64>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
@@ -266,7 +269,10 @@ pub(crate) async fn list(
     Admin(state): Admin,
     AdminQuery(p): AdminQuery<AuditParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = match non_empty(p.limit) {
+    // Given empty, `limit`, `from`, `to` and `cursor` are refused like
+    // any other value they cannot take (the document declares integers and
+    // times); an empty `actor`, `action` or `target` is no filter.
+    let limit = match p.limit {
         None => DEFAULT_LIMIT,
         Some(raw) => {
             u32::try_from(whole("limit", &raw, u64::from(MAX_LIMIT))?).unwrap_or(DEFAULT_LIMIT)
@@ -276,14 +282,11 @@ pub(crate) async fn list(
         actor: non_empty(p.actor),
         action: non_empty(p.action),
         target: non_empty(p.target),
-        from: non_empty(p.from)
-            .map(|f| parse_time("from", &f, false))
-            .transpose()?,
-        to: non_empty(p.to)
-            .map(|t| parse_time("to", &t, true))
-            .transpose()?,
-        before: non_empty(p.cursor)
-            .map(|c| whole("cursor", &c, u64::MAX))
+        from: p.from.map(|f| parse_time("from", &f, false)).transpose()?,
+        to: p.to.map(|t| parse_time("to", &t, true)).transpose()?,
+        before: p
+            .cursor
+            .map(|c| whole("cursor", &c, MAX_CURSOR))
             .transpose()?,
         limit,
     };
@@ -301,7 +304,8 @@ pub(crate) async fn list(
 /// Records a reload by SIGHUP (there is no request to answer, so a failed
 /// write is logged only).
 pub(crate) async fn reloaded_by_signal(state: &AppState, ok: bool) {
-    let status = if ok { 200 } else { 400 };
+    // The status `POST /admin/reload` answers for the same outcome.
+    let status = if ok { 200 } else { 409 };
     let e = entry(
         state,
         "signal:SIGHUP",

@@ -156,11 +156,18 @@ async fn save(state: &AppState, rec: &KeyRecord) -> Result<(), ApiError> {
     }
 }
 
+/// The store keeps limits in signed 64-bit columns.
+const MAX_LIMIT: u64 = i64::MAX as u64;
+
 fn positive(field: &str, v: Option<u64>) -> Result<Option<u64>, ApiError> {
     match v {
         Some(0) => Err(ApiError::invalid_param(
             field,
             format!("`{field}` must be at least 1 (leave it out for no limit)"),
+        )),
+        Some(n) if n > MAX_LIMIT => Err(ApiError::invalid_param(
+            field,
+            format!("`{field}` is at most {MAX_LIMIT}, not {n}"),
         )),
         v => Ok(v),
     }

@@ -585,6 +585,11 @@ async fn key_bodies_are_validated() {
             json!({"team": "search", "requests_per_minute": 1.5}),
             "requests_per_minute",
         ),
+        (
+            // Beyond the store's signed 64-bit column: a 400, not a 500.
+            json!({"team": "search", "tokens_per_minute": 10_000_000_000_000_000_000u64}),
+            "tokens_per_minute",
+        ),
         (json!({"team": "search", "models": [" "]}), "models"),
         (json!({"team": "search", "metadata": [1]}), "metadata"),
         (json!({"team": "search", "colour": "red"}), ""),

@@ -243,6 +243,7 @@ pub(super) async fn send(
                     continue 'targets;
                 }
                 Next::Retry { retry_after } => {
+                    tracing::warn!(request_id, provider = %target.provider, error = %e, "upstream attempt failed; retrying if retries are left");
                     last = Some(e);
                     if retries >= routing.retries {
                         continue 'targets;

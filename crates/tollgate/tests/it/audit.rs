@@ -82,7 +82,7 @@ async fn every_admin_mutation_is_recorded_with_who_what_and_from_where() {
     assert_eq!(
         rows(&log),
         vec![
-            ("config.reload".into(), "config".into(), 400),
+            ("config.reload".into(), "config".into(), 409),
             ("team.delete".into(), "team:ml".into(), 200),
             ("key.restore".into(), key.clone(), 200),
             ("key.revoke".into(), key.clone(), 200),
@@ -285,7 +285,7 @@ async fn reload_over_the_api_is_recorded_with_its_outcome() {
     };
     assert_eq!(reload().await, 200);
     std::fs::write(&path, format!("{yaml}\nbogus_key: 1\n")).unwrap();
-    assert_eq!(reload().await, 400);
+    assert_eq!(reload().await, 409);
     let log: Value = http
         .get(format!("{url}/admin/audit?action=config.reload"))
         .bearer_auth(ADMIN_KEY)
@@ -298,7 +298,7 @@ async fn reload_over_the_api_is_recorded_with_its_outcome() {
     assert_eq!(
         rows(&log),
         vec![
-            ("config.reload".into(), "config".into(), 400),
+            ("config.reload".into(), "config".into(), 409),
             ("config.reload".into(), "config".into(), 200),
         ]
     );
@@ -469,7 +469,7 @@ async fn a_reload_by_sighup_is_recorded() {
     assert_eq!(
         rows(&log),
         vec![
-            ("config.reload".into(), "config".into(), 400),
+            ("config.reload".into(), "config".into(), 409),
             ("config.reload".into(), "config".into(), 200),
         ]
     );

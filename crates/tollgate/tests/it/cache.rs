@@ -253,42 +253,22 @@ async fn completions_and_embeddings_are_cached_too() {
     assert_eq!(h.mock.calls(), 2);
 }
 
+/// The agent ingresses may be answered natively (in their own format, by
+/// an `anthropic` or `openai` target), which a stored canonical answer
+/// would not reproduce: they are not cached, and say nothing about it.
 #[tokio::test]
-async fn the_anthropic_ingress_gets_its_hits_in_anthropic_format() {
+async fn the_agent_ingresses_are_not_cached() {
     let h = Harness::start(ON).await;
     let (_, key) = h.key(json!({})).await;
     let body = json!({"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}]});
-    let first = h.post("/v1/messages", &key, &body).await;
-    assert_eq!(cache_header(&first).as_deref(), Some("miss"));
-    let first: Value = first.json().await.unwrap();
-    assert_eq!(first["type"], "message");
-    let second = h.post("/v1/messages", &key, &body).await;
-    assert_eq!(cache_header(&second).as_deref(), Some("hit"));
-    let second: Value = second.json().await.unwrap();
-    assert_eq!(second["type"], "message", "{second}");
-    assert_eq!(second["content"][0]["text"], first["content"][0]["text"]);
-    let mut streamed = body.clone();
-    streamed["stream"] = json!(true);
-    let resp = h.post("/v1/messages", &key, &streamed).await;
-    assert_eq!(cache_header(&resp).as_deref(), Some("hit"));
-    let text = resp.text().await.unwrap();
-    assert!(text.contains("event: message_start"), "{text}");
-    assert!(text.contains("event: message_stop"), "{text}");
-    assert!(!text.contains("[DONE]"), "{text}");
-    // The same question on the OpenAI ingress is another entry.
-    assert_eq!(
-        chat(
-            &h,
-            &key,
-            &json!({"model": "gpt-4o-mini", "max_tokens": 50,
-        "messages": [{"role": "user", "content": "Hi"}]})
-        )
-        .await
-        .1
-        .as_deref(),
-        Some("miss")
-    );
-    assert_eq!(h.mock.calls(), 2);
+    for _ in 0..2 {
+        let resp = h.post("/v1/messages", &key, &body).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(cache_header(&resp), None);
+        let answer: Value = resp.json().await.unwrap();
+        assert_eq!(answer["type"], "message", "{answer}");
+    }
+    assert_eq!(h.mock.calls(), 2, "both reached the provider");
 }
 
 #[tokio::test]
@@ -342,7 +322,8 @@ async fn without_the_cache_section_nothing_is_cached_and_no_header_is_sent() {
 
 #[tokio::test]
 async fn cut_failed_abandoned_and_refused_answers_are_never_stored() {
-    let h = Harness::start(ON).await;
+    // No retries: the provider calls counted below are one per request.
+    let h = Harness::start(&format!("{ON}routing: {{ retries: 0 }}\n")).await;
     let (_, key) = h.key(json!({})).await;
     // A stream cut after two chunks.
     let mut cut = chat_body("cut me [[mock:cut=2]]");
