@@ -75,7 +75,7 @@ impl Provider for Anthropic {
         &self.ctx.provider
     }
 
-    fn serves_natively(&self, api: NativeApi) -> bool {
+    fn serves_natively(&self, api: NativeApi, _model: &str) -> bool {
         matches!(api, NativeApi::Messages | NativeApi::CountTokens)
     }
 

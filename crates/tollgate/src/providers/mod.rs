@@ -310,8 +310,10 @@ pub trait Provider: Send + Sync + 'static {
     /// each event as [`SseEvent::Native`] followed by [`SseEvent::Done`]
     /// after `message_stop` (Bedrock's binary event-stream frames decoded to
     /// their JSON payloads first).
-    fn serves_natively(&self, api: NativeApi) -> bool {
-        let _ = api;
+    /// `model` is the target's own model name: a provider may serve an API
+    /// natively for some of its models only (Bedrock: Claude).
+    fn serves_natively(&self, api: NativeApi, model: &str) -> bool {
+        let _ = (api, model);
         false
     }
 

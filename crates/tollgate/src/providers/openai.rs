@@ -165,7 +165,7 @@ impl Provider for OpenAiCompatible {
         &self.ctx.provider
     }
 
-    fn serves_natively(&self, api: NativeApi) -> bool {
+    fn serves_natively(&self, api: NativeApi, _model: &str) -> bool {
         api == NativeApi::Responses
     }
 

@@ -80,7 +80,7 @@ async fn count(
         let Some(provider) = rt.providers.get(&target.provider) else {
             continue;
         };
-        if !provider.serves_natively(NativeApi::CountTokens) {
+        if !provider.serves_natively(NativeApi::CountTokens, &target.model) {
             continue;
         }
         let timeout = config

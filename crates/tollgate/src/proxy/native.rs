@@ -209,7 +209,7 @@ pub(super) fn anthropic_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderV
 fn serves(rt: &Runtime, target: &Target, api: NativeApi) -> bool {
     rt.providers
         .get(&target.provider)
-        .is_some_and(|p| p.serves_natively(api))
+        .is_some_and(|p| p.serves_natively(api, &target.model))
 }
 
 /// The targets that may take the request, in the order given: all of them,
@@ -341,7 +341,7 @@ pub(super) async fn send(
     Result<crate::providers::UpstreamResponse, crate::providers::ProviderError>,
     bool,
 ) {
-    match native.filter(|n| provider.serves_natively(n.api)) {
+    match native.filter(|n| provider.serves_natively(n.api, &target.model)) {
         Some(n) => {
             let native_call =
                 self::call(n, target, cap, call.stream, call.timeout, &call.request_id);

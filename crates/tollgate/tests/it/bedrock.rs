@@ -276,11 +276,15 @@ async fn the_messages_ingress_reaches_a_bedrock_claude_target() {
     assert_eq!(body["type"], "message", "{body}");
     assert_eq!(body["content"][0]["text"], "word word word word ");
     assert_eq!(body["usage"]["output_tokens"], 4);
+    // Claude on Bedrock is reached natively (InvokeModel): the client's
+    // Messages body, untranslated but for Bedrock's version field.
     let sent = h.mock.last_request().unwrap();
-    assert!(sent.path.ends_with("/converse"));
-    let converse = sent.json().unwrap();
-    assert_eq!(converse["system"], json!([{"text": "Be brief."}]));
-    assert_eq!(converse["inferenceConfig"]["maxTokens"], 50);
+    assert!(sent.path.ends_with("/invoke"), "{}", sent.path);
+    let invoked = sent.json().unwrap();
+    assert_eq!(invoked["system"], "Be brief.");
+    assert_eq!(invoked["max_tokens"], 50);
+    assert_eq!(invoked["anthropic_version"], "bedrock-2023-05-31");
+    assert!(invoked.get("model").is_none(), "{invoked}");
 
     let mut stream = req.clone();
     stream["stream"] = json!(true);
@@ -300,6 +304,21 @@ async fn the_messages_ingress_reaches_a_bedrock_claude_target() {
         "{text}"
     );
     assert!(text.contains("\"text\":\"word \""));
+    let sent = h.mock.last_request().unwrap();
+    assert!(
+        sent.path.ends_with("/invoke-with-response-stream"),
+        "{}",
+        sent.path
+    );
+    // Billed from the native stream's own usage.
+    h.settled().await;
+    let rows = h.ledger().await;
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r.status == 200 && r.completion_tokens == 4),
+        "{rows:?}"
+    );
 }
 
 #[tokio::test]

@@ -243,8 +243,10 @@ async fn messages_ingress_reaches_claude_on_vertex() {
         .post(format!("{}/v1/messages", h.url))
         .header("x-api-key", &key)
         .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "prompt-caching-2024-07-31")
         .json(&json!({"model": "vclaude", "max_tokens": 5,
-            "messages": [{"role": "user", "content": "Hi"}]}))
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral"}}]}]}))
         .send()
         .await
         .unwrap();
@@ -252,9 +254,28 @@ async fn messages_ingress_reaches_claude_on_vertex() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["type"], "message");
     assert_eq!(body["content"][0]["text"], "word ".repeat(5));
-    let sent = h.mock.last_request().unwrap().json().unwrap();
+    // Natively (rawPredict): the client's blocks as they came, `model` in
+    // the URL only, the beta header passed on.
+    let req = h.mock.last_request().unwrap();
+    assert!(
+        req.path
+            .ends_with("/publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict"),
+        "{}",
+        req.path
+    );
+    assert_eq!(
+        req.header("anthropic-beta"),
+        Some("prompt-caching-2024-07-31")
+    );
+    let sent = req.json().unwrap();
     assert_eq!(sent["max_tokens"], 5);
     assert_eq!(sent["anthropic_version"], "vertex-2023-10-16");
+    assert_eq!(
+        sent["messages"][0]["content"][0]["cache_control"],
+        json!({"type": "ephemeral"}),
+        "{sent}"
+    );
+    assert!(sent.get("model").is_none(), "{sent}");
 }
 
 #[tokio::test]

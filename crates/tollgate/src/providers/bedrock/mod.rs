@@ -24,7 +24,8 @@ use tokio::time::Instant;
 
 use super::upstream::{self, Ctx, path_segment};
 use super::{
-    Endpoint, EventStream, Provider, ProviderError, SseEvent, UpstreamCall, UpstreamResponse,
+    Endpoint, EventStream, NativeApi, NativeCall, Provider, ProviderError, SseEvent, UpstreamCall,
+    UpstreamResponse,
 };
 use crate::config::ProviderConfig;
 
@@ -268,6 +269,55 @@ impl Provider for Bedrock {
 
     fn native_messages(&self) -> Option<&dyn super::claude_native::NativeMessages> {
         Some(self)
+    }
+
+    /// Claude on Bedrock takes the client's Messages body itself
+    /// (`InvokeModel`), so `/v1/messages` reaches it untranslated; other
+    /// Bedrock models speak only Converse.
+    fn serves_natively(&self, api: NativeApi, model: &str) -> bool {
+        api == NativeApi::Messages && model.contains("anthropic.")
+    }
+
+    async fn send_native(&self, call: NativeCall) -> Result<UpstreamResponse, ProviderError> {
+        let model = call
+            .body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        // `anthropic-beta: a,b` (one header or several) goes into the body's
+        // `anthropic_beta` list on Bedrock.
+        let betas = call
+            .headers
+            .iter()
+            .filter(|(name, _)| name.as_str() == "anthropic-beta")
+            .filter_map(|(_, v)| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|b| b.trim().to_owned())
+            .filter(|b| !b.is_empty())
+            .collect();
+        let native = super::claude_native::NativeCall {
+            body: call.body,
+            model,
+            stream: call.stream,
+            betas,
+            timeout: call.timeout,
+            request_id: call.request_id,
+        };
+        use super::claude_native::{NativeMessages as _, NativeResponse};
+        Ok(match self.messages(native).await? {
+            NativeResponse::Complete { body, usage } => UpstreamResponse::Complete { body, usage },
+            NativeResponse::Stream(events) => UpstreamResponse::Stream(Box::pin(
+                events
+                    .map(|e| {
+                        e.map(|e| SseEvent::Native {
+                            event: e.event,
+                            data: e.data,
+                        })
+                    })
+                    .chain(futures_util::stream::once(async { Ok(SseEvent::Done) })),
+            )),
+        })
     }
 }
 

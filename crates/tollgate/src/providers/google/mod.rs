@@ -22,7 +22,10 @@ use tokio::time::Instant;
 
 use super::translate::to_anthropic::{self, ChunkTranslator as AnthropicChunks};
 use super::upstream::{self, Ctx};
-use super::{Endpoint, Http, Provider, ProviderError, SseEvent, UpstreamCall, UpstreamResponse};
+use super::{
+    Endpoint, Http, NativeApi, NativeCall, Provider, ProviderError, SseEvent, UpstreamCall,
+    UpstreamResponse,
+};
 use crate::config::ProviderConfig;
 use wire::Host;
 
@@ -423,6 +426,64 @@ fn segment(s: &str) -> String {
 impl Provider for Google {
     fn name(&self) -> &str {
         &self.ctx.provider
+    }
+
+    /// Claude on Vertex takes the client's Messages body itself
+    /// (`rawPredict`), so `/v1/messages` reaches it untranslated.
+    fn serves_natively(&self, api: NativeApi, model: &str) -> bool {
+        self.vertex.is_some() && api == NativeApi::Messages && is_claude(model)
+    }
+
+    /// The client's Messages body with Vertex's `anthropic_version` instead
+    /// of `model` (which goes into the URL), its `anthropic-beta` header
+    /// passed on; Anthropic's answer and events come back untranslated.
+    async fn send_native(&self, call: NativeCall) -> Result<UpstreamResponse, ProviderError> {
+        let mut body = call.body;
+        let model = body
+            .remove("model")
+            .and_then(|m| m.as_str().map(str::to_owned))
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| self.ctx.bad_request("the request has no `model`"))?;
+        body.insert(
+            "anthropic_version".into(),
+            Value::from(VERTEX_ANTHROPIC_VERSION),
+        );
+        let method = if call.stream {
+            ":streamRawPredict"
+        } else {
+            ":rawPredict"
+        };
+        let url = format!("{}{method}", self.model_url("anthropic", &model));
+        let upstream_call = UpstreamCall {
+            endpoint: Endpoint::ChatCompletions,
+            body: serde_json::Map::new(),
+            stream: call.stream,
+            timeout: call.timeout,
+            request_id: call.request_id,
+        };
+        let mut request = self
+            .request(&upstream_call, url, &Value::Object(body))
+            .await?;
+        for (name, value) in &call.headers {
+            if name.as_str() == "anthropic-beta" {
+                request = request.header(name.clone(), value.clone());
+            }
+        }
+        let deadline = Instant::now() + call.timeout;
+        let response = upstream::send(&self.ctx, request, deadline, call.timeout).await?;
+        if call.stream {
+            let response =
+                upstream::expect_event_stream(&self.ctx, response, deadline, call.timeout).await?;
+            return Ok(UpstreamResponse::Stream(super::native::stream(
+                self.ctx.clone(),
+                NativeApi::Messages,
+                response,
+                call.timeout,
+            )));
+        }
+        let body = upstream::read_body(&self.ctx, response, deadline, call.timeout).await?;
+        let usage = super::native::messages_usage(&body);
+        Ok(UpstreamResponse::Complete { body, usage })
     }
 
     async fn send(&self, call: UpstreamCall) -> Result<UpstreamResponse, ProviderError> {
