@@ -321,6 +321,51 @@ async fn a_native_messages_stream_cut_short_is_billed_for_what_was_sent() {
     assert!(rows[0].prompt_tokens > 0);
 }
 
+/// A native call the provider never answers: 504 in Anthropic's shape,
+/// not retried or sent elsewhere (the provider may have generated), and
+/// billed its reserved worst case, which the budget counter holds too.
+#[tokio::test]
+async fn a_native_messages_call_that_times_out_is_a_504_billed_at_its_reservation() {
+    let h = gateway(TAIL).await;
+    let (_, key) = h.key(json!({"team": "capped"})).await;
+    let body = json!({"model": "claude-or-gpt", "max_tokens": 100,
+        "messages": [{"role": "user", "content": "Never answered [[mock:hang]]"}]});
+    let started = std::time::Instant::now();
+    let resp = messages(&h, &key, &body).await;
+    assert_eq!(resp.status(), 504);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["type"], "error", "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(9));
+    assert_eq!(
+        h.mock.calls(),
+        1,
+        "no retry and no fallback after a timeout"
+    );
+    h.settled().await;
+    let rows = h.ledger().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, 504);
+    assert!(
+        rows[0].completion_tokens >= 100 && rows[0].cost.0 > 0,
+        "billed at the reserved worst case: {:?}",
+        rows[0]
+    );
+    let (_, budgets) = h.admin(reqwest::Method::GET, "/admin/budgets", None).await;
+    let cap = budgets["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["policy"] == "cap")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (cap["spent_usd"].as_f64().unwrap() * 1e9).round() as u64,
+        rows[0].cost.0,
+        "{cap}"
+    );
+    assert_eq!(cap["reserved_usd"], 0.0, "{cap}");
+}
+
 #[tokio::test]
 async fn messages_errors_are_in_anthropic_format() {
     let h = gateway(TAIL).await;
