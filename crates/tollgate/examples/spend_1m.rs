@@ -92,6 +92,7 @@ async fn bench(url: &str, admin: Option<&sqlx::PgPool>, schema: &str) -> anyhow:
             attempts: 0,
             cache: None,
             cache_saved: Default::default(),
+            policy: None,
         });
         if batch.len() == BATCH {
             store.insert_ledger(&batch).await?;

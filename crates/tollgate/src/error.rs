@@ -20,6 +20,8 @@ pub enum ApiError {
     BudgetExceeded {
         message: String,
         retry_after_secs: u64,
+        /// The policy that refused it, for the request log.
+        policy: Option<String>,
     },
     #[error("{0}")]
     ModelNotAllowed(String),
@@ -33,11 +35,13 @@ pub enum ApiError {
     RateLimitExceeded {
         message: String,
         retry_after_secs: u64,
+        policy: Option<String>,
     },
     #[error("{message}")]
     LoopDetected {
         message: String,
         retry_after_secs: u64,
+        policy: Option<String>,
     },
     #[error("{0}")]
     UpstreamError(String),
@@ -175,6 +179,16 @@ impl ApiError {
         }
     }
 
+    /// The policy that refused the request, when one did.
+    pub fn policy(&self) -> Option<&str> {
+        match self {
+            ApiError::BudgetExceeded { policy, .. }
+            | ApiError::RateLimitExceeded { policy, .. }
+            | ApiError::LoopDetected { policy, .. } => policy.as_deref(),
+            _ => None,
+        }
+    }
+
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
             ApiError::BudgetExceeded {
@@ -302,6 +316,7 @@ mod tests {
                 ApiError::BudgetExceeded {
                     message: "x".into(),
                     retry_after_secs: 1,
+                    policy: None,
                 },
                 402,
                 "budget_exceeded",
@@ -321,6 +336,7 @@ mod tests {
                 ApiError::RateLimitExceeded {
                     message: "x".into(),
                     retry_after_secs: 1,
+                    policy: None,
                 },
                 429,
                 "rate_limit_exceeded",
@@ -329,6 +345,7 @@ mod tests {
                 ApiError::LoopDetected {
                     message: "x".into(),
                     retry_after_secs: 1,
+                    policy: None,
                 },
                 429,
                 "loop_detected",

@@ -89,6 +89,8 @@ pub(crate) struct RequestView {
     attempts: u32,
     /// `hit`, `miss` or `skip` when the response cache applied.
     cache: Option<String>,
+    /// The enforcing policy that refused it, if one did.
+    policy: Option<String>,
 }
 
 impl From<LedgerRow> for RequestView {
@@ -109,6 +111,7 @@ impl From<LedgerRow> for RequestView {
             would_reject: r.would_reject,
             attempts: r.attempts,
             cache: r.cache,
+            policy: r.policy,
         }
     }
 }

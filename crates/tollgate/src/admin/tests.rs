@@ -801,6 +801,7 @@ fn ledger_row(team: &str, model: &str, ts: DateTime<Utc>, cost_usd: f64) -> Ledg
         attempts: 0,
         cache: None,
         cache_saved: Default::default(),
+        policy: None,
     }
 }
 

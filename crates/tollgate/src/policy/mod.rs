@@ -817,6 +817,7 @@ impl PolicyEngine {
                 guard.window.as_secs()
             ),
             retry_after_secs,
+            policy: Some((*name).to_owned()),
         })
     }
 
@@ -1498,6 +1499,7 @@ fn rejection_error(
             ApiError::RateLimitExceeded {
                 message,
                 retry_after_secs: secs,
+                policy: Some(meta.named.policy.clone()),
             }
         }
         RejectReason::Parallel => {
@@ -1514,6 +1516,7 @@ fn rejection_error(
                     check.max
                 ),
                 retry_after_secs: secs,
+                policy: Some(named.policy.clone()),
             }
         }
         RejectReason::Loop | RejectReason::Streak => {
@@ -1552,6 +1555,7 @@ fn rejection_error(
             ApiError::LoopDetected {
                 message: format!("loop guard `{}`: {what}{suspended}", meta.named.policy),
                 retry_after_secs: secs,
+                policy: Some(meta.named.policy.clone()),
             }
         }
     }
@@ -1572,6 +1576,7 @@ fn clamp_too_small(
         .zip(&plan.req.budgets)
         .filter(|(_, check)| check.enforce)
         .min_by_key(|((_, state), _)| state.remaining());
+    let policy = tightest.map(|((meta, _), _)| meta.named.policy.clone());
     let (name, retry_after_secs) = match tightest {
         Some(((meta, _), _)) => (
             meta.named.describe(),
@@ -1587,6 +1592,7 @@ fn clamp_too_small(
             plan.grant.reserved, facts.model.name, facts.output_multiplier
         ),
         retry_after_secs,
+        policy,
     }
 }
 
@@ -1640,6 +1646,7 @@ fn budget_error(
     ApiError::BudgetExceeded {
         message,
         retry_after_secs,
+        policy: Some(meta.named.policy.clone()),
     }
 }
 

@@ -367,6 +367,7 @@ async fn budget_rejection_message_and_retry_after() {
     let ApiError::BudgetExceeded {
         message,
         retry_after_secs,
+        policy: Some(_),
     } = spend(&env, &cfg, &k, IN, OUT).await.unwrap_err()
     else {
         panic!("expected budget_exceeded");
@@ -395,6 +396,7 @@ async fn budget_rejection_message_and_retry_after() {
     let ApiError::BudgetExceeded {
         message,
         retry_after_secs,
+        policy: Some(_),
     } = spend(&env, &cfg, &k, IN, OUT).await.unwrap_err()
     else {
         panic!("expected budget_exceeded");
@@ -452,6 +454,7 @@ async fn restart_restores_spend_from_the_ledger() {
         attempts: 0,
         cache: None,
         cache_saved: Default::default(),
+        policy: None,
     };
     // Yesterday's spend does not count; today's does.
     env.store
@@ -695,6 +698,7 @@ async fn a_budget_lost_mid_period_is_restored_before_the_next_admission() {
         attempts: 0,
         cache: None,
         cache_saved: Default::default(),
+        policy: None,
     };
     // Two requests spent and in the ledger: $0.006 of $0.01.
     for id in ["r1", "r2"] {
@@ -994,6 +998,7 @@ async fn rate_limits_reject_with_exact_retry_after_and_headers() {
     let ApiError::RateLimitExceeded {
         message,
         retry_after_secs,
+        policy: Some(_),
     } = env
         .engine
         .admit(&cfg, &subject(&k), &facts(&m, 100, 100, b"3"))
@@ -1074,6 +1079,7 @@ async fn loop_guard_refuses_identical_bodies_then_clears() {
     let ApiError::LoopDetected {
         message,
         retry_after_secs,
+        policy: Some(_),
     } = env
         .engine
         .admit(&cfg, &subject(&k), &facts(&m, 10, 10, b"same"))
@@ -1135,6 +1141,7 @@ async fn error_streak_throttles_and_own_codes_do_not_count() {
     let ApiError::LoopDetected {
         message,
         retry_after_secs,
+        policy: Some(_),
     } = env
         .engine
         .admit(&cfg, &subject(&k), &facts(&m, 10, 10, b"b"))
@@ -1933,6 +1940,7 @@ mod redis {
             attempts: 0,
             cache: None,
             cache_saved: Default::default(),
+            policy: None,
         };
         store.insert_ledger(&[row]).await.unwrap();
         drop(first);

@@ -132,6 +132,7 @@ async fn run(
         attempts: 0,
         cache: cache::Mark::Off,
         refused_usage: None,
+        rejected_by: None,
         closed: false,
     };
     let result = proxy(&rt, &mut books, ingress, &headers, body).await;
@@ -159,6 +160,7 @@ async fn run(
         }) => stream::respond(books, ingress, native, events, include_usage, headers),
         Err(e) => {
             let e = books.looping_instead(e).await;
+            books.rejected_by = e.policy().map(str::to_owned);
             let usage = books.failure_usage();
             let routed = routing_headers(&rt, &books.provider, books.attempts);
             books.close(e.status().as_u16(), usage, Some(e.code()));
@@ -579,6 +581,8 @@ pub(super) struct Books {
     pub cache: cache::Mark,
     /// The provider refused the prompt and billed this for it.
     pub refused_usage: Option<Usage>,
+    /// The enforcing policy that refused the request, for its row.
+    pub rejected_by: Option<String>,
     closed: bool,
 }
 
@@ -813,6 +817,7 @@ impl Books {
             attempts: self.attempts,
             cache: self.cache.label().map(str::to_owned),
             cache_saved: self.cache.saved(),
+            policy: self.rejected_by.take(),
         };
         // Journaled too while the journal holds the request, in the order
         // a crash needs (see `JournalEntry::settle`).

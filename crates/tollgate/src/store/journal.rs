@@ -195,6 +195,7 @@ impl Admission<'_> {
             attempts: 0,
             cache: None,
             cache_saved: Default::default(),
+            policy: None,
         }
     }
 }

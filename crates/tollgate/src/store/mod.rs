@@ -120,6 +120,10 @@ pub struct LedgerRow {
     /// For a hit, what the stored call cost: what the cache saved.
     #[serde(default)]
     pub cache_saved: NanoUsd,
+    /// The enforcing policy that refused the request (`budget_exceeded`,
+    /// `rate_limit_exceeded`, `loop_detected`), if one did.
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

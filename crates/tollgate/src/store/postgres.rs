@@ -142,6 +142,7 @@ fn ledger_from_row(row: &PgRow) -> Result<LedgerRow, StoreError> {
         attempts: u32::try_from(get::<i32>(row, "attempts")?).unwrap_or(0),
         cache: get(row, "cache")?,
         cache_saved: NanoUsd(to_u64(get(row, "cache_saved")?, "ledger.cache_saved")?),
+        policy: get(row, "policy")?,
     })
 }
 
@@ -150,7 +151,7 @@ const KEY_COLUMNS: &str = "id, team, name, secret_hash, prefix, previous_secret_
      metadata, created_at";
 
 const LEDGER_COLUMNS: &str = "ts, request_id, key_id, team, model, provider, status, prompt_tokens, \
-     completion_tokens, cost, latency_ms, error_code, would_reject, attempts, cache, cache_saved";
+     completion_tokens, cost, latency_ms, error_code, would_reject, attempts, cache, cache_saved, policy";
 
 /// The ledger batch as one array per column, for `UNNEST`.
 #[derive(Default)]
@@ -171,6 +172,7 @@ struct LedgerColumns {
     attempts: Vec<i32>,
     cache: Vec<Option<String>>,
     cache_saved: Vec<i64>,
+    policy: Vec<Option<String>>,
 }
 
 impl LedgerColumns {
@@ -201,6 +203,8 @@ impl LedgerColumns {
             c.cache
                 .push(row.cache.as_deref().map(|e| ledger_text(e).into_owned()));
             c.cache_saved.push(money(row.cache_saved, "cache_saved")?);
+            c.policy
+                .push(row.policy.as_deref().map(|p| ledger_text(p).into_owned()));
         }
         Ok(c)
     }
@@ -220,7 +224,7 @@ async fn insert_rows<'e, E: sqlx::PgExecutor<'e>>(
         "INSERT INTO ledger ({LEDGER_COLUMNS}) \
          SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
          $7::int4[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::text[], $13::text[], \
-         $14::int4[], $15::text[], $16::int8[]) \
+         $14::int4[], $15::text[], $16::int8[], $17::text[]) \
          ON CONFLICT (request_id) DO NOTHING"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -240,6 +244,7 @@ async fn insert_rows<'e, E: sqlx::PgExecutor<'e>>(
         .bind(c.attempts)
         .bind(c.cache)
         .bind(c.cache_saved)
+        .bind(c.policy)
         .execute(executor)
         .await
         .map_err(backend)?;

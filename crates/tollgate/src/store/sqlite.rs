@@ -177,6 +177,7 @@ fn ledger_from_row(row: &SqliteRow) -> Result<LedgerRow, StoreError> {
         attempts: u32::try_from(get::<i64>(row, "attempts")?).unwrap_or(0),
         cache: get(row, "cache")?,
         cache_saved: NanoUsd(to_u64(get(row, "cache_saved")?, "ledger.cache_saved")?),
+        policy: get(row, "policy")?,
     })
 }
 
@@ -197,7 +198,7 @@ const KEY_COLUMNS: &str = "id, team, name, secret_hash, prefix, previous_secret_
      metadata, created_at";
 
 const LEDGER_COLUMNS: &str = "ts, request_id, key_id, team, model, provider, status, prompt_tokens, \
-     completion_tokens, cost, latency_ms, error_code, would_reject, attempts, cache, cache_saved";
+     completion_tokens, cost, latency_ms, error_code, would_reject, attempts, cache, cache_saved, policy";
 
 impl SqliteStore {
     /// Writes a ledger batch and, when given, its writer's mark in one
@@ -245,7 +246,8 @@ impl SqliteStore {
                     .push_bind(v.would_reject.as_deref())
                     .push_bind(i64::from(v.row.attempts))
                     .push_bind(v.row.cache.as_deref().map(ledger_text))
-                    .push_bind(v.cache_saved);
+                    .push_bind(v.cache_saved)
+                    .push_bind(v.row.policy.as_deref().map(ledger_text));
             });
             // A retry after an ambiguous failure must not bill twice.
             qb.push(" ON CONFLICT (request_id) DO NOTHING");

@@ -82,6 +82,7 @@ fn ledger_row(
         attempts: 0,
         cache: None,
         cache_saved: Default::default(),
+        policy: None,
     }
 }
 

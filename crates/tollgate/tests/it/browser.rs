@@ -218,6 +218,7 @@ async fn the_console_works_in_a_real_browser() {
             attempts: 1,
             cache: None,
             cache_saved: NanoUsd(0),
+            policy: None,
         });
     }
     h.gw().state.store.insert_ledger(&history).await.unwrap();

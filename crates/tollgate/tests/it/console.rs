@@ -437,6 +437,8 @@ async fn pages_show_spend_budgets_teams_and_filtered_requests() {
     // The rejection with its code, and the shadow policy that would have rejected.
     let rejections = between(&page, "id=\"rejections\"", "</section>");
     assert!(rejections.contains("budget_exceeded"), "{rejections}");
+    // ...and the enforcing policy that refused it.
+    assert!(rejections.contains("key-budget"), "{rejections}");
     assert!(page.contains("shadow: trial:budget_exceeded"), "{page}");
 
     let (_, teams) = s.get("/ui/teams").await;

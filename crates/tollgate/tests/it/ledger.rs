@@ -314,3 +314,45 @@ async fn a_client_hanging_up_on_a_slow_answer_releases_everything_and_leaves_a_r
     let resp = h.chat(&key, &chat_body("next")).await;
     assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
 }
+
+/// A refused request's row names the enforcing policy that refused it
+/// (`/admin/requests` shows it), beside the code; other rows name none.
+#[tokio::test]
+async fn a_refusal_names_the_policy_that_refused_it() {
+    let tail = "policies:\n  - name: slow\n    type: rate-limit\n    config: { requests_per_minute: 1 }\nteams:\n  - id: t1\n    policies: [slow]\n";
+    let h = Harness::start(tail).await;
+    let (_, key) = h.key(json!({})).await;
+    let (_, poor) = h
+        .key(json!({"budget_usd": 0.000001, "period": "daily"}))
+        .await;
+    assert_eq!(h.chat(&key, &chat_body("one")).await.status(), 200);
+    assert_eq!(h.chat(&key, &chat_body("two")).await.status(), 429);
+    assert_eq!(h.chat(&poor, &chat_body("dear")).await.status(), 402);
+    let rows = h.ledger().await;
+    let by_code = |code: Option<&str>| {
+        rows.iter()
+            .find(|r| r.error_code.as_deref() == code)
+            .unwrap_or_else(|| panic!("no row with {code:?}: {rows:?}"))
+            .policy
+            .clone()
+    };
+    assert_eq!(by_code(None), None);
+    assert_eq!(
+        by_code(Some("rate_limit_exceeded")).as_deref(),
+        Some("slow")
+    );
+    assert_eq!(
+        by_code(Some("budget_exceeded")).as_deref(),
+        Some("key-budget")
+    );
+    let (status, log) = h.admin(reqwest::Method::GET, "/admin/requests", None).await;
+    assert_eq!(status, 200);
+    let policies: Vec<&Value> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["policy"])
+        .collect();
+    assert!(policies.contains(&&json!("slow")), "{log}");
+    assert!(policies.contains(&&Value::Null), "{log}");
+}

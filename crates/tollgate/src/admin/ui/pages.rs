@@ -97,10 +97,12 @@ impl RequestRow {
             cost: usd(r.cost.0),
             latency: format!("{} ms", r.latency_ms),
             code: r.error_code.unwrap_or_default(),
-            policy: if r.would_reject.is_empty() {
-                "—".into()
-            } else {
-                format!("shadow: {}", r.would_reject.join(", "))
+            // The enforcing policy that refused it, else the shadow ones
+            // that would have.
+            policy: match (r.policy, r.would_reject.is_empty()) {
+                (Some(p), _) => p,
+                (None, true) => "—".into(),
+                (None, false) => format!("shadow: {}", r.would_reject.join(", ")),
             },
         }
     }

@@ -52,6 +52,7 @@ fn row(request_id: &str, cost: u64) -> LedgerRow {
         attempts: 0,
         cache: None,
         cache_saved: Default::default(),
+        policy: None,
     }
 }
 
