@@ -116,24 +116,19 @@ impl Provider for Anthropic {
         if call.stream {
             request = request.header(ACCEPT, "text/event-stream");
         }
-        let deadline = Instant::now() + call.timeout;
-        let response = upstream::send(&self.ctx, request, deadline, call.timeout).await?;
-        if call.stream {
-            let response =
-                upstream::expect_event_stream(&self.ctx, response, deadline, call.timeout).await?;
-            return Ok(UpstreamResponse::Stream(native::stream(
-                self.ctx.clone(),
-                call.api,
-                response,
-                call.timeout,
-            )));
-        }
-        let body = upstream::read_body(&self.ctx, response, deadline, call.timeout).await?;
         let usage = match call.api {
-            NativeApi::Messages => native::messages_usage(&body),
-            _ => None,
+            NativeApi::Messages => native::messages_usage,
+            _ => |_: &[u8]| None,
         };
-        Ok(UpstreamResponse::Complete { body, usage })
+        native::exchange(
+            &self.ctx,
+            request,
+            call.api,
+            call.stream,
+            call.timeout,
+            usage,
+        )
+        .await
     }
 
     async fn send(&self, call: UpstreamCall) -> Result<UpstreamResponse, ProviderError> {

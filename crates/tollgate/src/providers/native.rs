@@ -156,6 +156,34 @@ pub(crate) fn stream(
     Box::pin(events)
 }
 
+/// Sends a native call's request (every header already on it) and reads
+/// the answer: each SSE event as it comes for a stream, else the whole body
+/// with the usage `usage` reads from it. Shared by every provider that
+/// serves an API natively.
+pub(crate) async fn exchange(
+    ctx: &Ctx,
+    request: reqwest::RequestBuilder,
+    api: NativeApi,
+    stream: bool,
+    timeout: Duration,
+    usage: fn(&[u8]) -> Option<Usage>,
+) -> Result<super::UpstreamResponse, super::ProviderError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let response = upstream::send(ctx, request, deadline, timeout).await?;
+    if stream {
+        let response = upstream::expect_event_stream(ctx, response, deadline, timeout).await?;
+        return Ok(super::UpstreamResponse::Stream(self::stream(
+            ctx.clone(),
+            api,
+            response,
+            timeout,
+        )));
+    }
+    let body = upstream::read_body(ctx, response, deadline, timeout).await?;
+    let usage = usage(&body);
+    Ok(super::UpstreamResponse::Complete { body, usage })
+}
+
 /// One native event framed for the client as it came.
 pub fn frame(event: Option<&str>, data: &[u8]) -> Bytes {
     let name = event.map_or(0, str::len);

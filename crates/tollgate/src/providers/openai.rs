@@ -201,21 +201,15 @@ impl Provider for OpenAiCompatible {
         if call.stream {
             request = request.header(ACCEPT, "text/event-stream");
         }
-        let deadline = Instant::now() + call.timeout;
-        let response = upstream::send(&self.ctx, request, deadline, call.timeout).await?;
-        if call.stream {
-            let response =
-                upstream::expect_event_stream(&self.ctx, response, deadline, call.timeout).await?;
-            return Ok(UpstreamResponse::Stream(native::stream(
-                self.ctx.clone(),
-                call.api,
-                response,
-                call.timeout,
-            )));
-        }
-        let body = upstream::read_body(&self.ctx, response, deadline, call.timeout).await?;
-        let usage = native::responses_body_usage(&body);
-        Ok(UpstreamResponse::Complete { body, usage })
+        native::exchange(
+            &self.ctx,
+            request,
+            call.api,
+            call.stream,
+            call.timeout,
+            native::responses_body_usage,
+        )
+        .await
     }
 
     async fn send(&self, call: UpstreamCall) -> Result<UpstreamResponse, ProviderError> {

@@ -469,21 +469,15 @@ impl Provider for Google {
                 request = request.header(name.clone(), value.clone());
             }
         }
-        let deadline = Instant::now() + call.timeout;
-        let response = upstream::send(&self.ctx, request, deadline, call.timeout).await?;
-        if call.stream {
-            let response =
-                upstream::expect_event_stream(&self.ctx, response, deadline, call.timeout).await?;
-            return Ok(UpstreamResponse::Stream(super::native::stream(
-                self.ctx.clone(),
-                NativeApi::Messages,
-                response,
-                call.timeout,
-            )));
-        }
-        let body = upstream::read_body(&self.ctx, response, deadline, call.timeout).await?;
-        let usage = super::native::messages_usage(&body);
-        Ok(UpstreamResponse::Complete { body, usage })
+        super::native::exchange(
+            &self.ctx,
+            request,
+            NativeApi::Messages,
+            call.stream,
+            call.timeout,
+            super::native::messages_usage,
+        )
+        .await
     }
 
     async fn send(&self, call: UpstreamCall) -> Result<UpstreamResponse, ProviderError> {
