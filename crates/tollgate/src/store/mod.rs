@@ -9,6 +9,7 @@ pub mod console;
 pub mod journal;
 pub mod ledger;
 mod postgres;
+mod rollup;
 mod sqlite;
 #[cfg(test)]
 mod tests;

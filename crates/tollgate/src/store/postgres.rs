@@ -18,10 +18,11 @@ use super::codec::{
     opt_to_i64, opt_to_u64, period_from, period_text, redact_url, requests_limit, status_from,
     to_i64, to_u64, would_reject_from, would_reject_text,
 };
+use super::rollup;
 use super::{
-    FORGET_WRITER_AFTER_S, GroupBy, KeyRecord, LedgerRow, LedgerSnapshot, RequestsQuery,
-    SpendQuery, SpendRow, SpendScope, Store, StoreError, TeamRecord, WRITER_SNAPSHOT_WINDOW_S,
-    WriterMark, WriterState,
+    FORGET_WRITER_AFTER_S, KeyRecord, LedgerRow, LedgerSnapshot, RequestsQuery, SpendQuery,
+    SpendRow, SpendScope, Store, StoreError, TeamRecord, WRITER_SNAPSHOT_WINDOW_S, WriterMark,
+    WriterState,
 };
 use crate::types::{KeyId, NanoUsd, TeamId};
 
@@ -467,25 +468,18 @@ impl Store for PostgresStore {
         scope: &SpendScope,
         since: DateTime<Utc>,
     ) -> Result<LedgerSnapshot, StoreError> {
-        let (column, id) = match scope {
-            SpendScope::Team(team) => ("team", team.as_str()),
-            SpendScope::Key(key) => ("key_id", key.as_str()),
-        };
         // One statement, one snapshot: a batch and its writer's mark are
-        // both seen or both not.
-        let sql = format!(
-            "SELECT NULL::text AS writer, COALESCE(SUM(cost), 0)::BIGINT AS n, 0::BIGINT AS idle_ms \
-             FROM ledger WHERE {column} = $1 AND ts >= $2 \
+        // both seen or both not (and the rollups are written in the batch's
+        // transaction, so they are too).
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("SELECT NULL::text AS writer, ");
+        rollup::pg_cost_since(&mut qb, scope, since);
+        qb.push(format!(
+            "::BIGINT AS n, 0::BIGINT AS idle_ms \
              UNION ALL \
              SELECT writer, seq, GREATEST(0, (EXTRACT(EPOCH FROM now() - seen_at) * 1000))::BIGINT \
              FROM ledger_writers WHERE seen_at > now() - interval '{WRITER_SNAPSHOT_WINDOW_S} seconds'"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .bind(since)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+        ));
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
         let mut snapshot = LedgerSnapshot::default();
         for row in &rows {
             let n = to_u64(get(row, "n")?, "ledger_writers.seq")?;
@@ -501,38 +495,8 @@ impl Store for PostgresStore {
     }
 
     async fn spend(&self, query: &SpendQuery) -> Result<Vec<SpendRow>, StoreError> {
-        // (shown, grouped by): days group the stored `day` column (see
-        // migration 0002) and are formatted once per group, not per row.
-        let (group, group_by) = match query.group_by {
-            None => ("'total'", None),
-            Some(GroupBy::Team) => ("team", Some("team")),
-            Some(GroupBy::Key) => ("key_id", Some("key_id")),
-            Some(GroupBy::Model) => ("model", Some("model")),
-            Some(GroupBy::Day) => ("to_char(day, 'YYYY-MM-DD')", Some("day")),
-        };
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-            "SELECT {group} AS grp, COUNT(*) AS requests, \
-             COALESCE(SUM(prompt_tokens), 0)::BIGINT AS prompt_tokens, \
-             COALESCE(SUM(completion_tokens), 0)::BIGINT AS completion_tokens, \
-             COALESCE(SUM(cost), 0)::BIGINT AS cost, \
-             COUNT(*) FILTER (WHERE cache = 'hit') AS cache_hits, \
-             COALESCE(SUM(cache_saved), 0)::BIGINT AS cache_saved FROM ledger WHERE TRUE"
-        ));
-        if let Some(team) = &query.team {
-            qb.push(" AND team = ").push_bind(team.as_str());
-        }
-        if let Some(key) = &query.key {
-            qb.push(" AND key_id = ").push_bind(key.as_str());
-        }
-        if let Some(from) = query.from {
-            qb.push(" AND ts >= ").push_bind(from);
-        }
-        if let Some(to) = query.to {
-            qb.push(" AND ts < ").push_bind(to);
-        }
-        if let Some(group_by) = group_by {
-            qb.push(format!(" GROUP BY {group_by} ORDER BY {group_by}"));
-        }
+        // Whole days and hours from the rollups, the edges from raw rows.
+        let mut qb = rollup::pg_spend(query);
         let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
         rows.iter()
             .map(|row| {
@@ -569,19 +533,11 @@ impl Store for PostgresStore {
         scope: &SpendScope,
         since: DateTime<Utc>,
     ) -> Result<NanoUsd, StoreError> {
-        let (sql, id) = match scope {
-            SpendScope::Team(team) => (
-                "SELECT COALESCE(SUM(cost), 0)::BIGINT FROM ledger WHERE team = $1 AND ts >= $2",
-                team.as_str(),
-            ),
-            SpendScope::Key(key) => (
-                "SELECT COALESCE(SUM(cost), 0)::BIGINT FROM ledger WHERE key_id = $1 AND ts >= $2",
-                key.as_str(),
-            ),
-        };
-        let total: i64 = sqlx::query_scalar(sql)
-            .bind(id)
-            .bind(since)
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("SELECT ");
+        rollup::pg_cost_since(&mut qb, scope, since);
+        qb.push("::BIGINT");
+        let total: i64 = qb
+            .build_query_scalar()
             .fetch_one(&self.pool)
             .await
             .map_err(backend)?;

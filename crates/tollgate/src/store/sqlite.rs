@@ -19,10 +19,11 @@ use super::codec::{
     opt_json_text, opt_money, opt_nano, opt_to_i64, opt_to_u64, period_from, period_text,
     redact_url, requests_limit, status_from, to_i64, to_u64, would_reject_from, would_reject_text,
 };
+use super::rollup;
 use super::{
-    FORGET_WRITER_AFTER_S, GroupBy, KeyRecord, LedgerRow, LedgerSnapshot, RequestsQuery,
-    SpendQuery, SpendRow, SpendScope, Store, StoreError, TeamRecord, WRITER_SNAPSHOT_WINDOW_S,
-    WriterMark, WriterState,
+    FORGET_WRITER_AFTER_S, KeyRecord, LedgerRow, LedgerSnapshot, RequestsQuery, SpendQuery,
+    SpendRow, SpendScope, Store, StoreError, TeamRecord, WRITER_SNAPSHOT_WINDOW_S, WriterMark,
+    WriterState,
 };
 use crate::types::{KeyId, NanoUsd, TeamId};
 
@@ -476,26 +477,19 @@ impl Store for SqliteStore {
         scope: &SpendScope,
         since: DateTime<Utc>,
     ) -> Result<LedgerSnapshot, StoreError> {
-        let (column, id) = match scope {
-            SpendScope::Team(team) => ("team", team.as_str()),
-            SpendScope::Key(key) => ("key_id", key.as_str()),
-        };
         // One statement, one snapshot: a batch and its writer's mark are
-        // both seen or both not.
-        let sql = format!(
-            "SELECT NULL AS writer, COALESCE(SUM(cost), 0) AS n, 0 AS idle_ms \
-             FROM ledger WHERE {column} = ? AND ts >= ? \
+        // both seen or both not (and the rollups are written in the batch's
+        // transaction, so they are too).
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT NULL AS writer, ");
+        rollup::sqlite_cost_since(&mut qb, scope, since);
+        qb.push(format!(
+            " AS n, 0 AS idle_ms \
              UNION ALL \
              SELECT writer, seq, MAX(0, {NOW_MS} - seen_at) FROM ledger_writers \
              WHERE seen_at > {NOW_MS} - {}",
             WRITER_SNAPSHOT_WINDOW_S * 1000
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .bind(ms(since))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+        ));
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
         let mut snapshot = LedgerSnapshot::default();
         for row in &rows {
             let n = to_u64(get(row, "n")?, "ledger_writers.seq")?;
@@ -511,40 +505,8 @@ impl Store for SqliteStore {
     }
 
     async fn spend(&self, query: &SpendQuery) -> Result<Vec<SpendRow>, StoreError> {
-        // (shown, grouped by): days are grouped by their number and
-        // formatted once per group, not once per row. Team and key groups
-        // walk the covering indexes of migration 0002.
-        let (group, group_by) = match query.group_by {
-            None => ("'total'", None),
-            Some(GroupBy::Team) => ("team", Some("team")),
-            Some(GroupBy::Key) => ("key_id", Some("key_id")),
-            Some(GroupBy::Model) => ("model", Some("model")),
-            Some(GroupBy::Day) => (
-                "strftime('%Y-%m-%d', (ts / 86400000) * 86400, 'unixepoch')",
-                Some("ts / 86400000"),
-            ),
-        };
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-            "SELECT {group} AS grp, COUNT(*) AS requests, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, \
-             COALESCE(SUM(completion_tokens), 0) AS completion_tokens, COALESCE(SUM(cost), 0) AS cost, \
-             COALESCE(SUM(CASE WHEN cache = 'hit' THEN 1 ELSE 0 END), 0) AS cache_hits, \
-             COALESCE(SUM(cache_saved), 0) AS cache_saved FROM ledger WHERE 1 = 1"
-        ));
-        if let Some(team) = &query.team {
-            qb.push(" AND team = ").push_bind(team.as_str());
-        }
-        if let Some(key) = &query.key {
-            qb.push(" AND key_id = ").push_bind(key.as_str());
-        }
-        if let Some(from) = query.from {
-            qb.push(" AND ts >= ").push_bind(ms(from));
-        }
-        if let Some(to) = query.to {
-            qb.push(" AND ts < ").push_bind(ms(to));
-        }
-        if let Some(group_by) = group_by {
-            qb.push(format!(" GROUP BY {group_by} ORDER BY {group_by}"));
-        }
+        // Whole days and hours from the rollups, the edges from raw rows.
+        let mut qb = rollup::sqlite_spend(query);
         let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -583,19 +545,10 @@ impl Store for SqliteStore {
         scope: &SpendScope,
         since: DateTime<Utc>,
     ) -> Result<NanoUsd, StoreError> {
-        let (sql, id) = match scope {
-            SpendScope::Team(team) => (
-                "SELECT COALESCE(SUM(cost), 0) FROM ledger WHERE team = ? AND ts >= ?",
-                team.as_str(),
-            ),
-            SpendScope::Key(key) => (
-                "SELECT COALESCE(SUM(cost), 0) FROM ledger WHERE key_id = ? AND ts >= ?",
-                key.as_str(),
-            ),
-        };
-        let total: i64 = sqlx::query_scalar(sql)
-            .bind(id)
-            .bind(ms(since))
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT ");
+        rollup::sqlite_cost_since(&mut qb, scope, since);
+        let total: i64 = qb
+            .build_query_scalar()
             .fetch_one(&self.pool)
             .await
             .map_err(backend)?;
