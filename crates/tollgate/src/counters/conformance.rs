@@ -631,6 +631,79 @@ pub(super) async fn a_successful_settlement_ends_the_streaks(c: Arc<dyn Counters
     );
 }
 
+/// The limit an admit sees is the one the counter reports, also after it
+/// changes (a config reload) and changes back: Redis writes it only when it
+/// differs from the stored one.
+pub(super) async fn a_changed_limit_is_recorded_by_the_next_admit(c: Arc<dyn Counters>) {
+    let mut req = request("r", 30);
+    req.budgets = vec![budget("b", 100, 30)];
+    seed(&*c, &req).await;
+    let g1 = granted(admit(&*c, &req).await);
+    assert_eq!(read(&*c, "b").await, state(100, 0, 30));
+    req.budgets = vec![budget("b", 60, 30)];
+    let g2 = granted(admit(&*c, &req).await);
+    assert_eq!(g2.budgets, vec![state(60, 0, 60)]);
+    assert_eq!(read(&*c, "b").await, state(60, 0, 60));
+    // The lowered limit is enforced: 60 reserved, 30 more does not fit.
+    assert_eq!(
+        rejected(admit(&*c, &req).await).reason,
+        RejectReason::Budget(state(60, 0, 60))
+    );
+    req.budgets = vec![budget("b", 100, 30)];
+    let g3 = granted(admit(&*c, &req).await);
+    assert_eq!(read(&*c, "b").await, state(100, 0, 90));
+    for g in [g1, g2, g3] {
+        c.settle(&req, &g, Actual::default()).await.unwrap();
+    }
+    assert_eq!(read(&*c, "b").await, state(100, 0, 0));
+}
+
+/// Successes in a row after a streak was ended leave it ended (Redis skips
+/// the write when there is nothing to end), and the next errors count from
+/// zero.
+pub(super) async fn successes_in_a_row_keep_the_streak_ended(c: Arc<dyn Counters>) {
+    let mut req = request("ok", 30);
+    req.budgets = vec![budget("b", 1_000, 30)];
+    req.streaks = vec![streak("s")];
+    seed(&*c, &req).await;
+    let actual = Actual {
+        cost: NanoUsd(10),
+        tokens: 5,
+        ledger_seq: 0,
+    };
+    for round in 0..3 {
+        assert!(
+            !c.record_outcome("s", Some("e400"), 2, 60_000)
+                .await
+                .unwrap()
+        );
+        for _ in 0..2 {
+            let g = granted(admit(&*c, &req).await);
+            c.settle_success(&req, &g, actual).await.unwrap();
+            // A success reported on its own (no admission) ends it too.
+            assert!(!c.record_outcome("s", None, 2, 60_000).await.unwrap());
+        }
+        assert_eq!(read(&*c, "b").await, state(1_000, 20 * (round + 1), 0));
+    }
+    for _ in 0..2 {
+        assert!(
+            !c.record_outcome("s", Some("e400"), 2, 60_000)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        c.record_outcome("s", Some("e400"), 2, 60_000)
+            .await
+            .unwrap()
+    );
+    // Tripped: the admit is refused by the streak.
+    assert_eq!(
+        rejected(admit(&*c, &req).await).reason,
+        RejectReason::Streak
+    );
+}
+
 /// 1,000 concurrent admits against a budget that fits exactly 50.
 pub(super) async fn concurrent_admits_never_overshoot(c: Arc<dyn Counters>) {
     c.seed_budget("cap", NanoUsd(0), None).await.unwrap();
@@ -768,6 +841,8 @@ macro_rules! conformance_tests {
             loops_reject_after_max_identical,
             streaks_trip_on_repeated_errors,
             a_successful_settlement_ends_the_streaks,
+            a_changed_limit_is_recorded_by_the_next_admit,
+            successes_in_a_row_keep_the_streak_ended,
             concurrent_admits_never_overshoot,
             concurrent_holders_never_exceed_max_parallel
         );

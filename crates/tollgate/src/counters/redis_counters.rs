@@ -1210,6 +1210,39 @@ mod tests {
         c.ping().await.unwrap();
     }
 
+    /// Admit writes a budget's expiry only when it changes, so an admit
+    /// with another expiry than the stored one (seeded without one, a
+    /// period turned `total`) still sets it, and one with the same leaves
+    /// it.
+    #[tokio::test]
+    async fn admit_sets_a_budget_expiry_only_when_it_changes() {
+        let c = connect().await;
+        let later = chrono::Utc::now().timestamp_millis() + 600_000;
+        c.seed_budget("exp", NanoUsd(0), None).await.unwrap();
+        assert_eq!(pttl(&c, "b", "exp").await, -1);
+        let mut req = request("r", 10);
+        let mut check = conformance::budget("exp", 100, 10);
+        check.expires_at_ms = Some(later);
+        req.budgets = vec![check.clone()];
+        granted(admit(&c, &req).await);
+        let ttl = pttl(&c, "b", "exp").await;
+        assert!((590_000..=600_000).contains(&ttl), "ttl {ttl}");
+        // The same expiry again: nothing to write, the TTL still runs.
+        granted(admit(&c, &req).await);
+        assert!(pttl(&c, "b", "exp").await <= ttl);
+        // Turned into a budget without a period: the counter persists.
+        check.expires_at_ms = None;
+        req.budgets = vec![check.clone()];
+        granted(admit(&c, &req).await);
+        assert_eq!(pttl(&c, "b", "exp").await, -1);
+        // And back.
+        check.expires_at_ms = Some(later);
+        req.budgets = vec![check];
+        granted(admit(&c, &req).await);
+        assert!(pttl(&c, "b", "exp").await > 0);
+        assert_eq!(read(&c, "exp").await.reserved, NanoUsd(40));
+    }
+
     /// A budget key that Redis lost (evicted, `DEL`, a restart without
     /// persistence) is reported on the next admit, never decided as zero.
     #[tokio::test]

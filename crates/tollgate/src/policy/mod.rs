@@ -367,6 +367,24 @@ impl Plan {
         self.rates = metas;
     }
 
+    /// Keeps only budgets and token limits (see
+    /// [`PolicyEngine::admit_retry`]).
+    fn spend_only(&mut self) {
+        self.req.parallel.clear();
+        self.parallel.clear();
+        self.req.loops.clear();
+        self.loops.clear();
+        self.req.streaks.clear();
+        self.streaks.clear();
+        let (checks, metas) = std::mem::take(&mut self.req.rates)
+            .into_iter()
+            .zip(std::mem::take(&mut self.rates))
+            .filter(|(_, meta)| meta.unit == Unit::Tokens)
+            .unzip();
+        self.req.rates = checks;
+        self.rates = metas;
+    }
+
     fn is_empty(&self) -> bool {
         let r = &self.req;
         r.budgets.is_empty()
@@ -550,6 +568,62 @@ impl PolicyEngine {
         facts: &RequestFacts<'_>,
     ) -> Result<Admitted, ApiError> {
         self.admit_as(config, who, facts, false).await
+    }
+
+    /// Another worst case for a retry after an attempt that may have been
+    /// billed (a timeout or a lost answer, see
+    /// `crate::routing::retry::Next::Billed`): the lost attempt keeps its
+    /// reservation, to be billed in full, and the retry needs one of its own,
+    /// so that both fit every cap. Only budgets and token limits are asked
+    /// (the request was counted once for rate limits, parallel slots and
+    /// the loop guard). `Ok(None)`: no room for the whole worst case
+    /// again (a clamp to less is not a retry of the same request), or the
+    /// counters could not say; then there is no retry.
+    /// `attempt` makes the reservation's id distinct from the request's.
+    pub async fn admit_retry(
+        &self,
+        config: &Config,
+        who: &Subject<'_>,
+        facts: &RequestFacts<'_>,
+        attempt: u32,
+    ) -> Option<Admitted> {
+        let applied = resolve::applied(config, who.key, who.team).ok()?;
+        let now = self.clock.now();
+        let mut plan = build_plan(who, facts, &applied, now);
+        plan.spend_only();
+        plan.req.request_id = format!("{}#retry{attempt}", plan.req.request_id);
+        if plan.is_empty() {
+            return Some(Admitted::unlimited(facts.model.price, now));
+        }
+        let grant = match self.counters.admit(&plan.req).await {
+            Ok(Admission::Admitted(grant)) => grant,
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, request_id = %plan.req.request_id,
+                    "cannot reserve for a retry; not retrying");
+                return None;
+            }
+        };
+        if grant.reserved < plan.req.cost {
+            if let Err(e) = self
+                .counters
+                .settle(&plan.req, &grant, Actual::default())
+                .await
+            {
+                tracing::error!(error = %e, request_id = %plan.req.request_id,
+                    "cannot release a retry's reservation; it stays reserved until the counter expires");
+            }
+            return None;
+        }
+        plan.grant = grant;
+        Some(Admitted {
+            clamp_max_tokens: None,
+            at: now,
+            headers: Vec::new(),
+            price: facts.model.price,
+            plan: Some(Box::new(plan)),
+            would_reject: Vec::new(),
+        })
     }
 
     async fn admit_as(

@@ -9,10 +9,18 @@
 //! provider's circuit breaker and, for `least_latency` models, its latency
 //! estimate.
 //!
+//! A timeout or a lost answer (the provider may have generated, and billed,
+//! an answer the gateway never got) is retried like a refusal only when the
+//! budgets have room for another worst case ([`Reserve`]): the lost attempt
+//! is billed at its reservation, the next one has its own, and both fit
+//! every cap. Without room the request ends there, billed its reservation.
+//!
 //! A stream fails over only before its first byte reaches the client: a
 //! provider's stream is handed on as soon as its head is a 2xx, and what
 //! goes wrong after that belongs to the stream (`super::stream`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
@@ -42,6 +50,13 @@ impl Bodies<'_> {
     }
 }
 
+/// Reserves another worst case for the attempt after one that may have
+/// been billed (see [`crate::policy::PolicyEngine::admit_retry`]).
+pub(super) trait Reserve: Sync {
+    /// Whether the reservation was taken; `false`: no room, no retry.
+    fn again(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+}
+
 /// One failed attempt, for the error message when none answered.
 struct Attempt {
     provider: String,
@@ -65,6 +80,7 @@ pub(super) async fn send(
     request_id: &str,
     cap: OutputCap,
     native: Option<&NativeRequest>,
+    reserve: &dyn Reserve,
 ) -> Result<Answered, Unanswered> {
     let routing = &rt.config.routing;
     let order = strategy::order(model, &rt.routes, routing, clock.now_ms());
@@ -89,6 +105,9 @@ pub(super) async fn send(
     let mut attempts: u32 = 0;
     let mut last: Option<ProviderError> = None;
     let mut tried: Option<(String, String)> = None;
+    // The last attempt may have been billed: the next one needs a
+    // reservation of its own before it goes out.
+    let mut owed = false;
     'targets: for target in &order {
         let (Some(provider), Some(pcfg), Some(health)) = (
             rt.providers.get(&target.provider),
@@ -106,6 +125,12 @@ pub(super) async fn send(
             // skipped.
             if pass == Pass::Open && attempts > 0 {
                 continue 'targets;
+            }
+            if owed {
+                if !reserve.again().await {
+                    break 'targets;
+                }
+                owed = false;
             }
             let Some(mut body) = bodies.take() else {
                 break 'targets;
@@ -224,18 +249,15 @@ pub(super) async fn send(
                 }
                 Next::Billed => {
                     tracing::warn!(request_id, provider = %target.provider, error = %e,
-                        "upstream failed after it may have generated; billing the reservation, no retry");
-                    return Err(Unanswered {
-                        error: failure(
-                            e,
-                            "it was not retried, as the provider may have generated (and billed) an answer; it is billed at its reserved worst case",
-                            &failed,
-                        ),
-                        provider: tried,
-                        may_have_billed: true,
-                        attempts,
-                        billed: None,
-                    });
+                        "upstream failed after it may have generated; billing its reservation, retrying if the budget has room for another");
+                    last = Some(e);
+                    owed = true;
+                    if retries >= routing.retries {
+                        continue 'targets;
+                    }
+                    let wait = retry::wait(retries, None, routing).unwrap_or_default();
+                    tokio::time::sleep(wait).await;
+                    retries += 1;
                 }
                 Next::Failover => {
                     tracing::warn!(request_id, provider = %target.provider, error = %e, "upstream failed; trying the next target if any");
@@ -263,15 +285,22 @@ pub(super) async fn send(
             }
         }
     }
+    // `owed`: the last attempt may have generated, and the budgets had no
+    // room for another (or no target was left).
+    let what = if owed {
+        "the provider may have generated (and billed) an answer, so it is billed at its reserved worst case, and a retry would have needed another worst case the budget has no room for, or no retry was left"
+    } else {
+        "no target answered"
+    };
     Err(Unanswered {
         error: match last {
-            Some(e) => failure(e, "no target answered", &failed),
+            Some(e) => failure(e, what, &failed),
             None => {
                 ApiError::UpstreamError("no provider is configured for this model's targets".into())
             }
         },
         provider: tried,
-        may_have_billed: false,
+        may_have_billed: owed,
         attempts,
         billed: None,
     })

@@ -133,6 +133,7 @@ async fn run(
         cache: cache::Mark::Off,
         refused_usage: None,
         rejected_by: None,
+        retried: parking_lot::Mutex::new(Retried::default()),
         closed: false,
     };
     let result = proxy(&rt, &mut books, ingress, &headers, body).await;
@@ -326,6 +327,15 @@ async fn proxy(
     let upstream_started = Instant::now();
     books.forwarded = true;
     let traceparent = books.trace.as_ref().and_then(|t| t.upstream_traceparent());
+    let max_output = books.reserved_output;
+    let reserve = Rereserve {
+        books: &*books,
+        config,
+        model,
+        max_output,
+        multiplier,
+        retries: std::sync::atomic::AtomicU32::new(0),
+    };
     let send = failover::send(
         rt,
         &*books.state.clock,
@@ -339,6 +349,7 @@ async fn proxy(
         &books.request_id,
         cap,
         native.as_ref(),
+        &reserve,
     );
     let sent = crate::telemetry::spans::with_upstream_traceparent(traceparent, send).await;
     books.upstream = upstream_started.elapsed();
@@ -382,6 +393,73 @@ async fn proxy(
             native,
         },
     })
+}
+
+/// Another worst case for a retry after an attempt that may have been
+/// billed (`failover::Reserve`): admitted on the budgets alone, kept in
+/// [`Books::retried`] to be billed in full when the books close, and
+/// journaled together with the first reservation, so a crash bills both.
+struct Rereserve<'a> {
+    books: &'a Books,
+    config: &'a Config,
+    model: &'a ModelConfig,
+    /// Output reserved, all choices together: the same worst case again.
+    max_output: u64,
+    multiplier: u64,
+    retries: std::sync::atomic::AtomicU32,
+}
+
+impl failover::Reserve for Rereserve<'_> {
+    fn again(&self) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            let b = self.books;
+            let who = Subject {
+                key: &b.key,
+                team: b.team.as_deref(),
+            };
+            let facts = RequestFacts {
+                request_id: &b.request_id,
+                model: self.model,
+                input_tokens: InputTokens::known(b.input.counted.unwrap_or(0)),
+                max_output_tokens: self.max_output,
+                output_multiplier: self.multiplier,
+                body: &b.input.body,
+            };
+            let n = self
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .saturating_add(1);
+            let Some(extra) = b
+                .state
+                .policy
+                .admit_retry(self.config, &who, &facts, n)
+                .await
+            else {
+                return false;
+            };
+            let mut retried = b.retried.lock();
+            let first = b
+                .admitted
+                .as_ref()
+                .map_or(NanoUsd::ZERO, Admitted::reserved);
+            let total = retried.admitted.iter().map(Admitted::reserved).fold(
+                first.saturating_add(extra.reserved()),
+                NanoUsd::saturating_add,
+            );
+            // The new admission (all reservations) is written before the
+            // one it replaces is dropped: a crash in between finds both, and
+            // the replay keeps the larger.
+            if let Some(entry) =
+                b.state
+                    .journal
+                    .admitted(&b.request_id, b.at, &b.key, &b.model, total)
+            {
+                retried.journal = Some(entry);
+            }
+            retried.admitted.push(extra);
+            true
+        })
+    }
 }
 
 /// Usage is always requested so that a stream can be billed (hidden
@@ -583,7 +661,22 @@ pub(super) struct Books {
     pub refused_usage: Option<Usage>,
     /// The enforcing policy that refused the request, for its row.
     pub rejected_by: Option<String>,
+    /// Reservations taken for retries after attempts that may have been
+    /// billed (`Rereserve`); a mutex only because the attempt loop holds
+    /// the books shared.
+    pub retried: parking_lot::Mutex<Retried>,
     closed: bool,
+}
+
+/// See [`Books::retried`].
+#[derive(Default)]
+pub(super) struct Retried {
+    /// One per lost attempt that was retried: each is billed its worst case
+    /// (the lost attempt's), while the first admission is settled to what
+    /// the request's last attempt came to.
+    admitted: Vec<Admitted>,
+    /// Replaces [`Books::journal`]: it covers every reservation.
+    journal: Option<JournalEntry>,
 }
 
 /// Ledger status of a request whose client went away before its answer:
@@ -786,7 +879,7 @@ impl Books {
             error_code: error_code.map(str::to_owned),
             ledger_seq: 0,
         };
-        let settled = match &self.admitted {
+        let mut settled = match &self.admitted {
             Some(admitted) => admitted.settled(&outcome),
             None => Settled {
                 cost: NanoUsd::ZERO,
@@ -795,6 +888,34 @@ impl Books {
         };
         self.cache
             .finish(status, error_code, settled.cost, &self.state.tasks);
+        // Each lost attempt that was retried is billed its worst case, on
+        // the reservation taken for the retry, and shows in the row.
+        let retried = std::mem::take(self.retried.get_mut());
+        let mut usage = usage;
+        let lost = Outcome {
+            usage: Some(Usage {
+                prompt_tokens: self.input_tokens(),
+                completion_tokens: self.reserved_output,
+                ..Usage::default()
+            }),
+            error_code: Some("upstream_lost".to_owned()),
+            ledger_seq: 0,
+        };
+        for extra in &retried.admitted {
+            let cost = extra.settled(&lost).cost;
+            settled.cost = settled.cost.saturating_add(cost);
+            settled.budget_remaining = settled.budget_remaining.map(|r| r.saturating_sub(cost));
+            if let Some(u) = lost.usage {
+                usage.prompt_tokens = usage.prompt_tokens.saturating_add(u.prompt_tokens);
+                usage.completion_tokens =
+                    usage.completion_tokens.saturating_add(u.completion_tokens);
+            }
+        }
+        if let Some(entry) = retried.journal {
+            // Replaces the first admission's entry, which `take` drops.
+            self.journal.take();
+            self.journal = Some(entry);
+        }
         // The ledger row goes first: it is the durable record a budget is
         // rebuilt from, so it must not wait behind a settlement that is
         // stuck on unreachable counters.
@@ -855,6 +976,9 @@ impl Books {
             let settle = async {
                 if let Some(admitted) = admitted {
                     state.policy.settle(&config, admitted, &outcome).await;
+                }
+                for extra in retried.admitted {
+                    state.policy.settle(&config, extra, &lost).await;
                 }
             };
             let streak = async {

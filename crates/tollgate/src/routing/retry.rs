@@ -25,8 +25,9 @@ pub enum Next {
     /// The provider's own verdict on the request (a 4xx): final.
     Final,
     /// The provider may have generated, and billed, an answer that was
-    /// lost. The request's one reservation covers one worst case, so no
-    /// second attempt can be paid for: stop, billing the reservation.
+    /// lost: the attempt is billed at its reservation, and another attempt
+    /// (on the same target while retries are left, else the next) goes out
+    /// only with a reservation of its own (`proxy::failover::Reserve`).
     Billed,
 }
 

@@ -652,9 +652,12 @@ fn read_segments(paths: &[PathBuf]) -> (Vec<LedgerRow>, Replayed) {
             match index.get(&row.request_id) {
                 Some(&i) => {
                     // A settled row wins over the admission; a copy of an
-                    // admission (carried to a later segment) changes nothing.
-                    if settled {
-                        rows[i] = (row, true);
+                    // admission (carried to a later segment) changes nothing,
+                    // and a retry's admission, covering the lost attempt's
+                    // reservation and its own, replaces the smaller one.
+                    let (held, held_settled) = &rows[i];
+                    if settled || (!held_settled && row.cost > held.cost) {
+                        rows[i] = (row, settled);
                     }
                 }
                 None => {

@@ -216,14 +216,15 @@ async fn provider_failure_is_502_and_timeout_is_504() {
     );
     // A refusal (500) costs nothing; an answer lost after the request went
     // out (reset, unreadable 2xx, timeout) may have been generated and
-    // billed by the provider, so it is billed at its worst case.
+    // billed by the provider, so each such attempt is billed at its worst
+    // case (and retried on a reservation of its own).
     let rows = h.ledger().await;
     let refused: Vec<_> = rows.iter().filter(|r| r.cost.0 == 0).collect();
     assert_eq!(refused.len(), 1, "{rows:?}");
     assert!(
         rows.iter()
             .filter(|r| r.cost.0 > 0)
-            .all(|r| r.completion_tokens == 1000),
+            .all(|r| r.completion_tokens == 1000 * u64::from(r.attempts)),
         "{rows:?}"
     );
 }

@@ -328,49 +328,213 @@ async fn every_target_failing_is_502_or_504_when_the_last_timed_out() {
     assert!(message.contains(" ms)"), "{message}");
     assert!(!v.to_string().contains(UPSTREAM_KEY), "{v}");
 
-    // The last one timed out: 504, and the timeout (which may have been
-    // billed) ends the request.
+    // The last ones timed out: 504. Each timeout (which may have been
+    // billed) is billed its reservation, and retried on one of its own.
     r.backup.set_failure(FailureMode::Hang);
     let resp = r.h.chat(&key, &body("pair", "y")).await;
-    assert_eq!(header(&resp, "x-tollgate-attempts"), "4");
+    assert_eq!(header(&resp, "x-tollgate-attempts"), "6");
     let (status, code, v) = error_code(resp).await;
     assert_eq!((status, code.as_str()), (504, "upstream_timeout"), "{v}");
     assert!(
         v["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("4 attempts"),
+            .contains("6 attempts"),
         "{v}"
     );
     let rows = r.h.ledger().await;
     let refused = rows.iter().find(|r| r.status == 502).unwrap();
     assert_eq!((refused.cost.0, refused.attempts), (0, 6), "{refused:?}");
     let timed_out = rows.iter().find(|r| r.status == 504).unwrap();
-    assert_eq!(timed_out.attempts, 4);
+    assert_eq!(timed_out.attempts, 6);
     assert_eq!(timed_out.provider, "backup");
     assert_eq!(
         timed_out.cost.0,
-        100 * 1_000_000,
-        "billed its reservation (100 tokens), once: {timed_out:?}"
+        3 * 100 * 1_000_000,
+        "each of the 3 timeouts billed its reservation (100 tokens): {timed_out:?}"
     );
+    assert_eq!(timed_out.completion_tokens, 300, "{timed_out:?}");
 }
 
+/// What the key's budget has spent and still holds reserved.
+async fn key_budget(h: &Harness) -> (u64, f64) {
+    let (_, budgets) = h.admin(Method::GET, "/admin/budgets", None).await;
+    let row = &budgets["data"][0];
+    let spent = (row["spent_usd"].as_f64().unwrap() * 1e9).round() as u64;
+    (spent, row["reserved_usd"].as_f64().unwrap())
+}
+
+/// A budget with room for one worst case only: the timeout may have been
+/// generated, so it keeps its reservation, and a retry could not be paid
+/// for. Not retried, not failed over: 504, billed once.
 #[tokio::test]
-async fn a_timeout_ends_the_request_billing_its_reservation_once() {
+async fn a_timeout_without_room_for_another_worst_case_is_not_retried() {
     let r = rig(ROUTING).await;
-    let (_, key) = r.h.key(json!({"budget_usd": 10, "period": "daily"})).await;
+    // 100 output tokens at $1000/M: $0.1, exactly one worst case.
+    let (_, key) = r.h.key(json!({"budget_usd": 0.1, "period": "daily"})).await;
     r.primary.set_failure(FailureMode::Hang);
     let resp = r.h.chat(&key, &body("pair", "x")).await;
     assert_eq!(header(&resp, "x-tollgate-attempts"), "1");
-    let (status, code, _) = error_code(resp).await;
-    assert_eq!((status, code.as_str()), (504, "upstream_timeout"));
+    let (status, code, v) = error_code(resp).await;
+    assert_eq!((status, code.as_str()), (504, "upstream_timeout"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("no room"),
+        "{v}"
+    );
+    assert_eq!(r.primary.calls(), 1, "not retried");
     assert_eq!(
         r.backup.calls(),
         0,
         "a second generation could not be paid for"
     );
+    r.h.settled().await;
     let rows = r.h.ledger().await;
-    assert_eq!(rows[0].cost.0, 100 * 1_000_000);
+    assert_eq!((rows[0].cost.0, rows[0].attempts), (100 * 1_000_000, 1));
+    assert_eq!(key_budget(&r.h).await, (100 * 1_000_000, 0.0));
+}
+
+/// Hang past the provider's timeout once, then answer: the retry goes out
+/// on a reservation of its own, and the row bills both the lost attempt
+/// (its worst case) and the answer (what the provider reported).
+#[tokio::test]
+async fn a_timeout_is_retried_on_a_second_reservation_and_both_are_billed() {
+    let r = rig(ROUTING).await;
+    let (_, key) = r.h.key(json!({"budget_usd": 10, "period": "daily"})).await;
+    r.primary.set_failure(FailureMode::Hang);
+    let primary = r.primary.clone();
+    // Answers again once the first attempt hangs there (it times out at 1 s).
+    let heal = tokio::spawn(async move {
+        while primary.calls() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        primary.set_failure(FailureMode::None);
+    });
+    let resp = r.h.chat(&key, &body("solo", "x")).await;
+    heal.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-tollgate-attempts"), "2");
+    assert_eq!(header(&resp, "x-tollgate-provider"), "primary");
+    let cost_header: f64 = header(&resp, "x-tollgate-cost-usd").parse().unwrap();
+    let v: Value = resp.json().await.unwrap();
+    let tokens = v["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(tokens > 0);
+    assert_eq!(r.primary.calls(), 2);
+    r.h.settled().await;
+    let rows = r.h.ledger().await;
+    assert_eq!(rows.len(), 1);
+    let expected = 100 * 1_000_000 + tokens * 1_000_000;
+    assert_eq!(
+        (rows[0].cost.0, rows[0].attempts),
+        (expected, 2),
+        "{:?}",
+        rows[0]
+    );
+    assert_eq!(rows[0].completion_tokens, 100 + tokens, "{:?}", rows[0]);
+    assert_eq!((cost_header * 1e9).round() as u64, expected);
+    assert_eq!(key_budget(&r.h).await, (expected, 0.0));
+}
+
+/// Without retries on the same target, a timeout fails over to the next
+/// target, again on a reservation of its own.
+#[tokio::test]
+async fn a_timeout_fails_over_to_the_next_target() {
+    let no_retries = ROUTING.replace("retries: 2", "retries: 0");
+    let r = rig(&no_retries).await;
+    let (_, key) = r.h.key(json!({"budget_usd": 10, "period": "daily"})).await;
+    r.primary.set_failure(FailureMode::Hang);
+    let b = json!({"model": "pair", "stream": true,
+        "messages": [{"role": "user", "content": "x"}]});
+    let resp = r.h.post("/v1/chat/completions", &key, &b).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-tollgate-attempts"), "2");
+    assert_eq!(header(&resp, "x-tollgate-provider"), "backup");
+    let text = resp.text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert_eq!((r.primary.calls(), r.backup.calls()), (1, 1));
+    r.h.settled().await;
+    let rows = r.h.ledger().await;
+    assert_eq!(rows[0].attempts, 2);
+    assert_eq!(rows[0].provider, "backup");
+    assert!(rows[0].cost.0 > 100 * 1_000_000, "{:?}", rows[0]);
+    assert_eq!(key_budget(&r.h).await, (rows[0].cost.0, 0.0));
+}
+
+/// 40 concurrent requests, half of which hang at every target, against a
+/// cap that fits 30 worst cases (fewer than the hanging requests could
+/// take, 20 of them at up to 6 attempts): timeouts are retried while the cap
+/// has room and never past it, every lost attempt is billed its
+/// reservation, answers what they reported, and the budget counter equals
+/// the ledger.
+#[tokio::test]
+async fn retried_timeouts_under_concurrency_never_pass_the_cap() {
+    const N: u64 = 30;
+    let cap = N as f64 * 0.1;
+    let tail = format!(
+        "policies:\n  - name: cap\n    type: cost-limit\n    config: {{ limit_usd: {cap}, period: daily, action: reject }}\nteams:\n  - id: t1\n    policies: [cap]\n"
+    );
+    let r = rig_with(ROUTING, &tail, "", Arc::new(SystemClock)).await;
+    let (_, key) = r.h.key(json!({})).await;
+    let h = Arc::new(r.h);
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (h, key) = (h.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let fate = if i % 2 == 0 { " [[mock:hang]]" } else { "" };
+            let mut b = body("pair", &format!("request {i}{fate}"));
+            b["max_tokens"] = json!(100);
+            let resp = h.chat(&key, &b).await;
+            let status = resp.status().as_u16();
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            let tokens = v["usage"]["completion_tokens"].as_u64().unwrap_or(0);
+            (status, tokens)
+        }));
+    }
+    let mut answered_tokens = 0;
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let (status, tokens) = t.await.unwrap();
+        statuses.push(status);
+        if status == 200 {
+            answered_tokens += tokens;
+        }
+    }
+    assert!(
+        statuses.iter().all(|s| [200, 402, 504].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&504), "{statuses:?}");
+    h.settled().await;
+    let rows = h.ledger().await;
+    assert_eq!(rows.len(), 40);
+    let total: u64 = rows.iter().map(|r| r.cost.0).sum();
+    assert!(
+        total <= N * 100_000_000,
+        "spent {total} of a cap of {}",
+        N * 100_000_000
+    );
+    let retried = rows
+        .iter()
+        .filter(|r| r.status == 504 && r.attempts > 1)
+        .count();
+    assert!(retried > 0, "some timeout was retried: {rows:?}");
+    for row in rows.iter().filter(|r| r.status == 504) {
+        assert_eq!(
+            row.cost.0,
+            u64::from(row.attempts) * 100_000_000,
+            "every lost attempt billed its reservation: {row:?}"
+        );
+    }
+    let answered: u64 = rows
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.cost.0)
+        .sum();
+    assert_eq!(
+        answered,
+        answered_tokens * 1_000_000,
+        "billed what the provider reported"
+    );
+    assert_eq!(key_budget(&h).await, (total, 0.0));
 }
 
 #[tokio::test]
@@ -503,7 +667,8 @@ async fn the_breaker_opens_skips_and_closes_on_the_gateway_clock() {
 
 /// The budget attack: a cap that fits exactly `N` worst cases, many more
 /// concurrent requests against a flaky primary (429s and 5xx that are
-/// retried, timeouts that are not) and a backup. Spend never passes the
+/// retried, timeouts retried only on a reservation of their own) and a
+/// backup. Spend never passes the
 /// cap, each answered request is billed exactly what the provider
 /// reported for it, once, and each timeout its one reservation.
 #[tokio::test]
@@ -575,7 +740,14 @@ async fn one_reservation_billed_once_across_attempts_under_concurrency() {
     );
     for row in &rows {
         match row.status {
-            504 => assert_eq!(row.cost.0, 100_000_000, "{row:?}"),
+            // Each lost attempt is billed its reservation, and retried
+            // only on one of its own.
+            504 => assert!(
+                row.cost.0 > 0
+                    && row.cost.0 % 100_000_000 == 0
+                    && row.cost.0 <= u64::from(row.attempts) * 100_000_000,
+                "{row:?}"
+            ),
             502 | 402 => assert_eq!(row.cost.0, 0, "{row:?}"),
             _ => {}
         }

@@ -84,9 +84,13 @@ if ARGV[a] then
   now = tonumber(ARGV[a])
 end
 
+-- One read per budget, up front: it is also the existence check (every
+-- counter seed.lua writes has `spent`), and it tells the writes below which
+-- of `limit`, `epoch` and the expiry (`exp`, as last set here) already hold.
 local missing = {}
 for i, b in ipairs(budgets) do
-  if redis.call('EXISTS', b.key) == 0 then
+  b.h = redis.call('HMGET', b.key, 'spent', 'reserved', 'epoch', 'open', 'limit', 'exp')
+  if not b.h[1] then
     missing[#missing + 1] = i - 1
   end
 end
@@ -159,7 +163,7 @@ end
 local granted = cost
 local rebuilding = 0
 for _, b in ipairs(budgets) do
-  local h = redis.call('HMGET', b.key, 'spent', 'reserved', 'epoch', 'open')
+  local h = b.h
   b.spent, b.reserved = tonumber(h[1]) or 0, tonumber(h[2]) or 0
   b.epoch = h[3]
   local open = tonumber(h[4]) or 0
@@ -252,17 +256,33 @@ end
 local reply = { 1, granted }
 for _, b in ipairs(budgets) do
   local reserved = redis.call('HINCRBY', b.key, 'reserved', int(granted))
-  redis.call('HSET', b.key, 'limit', int(b.limit))
+  -- Fields and the expiry are written only when they change (a config
+  -- reload, the first admit after a seed): the usual admit writes nothing
+  -- but the reservation.
+  local limit, exp = int(b.limit), int(b.expires)
+  local changed = {}
+  if b.h[5] ~= limit then
+    changed[#changed + 1] = 'limit'
+    changed[#changed + 1] = limit
+  end
   if not b.epoch then
     -- A counter seeded before epochs existed: give it one (Redis time in
     -- microseconds, below 2^53 so it survives the trip as a number).
     b.epoch = t[1] .. string.format('%06d', tonumber(t[2]))
-    redis.call('HSET', b.key, 'epoch', b.epoch)
+    changed[#changed + 1] = 'epoch'
+    changed[#changed + 1] = b.epoch
   end
-  if b.expires >= 0 then
-    redis.call('PEXPIREAT', b.key, int(b.expires))
-  else
-    redis.call('PERSIST', b.key)
+  if b.h[6] ~= exp then
+    changed[#changed + 1] = 'exp'
+    changed[#changed + 1] = exp
+    if b.expires >= 0 then
+      redis.call('PEXPIREAT', b.key, exp)
+    else
+      redis.call('PERSIST', b.key)
+    end
+  end
+  if #changed > 0 then
+    redis.call('HSET', b.key, unpack(changed))
   end
   reply[#reply + 1] = b.spent
   reply[#reply + 1] = reserved

@@ -19,7 +19,8 @@ local max, window = tonumber(ARGV[2]), tonumber(ARGV[3])
 
 local h = redis.call('HMGET', key, 'code', 'count', 'start', 'until')
 if code == '' then
-  if h[2] then
+  -- Written only when there is a streak to end.
+  if h[2] and (h[2] ~= '0' or h[1] ~= '') then
     redis.call('HSET', key, 'code', '', 'count', 0)
   end
   return 0

@@ -39,8 +39,9 @@ for i = 1, nb do
   epochs[i] = 0
   -- A counter that expired meanwhile belongs to a finished period; one
   -- lost meanwhile gets this from the gateway when it is rebuilt.
-  if redis.call('EXISTS', key) == 1 then
-    local h = redis.call('HMGET', key, 'epoch', 'm:' .. writer)
+  -- `spent` doubles as the existence check: every counter has it.
+  local h = redis.call('HMGET', key, 'epoch', 'm:' .. writer, 'spent')
+  if h[3] then
     local epoch = h[1] or ''
     -- Redis does not parse `-0` as an integer.
     if (held == '' or held == epoch) and reserved ~= '0'
@@ -81,7 +82,9 @@ for _ = 1, np do
 end
 
 for _ = 1, ns do
-  if redis.call('HEXISTS', KEYS[k], 'count') == 1 then
+  -- Written only when there is a streak to end: most successes follow one.
+  local h = redis.call('HMGET', KEYS[k], 'code', 'count')
+  if h[2] and (h[2] ~= '0' or h[1] ~= '') then
     redis.call('HSET', KEYS[k], 'code', '', 'count', 0)
   end
   k = k + 1

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Where the CPU goes: the gateway under `valgrind --tool=callgrind` serving N
+# requests from tollgate-bench against the mock, per config (plain, policy,
+# policy-redis). Instruction counts do not depend on what else the machine
+# runs, so two builds can be compared on a loaded machine.
+#
+#   bench/callgrind.sh                      # N=2000, all three configs
+#   N=500 CONFIGS=policy bench/callgrind.sh
+#   BIN=/path/to/release bench/callgrind.sh # another build (a baseline)
+#
+# Needs release binaries with line tables:
+#   CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release \
+#     -p tollgate -p mock-provider -p tollgate-bench
+# Writes bench/results/callgrind-RUN_ID/{CONFIG.out, CONFIG.annotate.txt,
+# summary.txt}; prints instructions per request and Redis commands per
+# request (policy-redis, from `INFO commandstats` before and after).
+# Stops only the processes it started, by PID.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="${BIN:-$ROOT/target/release}"
+N="${N:-2000}"
+WARMUP="${WARMUP:-200}"
+CONFIGS="${CONFIGS:-plain,policy,policy-redis}"
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+ADMIN_KEY="cg-admin-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+UPSTREAM_KEY="sk-cg-upstream-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+OUT="$ROOT/bench/results/callgrind-$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$OUT"
+log() { echo "[callgrind] $*" >&2; }
+
+declare -a PIDS=()
+stop_pid() {
+  local pid="$1"
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+cleanup() { local pid; for pid in "${PIDS[@]}"; do stop_pid "$pid"; done; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+redis_cmds() {
+  # Total calls of every command (EVALSHA counts once; the redis.call inside
+  # scripts are counted under their own names).
+  redis-cli -u "$REDIS_URL" info commandstats | tr -d '\r' | awk -F'[:=,]' '/^cmdstat_/ {print $1, $3}'
+}
+
+"$BIN/mock-provider" --listen 127.0.0.1:0 --api-key "$UPSTREAM_KEY" >"$OUT/mock.log" 2>&1 &
+MOCK_PID=$!; PIDS+=("$MOCK_PID")
+MOCK_URL=""
+for _ in $(seq 1 100); do
+  MOCK_URL="$(awk '/listening on/ {print $NF; exit}' "$OUT/mock.log")"
+  [[ -n "$MOCK_URL" ]] && break
+  sleep 0.1
+done
+[[ -n "$MOCK_URL" ]] || { echo "callgrind.sh: the mock provider did not start" >&2; exit 1; }
+
+write_config() {
+  local file="$1" port="$2" counters="$3"
+  cat >"$file" <<YAML
+listen: 127.0.0.1:$port
+admin_key: \${TOLLGATE_ADMIN_KEY}
+store: sqlite://tollgate.db
+counters: $counters
+providers:
+  - name: mock
+    kind: openai
+    base_url: $MOCK_URL
+    api_key: \${CG_UPSTREAM_KEY}
+    timeout_s: 30
+models:
+  - name: gpt-4o-mini
+    targets:
+      - provider: mock
+        model: gpt-4o-mini
+    price: { input_per_mtok: 0.15, output_per_mtok: 0.60 }
+    max_output_tokens: 4096
+policies:
+  - name: bench-budget
+    type: cost-limit
+    config: { limit_usd: 1000000, period: daily, action: reject }
+  - name: bench-rate
+    type: rate-limit
+    config: { requests_per_minute: 1000000000, tokens_per_minute: 1000000000000, max_parallel: 100000 }
+  - name: bench-loop
+    type: loop-guard
+    config: { max_identical: 1000000000, window_seconds: 60 }
+  - name: bench-models
+    type: model-access
+    config: { allow: ["gpt-4o-*"] }
+teams:
+  - id: bench-plain
+    policies: []
+  - id: bench-policy
+    policies: [bench-budget, bench-rate, bench-loop, bench-models]
+YAML
+}
+
+SUMMARY="$OUT/summary.txt"
+IFS=',' read -r -a configs <<<"$CONFIGS"
+for cfg in "${configs[@]}"; do
+  counters=memory team=bench-plain
+  key_args=()
+  case "$cfg" in
+    plain) ;;
+    policy) team=bench-policy ;;
+    policy-redis) team=bench-policy; counters="$REDIS_URL" ;;
+    *) echo "callgrind.sh: unknown config $cfg" >&2; exit 2 ;;
+  esac
+  [[ $team == bench-policy ]] && key_args=(--models gpt-4o-mini --budget-usd 1000000 --period daily --rpm 1000000000 --tpm 1000000000000)
+  dir="$OUT/gw-$cfg"; mkdir -p "$dir"
+  port="$(free_port)"; url="http://127.0.0.1:$port"
+  write_config "$dir/tollgate.yaml" "$port" "$counters"
+  # Instrumentation off until the warm-up is done: start-up (migrations,
+  # tokenizer tables) is not per-request cost.
+  (cd "$dir" && TOLLGATE_ADMIN_KEY="$ADMIN_KEY" CG_UPSTREAM_KEY="$UPSTREAM_KEY" \
+     exec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/$cfg.out" \
+       "$BIN/tollgate" serve --config "$dir/tollgate.yaml" >"$dir/gateway.log" 2>&1) &
+  pid=$!; PIDS+=("$pid")
+  for _ in $(seq 1 600); do
+    curl -fsS -o /dev/null "$url/healthz" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$dir/gateway.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  key="$(TOLLGATE_URL="$url" TOLLGATE_ADMIN_KEY="$ADMIN_KEY" "$BIN/tollgate" keys create --team "$team" --name cg "${key_args[@]}" \
+          | grep -oE 'sk-tg-[A-Za-z0-9_-]+' | head -1)"
+  [[ -n "$key" ]] || { echo "callgrind.sh: no key for $cfg" >&2; exit 1; }
+  "$BIN/tollgate-bench" --url "$url/v1/chat/completions" -H "Authorization: Bearer $key" \
+    -c 1 -n "$WARMUP" --timeout-s 60 --json >"$OUT/$cfg-warmup.json"
+  callgrind_control -i on "$pid" >/dev/null
+  [[ $counters == memory ]] || redis_cmds >"$OUT/$cfg-redis-before.txt"
+  "$BIN/tollgate-bench" --url "$url/v1/chat/completions" -H "Authorization: Bearer $key" \
+    -c 1 -n "$N" --timeout-s 60 --json >"$OUT/$cfg-load.json"
+  # Settlements run just after each answer: let the last ones land.
+  sleep 2
+  [[ $counters == memory ]] || redis_cmds >"$OUT/$cfg-redis-after.txt"
+  callgrind_control -i off "$pid" >/dev/null
+  ok="$(jq '.ok' "$OUT/$cfg-load.json")"
+  stop_pid "$pid"
+  total="$(callgrind_annotate "$OUT/$cfg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')"
+  callgrind_annotate --inclusive=yes "$OUT/$cfg.out" >"$OUT/$cfg.annotate-inclusive.txt" 2>/dev/null || true
+  callgrind_annotate "$OUT/$cfg.out" >"$OUT/$cfg.annotate.txt" 2>/dev/null || true
+  line="$cfg: $ok ok of $N; $total instructions; $((total / N)) instructions/request"
+  if [[ $counters != memory ]]; then
+    redis_line="$(join -a1 -e0 -o 0,1.2,2.2 <(sort "$OUT/$cfg-redis-after.txt") <(sort "$OUT/$cfg-redis-before.txt") \
+      | awk -v n="$N" '{d = $2 - $3; if (d > 0) { printf "%s %.2f/req; ", substr($1, 9), d / n; t += d } } END { printf "all %.2f/req", t / n }')"
+    line="$line; redis: $redis_line"
+  fi
+  echo "$line" | tee -a "$SUMMARY"
+done
+log "results in $OUT"
