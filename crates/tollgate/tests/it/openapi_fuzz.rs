@@ -44,8 +44,13 @@ async fn schemathesis_finds_nothing_against_the_admin_api() {
     let examples = std::env::var("TOLLGATE_FUZZ_EXAMPLES").unwrap_or_else(|_| "20".into());
     let seed = std::env::var("TOLLGATE_FUZZ_SEED").unwrap_or_else(|_| "20261206".into());
     let schema = format!("{}/admin/openapi.json", h.url);
+    // schemathesis keeps a cache of crashes in its working directory: run it in a
+    // scratch one so a test run never dirties the checkout.
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let cwd = scratch.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
         let mut child = Command::new(&cmd)
+            .current_dir(&cwd)
             .args([
                 "run",
                 &schema,
