@@ -167,9 +167,11 @@ fn verify(
     model: &str,
     op: Op,
     body: &[u8],
-) -> Result<(), (&'static str, &'static str)> {
+) -> Result<(), (&'static str, std::borrow::Cow<'static, str>)> {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let forbidden = |error_type: &'static str, message: &'static str| Err((error_type, message));
+    let forbidden = |error_type: &'static str, message: &'static str| {
+        Err((error_type, std::borrow::Cow::Borrowed(message)))
+    };
     let Some(auth) = header("authorization") else {
         return forbidden(
             "MissingAuthenticationTokenException",
@@ -275,11 +277,17 @@ fn verify(
             Some(signature)
         });
     if expected.as_deref() != Some(signature) {
-        return forbidden(
-            "InvalidSignatureException",
+        // AWS quotes the canonical request it expected, signed headers'
+        // values included, so the session token comes back in the body:
+        // the gateway must not pass that on.
+        let token = header("x-amz-security-token").unwrap_or_default();
+        let message = format!(
             "The request signature we calculated does not match the signature you provided. \
-             Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
+             Check your AWS Secret Access Key and signing method. Consult the service documentation for details.\n\n\
+             The Canonical String for this request should have been\n'{} {uri}\nhost:{host}\nx-amz-security-token:{token}\n\nhost;x-amz-date;x-amz-security-token'",
+            parts.method
         );
+        return Err(("InvalidSignatureException", message.into()));
     }
     Ok(())
 }
@@ -438,7 +446,7 @@ pub(crate) async fn handle(
         && let Err((error_type, message)) = verify(&credentials, parts, &model, op, body)
     {
         state.rejected_signatures.fetch_add(1, Ordering::SeqCst);
-        return aws_error(StatusCode::FORBIDDEN, error_type, message);
+        return aws_error(StatusCode::FORBIDDEN, error_type, &message);
     }
     let mut settings: Settings = shared.snapshot();
     let directives = Directives::parse(body);

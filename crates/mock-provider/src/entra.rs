@@ -153,10 +153,15 @@ async fn token(state: &EntraState, tenant: &str, body: &[u8]) -> Response<MockBo
     }
     if let Some(status) = *state.fail_status.lock() {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        // Echoes the request (with its client secret), as a careless
+        // endpoint or proxy might: the gateway must not pass it on.
         return oauth_error(
             status,
             "temporarily_unavailable",
-            "AADSTS90033: A transient error has occurred. Please try again.",
+            &format!(
+                "AADSTS90033: A transient error has occurred. Please try again. Request: {}",
+                String::from_utf8_lossy(body)
+            ),
         );
     }
     let Some(app) = state.app.lock().clone() else {

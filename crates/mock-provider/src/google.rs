@@ -18,6 +18,11 @@
 //! - `gemini_call=NAME`: answer with a `functionCall` of `NAME`;
 //! - `gemini_usage=bad` / `gemini_usage=absent`: report ill-typed counts
 //!   (a string, `null`) or no `usageMetadata` at all.
+//!
+//! A `gemini-3*` model signs each `functionCall` part it returns
+//! (`thoughtSignature`) and, as Google does, answers 400 to a request that
+//! sends a model `functionCall` part back without its signature (or with
+//! one it did not issue for that function).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -372,7 +377,11 @@ async fn token(req: &Request<'_>) -> Response<MockBody> {
     }
     if let Some(status) = *google.token_failure.lock() {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = json!({ "error": "internal_failure", "error_description": "mock provider: injected token endpoint failure" });
+        // Echoes the grant it was sent, as a careless endpoint or proxy
+        // might: the gateway must not pass it on.
+        let body = json!({ "error": "internal_failure", "error_description": format!(
+            "{} was refused (mock provider: injected token endpoint failure)",
+            String::from_utf8_lossy(req.body)) });
         return json_response(status, Bytes::from(body.to_string()), None);
     }
     let claims = match verify_grant(google, req.body, &req.token_uri) {
@@ -500,6 +509,10 @@ fn generate(req: &Request<'_>, model: &str, stream: bool) -> Response<MockBody> 
             "mock provider: `contents` is required",
         );
     }
+    let signs = model.starts_with("gemini-3");
+    if signs && let Err(message) = check_thought_signatures(&body) {
+        return google_error(StatusCode::BAD_REQUEST, &message);
+    }
     let d = GoogleDirectives::parse(req.body);
     let settings = req.settings;
     let prompt_chars = text_chars(&body);
@@ -560,10 +573,13 @@ fn generate(req: &Request<'_>, model: &str, stream: bool) -> Response<MockBody> 
         }
         .to_owned()
     });
-    let call_part = d
-        .call
-        .as_ref()
-        .map(|name| json!({ "functionCall": { "name": name, "args": { "city": "Paris" } } }));
+    let call_part = d.call.as_ref().map(|name| {
+        let mut part = json!({ "functionCall": { "name": name, "args": { "city": "Paris" } } });
+        if signs {
+            part["thoughtSignature"] = json!(thought_signature(name));
+        }
+        part
+    });
     if !stream {
         let text = WORD.repeat(tokens as usize);
         let candidates: Vec<Value> = (0..candidates)
@@ -621,6 +637,45 @@ fn generate(req: &Request<'_>, model: &str, stream: bool) -> Response<MockBody> 
         }
     }
     sse_response(events, req, cut_after.is_some())
+}
+
+/// The signature the mock gives a `functionCall` of `name`: opaque base64
+/// as Google's are (with `+`, `/` and `=` in it, so a gateway that mangles
+/// it is caught), and checkable without state.
+fn thought_signature(name: &str) -> String {
+    format!("CiQB+/{}", STANDARD.encode(format!("mock-thought:{name}")))
+}
+
+/// Google's 400 for a Gemini 3 follow-up turn whose model `functionCall`
+/// part lacks the `thoughtSignature` it was returned with.
+fn check_thought_signatures(body: &Value) -> Result<(), String> {
+    let turns = body.get("contents").and_then(Value::as_array);
+    for (i, turn) in turns.into_iter().flatten().enumerate() {
+        if turn.get("role").and_then(Value::as_str) != Some("model") {
+            continue;
+        }
+        let parts = turn.get("parts").and_then(Value::as_array);
+        for (j, part) in parts.into_iter().flatten().enumerate() {
+            let Some(name) = part.pointer("/functionCall/name").and_then(Value::as_str) else {
+                continue;
+            };
+            match part.get("thoughtSignature").and_then(Value::as_str) {
+                Some(s) if s == thought_signature(name) => {}
+                Some(_) => {
+                    return Err(format!(
+                        "Corrupted thought signature in contents[{i}].parts[{j}] (function call `{name}`)."
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call `{name}` , position {}. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details.",
+                        i + 1
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One Google SSE event: `data: {json}` and a blank line, CRLF-framed as

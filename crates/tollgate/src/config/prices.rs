@@ -50,6 +50,18 @@ struct RawEntry {
     /// The provider regions the price holds in (Bedrock); absent: everywhere.
     #[serde(default)]
     regions: Option<Vec<String>>,
+    /// The provider's pricing page this entry was read from; required for
+    /// the cloud providers (`CLOUD_PROVIDERS`), whose prices change per
+    /// region and per model generation and so must be traceable one by one.
+    #[serde(default)]
+    source: Option<String>,
+    /// The day (`YYYY-MM-DD`) the figures were checked against `source`.
+    #[serde(default)]
+    checked: Option<String>,
+    /// Whether every figure was confirmed on `checked`; `false` says so
+    /// plainly rather than passing a remembered figure off as checked.
+    #[serde(default)]
+    verified: Option<bool>,
     /// For people reading the file (tiered prices and the like).
     #[serde(default, rename = "note")]
     _note: Option<String>,
@@ -58,6 +70,47 @@ struct RawEntry {
 struct Entry {
     price: BuiltinPrice,
     regions: Option<Vec<String>>,
+}
+
+/// The providers of the cloud kinds (`gemini`, `vertex`, `bedrock`): every
+/// entry of theirs names its pricing page and the day it was checked.
+const CLOUD_PROVIDERS: [&str; 3] = ["google", "vertex", "bedrock"];
+
+/// Refuses a cloud entry without its pricing page, day checked and mark.
+fn check_cloud_source(entry: &RawEntry) -> Result<(), String> {
+    let id = &entry.id;
+    if !CLOUD_PROVIDERS.contains(&entry.provider.as_str()) {
+        return Ok(());
+    }
+    let source = entry.source.as_deref().unwrap_or("");
+    if !source.starts_with("https://") {
+        return Err(format!(
+            "`{id}`: a `{}` price needs `source`, the https URL of the provider's pricing page",
+            entry.provider
+        ));
+    }
+    let checked = entry.checked.as_deref().unwrap_or("");
+    let is_date = checked.len() == 10
+        && checked.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if !is_date {
+        return Err(format!(
+            "`{id}`: a `{}` price needs `checked`, the day (YYYY-MM-DD) it was read from `source`",
+            entry.provider
+        ));
+    }
+    if entry.verified.is_none() {
+        return Err(format!(
+            "`{id}`: a `{}` price needs `verified` (false when a figure could not be confirmed)",
+            entry.provider
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) struct Table {
@@ -106,6 +159,7 @@ fn parse_table(json: &str) -> Result<Table, String> {
             cache_write_per_mtok: optional(entry.cache_write, "cache_write")?,
             cache_write_1h_per_mtok: optional(entry.cache_write_1h, "cache_write_1h")?,
         };
+        check_cloud_source(&entry)?;
         let index = table.entries.len();
         table.entries.push(Entry {
             price: BuiltinPrice {
@@ -271,6 +325,67 @@ mod tests {
         assert_eq!(haiku3.cache_write_1h_per_mtok, NanoUsd::from_usd(0.50));
         assert_eq!(haiku3.cached_input_per_mtok, NanoUsd::from_usd(0.03));
         assert!(builtin_models("anthropic").all(|m| m.starts_with("claude")));
+    }
+
+    #[test]
+    fn every_cloud_price_names_its_source() {
+        let raw: RawTable = serde_json::from_str(TABLE_JSON).unwrap();
+        let mut cloud = 0;
+        let mut verified = Vec::new();
+        let mut unverified = Vec::new();
+        for entry in &raw.models {
+            if !CLOUD_PROVIDERS.contains(&entry.provider.as_str()) {
+                continue;
+            }
+            cloud += 1;
+            let name = &entry.id;
+            let url = entry.source.as_deref().unwrap();
+            let day = entry.checked.as_deref().unwrap();
+            match entry.verified.unwrap() {
+                true => verified.push(name.as_str()),
+                false => unverified.push(name.as_str()),
+            }
+            let page = match entry.provider.as_str() {
+                "google" => "https://ai.google.dev/gemini-api/docs/pricing",
+                "vertex" => "https://cloud.google.com/vertex-ai/generative-ai/pricing",
+                _ => "https://aws.amazon.com/bedrock/pricing/",
+            };
+            assert_eq!(url, page, "{name}");
+            assert!(day.starts_with("2026-"), "{name}: {day}");
+        }
+        assert!(cloud > 40, "{cloud} cloud entries");
+        // Both kinds of mark are in use: the file does not claim more than
+        // was checked, and what was checked says so.
+        assert!(verified.contains(&"gemini-2.5-flash"));
+        assert!(unverified.contains(&"amazon.titan-embed-text-v2:0"));
+
+        // The loader refuses a cloud entry without its source, date or mark.
+        let entry = |extra: &str| {
+            format!(
+                r#"{{"source":"s","as_of":"d","unit":"u","models":[
+                {{"id":"m","provider":"bedrock","input":1,"output":1,"max_output_tokens":1{extra}}}]}}"#
+            )
+        };
+        let ok = r#","source":"https://aws.amazon.com/bedrock/pricing/","checked":"2026-12-08","verified":false"#;
+        assert!(parse_table(&entry(ok)).is_ok());
+        let no_source = parse_table(&entry(r#","checked":"2026-12-08","verified":true"#));
+        assert!(no_source.err().unwrap().contains("needs `source`"));
+        let not_a_url = parse_table(&entry(
+            r#","source":"from memory","checked":"2026-12-08","verified":true"#,
+        ));
+        assert!(not_a_url.err().unwrap().contains("needs `source`"));
+        let no_date = parse_table(&entry(
+            r#","source":"https://aws.amazon.com/bedrock/pricing/","checked":"lately","verified":true"#,
+        ));
+        assert!(no_date.err().unwrap().contains("needs `checked`"));
+        let no_mark = parse_table(&entry(
+            r#","source":"https://aws.amazon.com/bedrock/pricing/","checked":"2026-12-08""#,
+        ));
+        assert!(no_mark.err().unwrap().contains("needs `verified`"));
+        // The other providers' entries need none of it.
+        let openai = r#"{"source":"s","as_of":"d","unit":"u","models":[
+            {"id":"m","provider":"openai","input":1,"output":1,"max_output_tokens":1}]}"#;
+        assert!(parse_table(openai).is_ok());
     }
 
     #[test]

@@ -276,3 +276,53 @@ fn cloud_provider_keys_are_validated_with_lines_and_no_secret_in_messages() {
     let priced = config.model("c").unwrap().price;
     assert_eq!(priced.input_per_mtok.0, 3_000_000_000);
 }
+
+#[tokio::test]
+async fn a_failing_entra_endpoint_opens_the_circuit_and_traffic_fails_over() {
+    let models = format!(
+        "{MODELS}  - name: azure-both\n    targets: [{{ provider: azure-eu, model: gpt-4o }}, {{ provider: upstream, model: gpt-4o-mini }}]\n    price: {{ input_per_mtok: 1, output_per_mtok: 2 }}\n    max_output_tokens: 1000\n"
+    );
+    let tail = "routing:\n  retries: 0\n  backoff_ms: 1\n  failures_to_trip: 2\n  cooldown_s: 60\n";
+    let h = Harness::start_with_models(
+        MockConfig::default(),
+        &provider(),
+        &models,
+        tail,
+        Arc::new(SystemClock),
+    )
+    .await;
+    h.mock.set_entra_app(Some(app(Duration::from_secs(3600))));
+    h.mock.set_entra_failure(Some(503));
+    let (_, key) = h.key(json!({})).await;
+    let body = json!({"model": "azure-both", "messages": [{"role": "user", "content": "Hi"}]});
+    for _ in 0..2 {
+        let resp = h.chat(&key, &body).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-tollgate-provider"], "upstream");
+    }
+    let asked = h.mock.entra_token_requests();
+    assert!(asked >= 1);
+    // Past the 5 s failure hold of the token cache, the open circuit alone
+    // keeps Entra from being asked: the traffic goes to the healthy target.
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    for _ in 0..20 {
+        let resp = h.chat(&key, &body).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-tollgate-provider"], "upstream");
+        assert_eq!(resp.headers()["x-tollgate-attempts"], "1");
+    }
+    assert_eq!(h.mock.entra_token_requests(), asked, "no grant while open");
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // (`tollgate_circuit_state` is not asserted: the metrics registry is
+    // the process's, and the other tests here also name `azure-eu`.)
+    assert!(!metrics.contains(CLIENT_SECRET));
+}

@@ -352,9 +352,16 @@ async fn a_wrong_secret_is_refused_by_the_provider_and_is_a_502_naming_it() {
         1,
         "the mock checked the signature"
     );
-    // Nothing was generated: nothing billed.
+    // Nothing was generated: nothing billed. The mock's 403 quotes the
+    // canonical request with the session token, as AWS does: it is in no
+    // ledger row and no admin view.
     let rows = h.ledger().await;
     assert_eq!(rows[0].cost.0, 0);
+    let recorded = format!("{rows:?}");
+    assert!(!recorded.contains(TOKEN) && !recorded.contains(wrong));
+    let (_, requests) = h.admin(reqwest::Method::GET, "/admin/requests", None).await;
+    let requests = requests.to_string();
+    assert!(!requests.contains(TOKEN) && !requests.contains(wrong));
 
     // The right secret but a stale session token: refused too.
     h.mock
@@ -691,4 +698,92 @@ async fn claude_natively_through_invoke_model_with_an_anthropic_body() {
             .ends_with("/invoke-with-response-stream")
     );
     assert_eq!(h.mock.bedrock_rejected_signatures(), 0);
+}
+
+#[tokio::test]
+async fn completions_go_through_converse_as_one_turn_streamed_or_not() {
+    let h = start(
+        MockConfig {
+            completion_tokens: 7,
+            ..MockConfig::default()
+        },
+        SECRET,
+        &capped(10.0),
+    )
+    .await;
+    let (_, key) = h.key(json!({})).await;
+    let body = json!({"model": "claude", "prompt": "Hello there, Bedrock", "max_tokens": 3,
+        "stop": ["END"]});
+    let resp = h.post("/v1/completions", &key, &body).await;
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["object"], "text_completion");
+    assert_eq!(answer["choices"][0]["text"], "word word word ");
+    assert_eq!(answer["choices"][0]["finish_reason"], "length");
+    assert_eq!(answer["usage"]["prompt_tokens"], 5);
+    assert_eq!(answer["usage"]["completion_tokens"], 3);
+    let sent = h.mock.last_request().unwrap();
+    assert!(sent.path.ends_with("/converse"), "{}", sent.path);
+    let converse = sent.json().unwrap();
+    assert_eq!(converse["messages"][0]["role"], "user");
+    assert_eq!(
+        converse["messages"][0]["content"][0]["text"],
+        "Hello there, Bedrock"
+    );
+    assert_eq!(converse["inferenceConfig"]["maxTokens"], 3);
+    assert_eq!(converse["inferenceConfig"]["stopSequences"], json!(["END"]));
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let resp = h.post("/v1/completions", &key, &streamed).await;
+    assert_eq!(resp.status(), 200);
+    let data = sse_data(&resp.text().await.unwrap());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
+    assert_eq!(text, "word word word ");
+    let usage = chunks.iter().find(|c| c["usage"].is_object()).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 3);
+    assert!(
+        h.mock
+            .last_request()
+            .unwrap()
+            .path
+            .ends_with("/converse-stream")
+    );
+
+    // A prompt list is one call per prompt elsewhere; here it is refused,
+    // before anything is sent or billed.
+    let calls = h.mock.calls();
+    let list = json!({"model": "claude", "prompt": ["one", "two"], "max_tokens": 3});
+    let (status, code, err) = error_code(h.post("/v1/completions", &key, &list).await).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_request"), "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("one prompt per request")
+    );
+    assert_eq!(h.mock.calls(), calls);
+
+    let rows = h.ledger().await;
+    let billed: Vec<_> = rows.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(billed.len(), 2);
+    for row in billed {
+        assert_eq!((row.prompt_tokens, row.completion_tokens), (5, 3));
+        assert_eq!(row.cost.0, 5 * 1000 + 3 * 2000);
+    }
+    assert!(
+        rows.iter()
+            .filter(|r| r.status == 400)
+            .all(|r| r.cost.0 == 0)
+    );
 }

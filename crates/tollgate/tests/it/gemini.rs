@@ -20,7 +20,7 @@ pub async fn harness() -> Harness {
     let providers = format!(
         "  - name: gem\n    kind: gemini\n    base_url: {{mock}}beta\n    api_key: {GEMINI_KEY}\n    timeout_s: 5\n"
     );
-    let models = "  - name: gflash\n    targets:\n      - provider: gem\n        model: gemini-2.5-flash\n    price: { input_per_mtok: 1.0, output_per_mtok: 2.0 }\n    max_output_tokens: 1000\n  - name: gembed\n    targets:\n      - provider: gem\n        model: gemini-embedding-001\n";
+    let models = "  - name: g3\n    targets:\n      - provider: gem\n        model: gemini-3-flash-preview\n    price: { input_per_mtok: 1.0, output_per_mtok: 2.0 }\n    max_output_tokens: 1000\n  - name: gflash\n    targets:\n      - provider: gem\n        model: gemini-2.5-flash\n    price: { input_per_mtok: 1.0, output_per_mtok: 2.0 }\n    max_output_tokens: 1000\n  - name: gembed\n    targets:\n      - provider: gem\n        model: gemini-embedding-001\n";
     let mock = MockConfig {
         expected_api_key: Some(GEMINI_KEY.to_owned()),
         ..MockConfig::default()
@@ -535,4 +535,165 @@ async fn a_budget_for_exactly_n_requests_holds_under_concurrency_with_streams() 
         assert_eq!(r.cost.0, per_request);
     }
     assert_eq!(spent, per_request * ok as u64);
+}
+
+/// The mock's signature for a call of `name` (`mock-provider/src/google.rs`).
+fn mock_signature(name: &str) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("mock-thought:{name}"));
+    format!("CiQB+/{encoded}")
+}
+
+#[tokio::test]
+async fn a_gemini_3_thought_signature_rides_in_the_tool_call_id_and_goes_back() {
+    let h = harness().await;
+    let (_, key) = h.key(json!({})).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let body = json!({"model": "g3", "tools": tools,
+        "messages": [{"role": "user", "content": "Weather in Paris? [[mock:gemini_call=get_weather]]"}]});
+    let resp = h.chat(&key, &body).await;
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    let call = answer["choices"][0]["message"]["tool_calls"][0].clone();
+    let id = call["id"].as_str().unwrap().to_owned();
+    let signature = mock_signature("get_weather");
+    assert!(
+        id.ends_with(&format!("__thought__{signature}")),
+        "the signature is carried in the id: {id}"
+    );
+
+    // The follow-up turn, the call echoed as an OpenAI client does: the
+    // signature goes back on the functionCall part, the id without it.
+    let follow_up = |call: Value, id: &str| {
+        json!({"model": "g3", "tools": tools, "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": id, "content": "{\"temp_c\": 21}"}]})
+    };
+    let resp = h.chat(&key, &follow_up(call.clone(), &id)).await;
+    assert_eq!(resp.status(), 200);
+    let sent = h.mock.last_request().unwrap().json().unwrap();
+    let part = &sent["contents"][1]["parts"][0];
+    assert_eq!(part["functionCall"]["name"], "get_weather");
+    assert_eq!(part["thoughtSignature"], signature);
+    assert_eq!(
+        sent["contents"][2]["parts"][0]["functionResponse"]["name"],
+        "get_weather"
+    );
+
+    // Without the signature Gemini 3 refuses the turn, as Google does: the
+    // mock is strict, so the round trip above is what made it pass.
+    let bare_id = id.split("__thought__").next().unwrap().to_owned();
+    let mut bare = call.clone();
+    bare["id"] = json!(bare_id);
+    let resp = h.chat(&key, &follow_up(bare, &bare_id)).await;
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("thought_signature"), "{text}");
+
+    // Streamed, the call's id carries the signature too.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let lines = sse_lines(h.chat(&key, &streamed).await).await;
+    let chunk: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(chunk["choices"][0]["delta"]["tool_calls"][0]["id"], id);
+}
+
+#[tokio::test]
+async fn a_gemini_3_tool_loop_through_v1_messages_keeps_the_signature() {
+    let h = harness().await;
+    let (_, key) = h.key(json!({})).await;
+    let messages = |body: Value| {
+        h.http
+            .post(format!("{}/v1/messages", h.url))
+            .header("x-api-key", &key)
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+    };
+    let tools = json!([{"name": "get_weather", "description": "Weather in a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
+    let resp = messages(json!({"model": "g3", "max_tokens": 50, "tools": tools,
+        "messages": [{"role": "user", "content": "Weather? [[mock:gemini_call=get_weather]]"}]}))
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["stop_reason"], "tool_use");
+    let tool_use = body["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "tool_use")
+        .unwrap()
+        .clone();
+    let id = tool_use["id"].as_str().unwrap().to_owned();
+    assert!(id.contains("__thought__"), "{id}");
+
+    let resp = messages(json!({"model": "g3", "max_tokens": 50, "tools": tools, "messages": [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": [tool_use]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "21 C"}]}]}))
+    .await
+    .unwrap();
+    let status = resp.status();
+    assert_eq!(status, 200, "{}", resp.text().await.unwrap());
+    let sent = h.mock.last_request().unwrap().json().unwrap();
+    let part = &sent["contents"][1]["parts"][0];
+    assert_eq!(part["functionCall"]["name"], "get_weather");
+    assert_eq!(part["thoughtSignature"], mock_signature("get_weather"));
+}
+
+#[tokio::test]
+async fn completions_reach_generate_content_as_one_turn_streamed_or_not() {
+    let h = harness().await;
+    let (_, key) = h.key(json!({"budget_usd": 10, "period": "daily"})).await;
+    let body = json!({"model": "gflash", "prompt": "Complete me", "max_tokens": 4, "stop": "\n"});
+    let resp = h.post("/v1/completions", &key, &body).await;
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["object"], "text_completion");
+    assert_eq!(answer["choices"][0]["text"], "word ".repeat(4));
+    assert_eq!(answer["choices"][0]["finish_reason"], "length");
+    assert_eq!(answer["usage"]["completion_tokens"], 4);
+    let sent = h.mock.last_request().unwrap();
+    assert!(sent.path.ends_with(":generateContent"), "{}", sent.path);
+    let sent = sent.json().unwrap();
+    assert_eq!(sent["contents"][0]["role"], "user");
+    assert_eq!(sent["contents"][0]["parts"][0]["text"], "Complete me");
+    assert_eq!(sent["generationConfig"]["maxOutputTokens"], 4);
+    assert_eq!(sent["generationConfig"]["stopSequences"], json!(["\n"]));
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let lines = sse_lines(h.post("/v1/completions", &key, &streamed).await).await;
+    assert_eq!(lines.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
+    assert_eq!(text, "word ".repeat(4));
+    // The client did not ask for usage: it is billed, not shown.
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.get("usage").is_none_or(Value::is_null))
+    );
+
+    let list = json!({"model": "gflash", "prompt": ["a", "b", "c"]});
+    let (status, code, _) = error_code(h.post("/v1/completions", &key, &list).await).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    let rows = h.ledger().await;
+    let ok: Vec<_> = rows.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(ok.len(), 2);
+    assert!(
+        ok.iter()
+            .all(|r| r.completion_tokens == 4 && r.cost.0 == cost(r.prompt_tokens, 4))
+    );
 }

@@ -40,6 +40,15 @@ async fn harness() -> Vertex {
 }
 
 async fn harness_with(setup: impl FnOnce(&mock_provider::MockHandle)) -> Vertex {
+    harness_tail(setup, "", "").await
+}
+
+/// [`harness_with`], with more `models:` entries and a config tail.
+async fn harness_tail(
+    setup: impl FnOnce(&mock_provider::MockHandle),
+    more_models: &str,
+    tail: &str,
+) -> Vertex {
     let (pem, public_key) = key_pair();
     // The mock must be up before the config names its token endpoint, so
     // the credentials file is written in a directory of its own.
@@ -63,7 +72,8 @@ async fn harness_with(setup: impl FnOnce(&mock_provider::MockHandle)) -> Vertex 
         public_key,
     }));
     setup(&mock);
-    let h = harness_on(mock, &providers, models, dir).await;
+    let models = format!("{models}{more_models}");
+    let h = harness_on(mock, &providers, &models, dir, tail).await;
     Vertex { h, pem }
 }
 
@@ -73,11 +83,12 @@ async fn harness_on(
     providers: &str,
     models: &str,
     keep: tempfile::TempDir,
+    tail: &str,
 ) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("tollgate.db").display());
     let with_mock = |s: &str| s.replace("{mock}", &mock.base_url());
-    let yaml = config_yaml(&mock.base_url(), &store, "")
+    let yaml = config_yaml(&mock.base_url(), &store, tail)
         .replacen(
             "providers:\n",
             &format!("providers:\n{}", with_mock(providers)),
@@ -597,4 +608,120 @@ async fn credentials_never_reach_the_logs() {
     assert!(!log.contains("eyJhbGci"), "a JWT is in the log");
     assert!(!log.contains(gemini_key), "the Gemini key is in the log");
     assert!(!log.contains("ya29."), "an access token is in the log");
+}
+
+/// Trips after two failures, and stays open for a minute.
+const TRIP_TWICE: &str =
+    "routing:\n  retries: 0\n  backoff_ms: 1\n  failures_to_trip: 2\n  cooldown_s: 60\n";
+
+#[tokio::test]
+async fn a_failing_token_endpoint_opens_the_circuit_and_traffic_fails_over() {
+    // `vgem` first, then the healthy OpenAI-compatible `upstream`.
+    let both = "  - name: vboth\n    targets:\n      - provider: vtx\n        model: gemini-2.5-flash\n      - provider: upstream\n        model: gpt-4o-mini\n    price: { input_per_mtok: 1.0, output_per_mtok: 2.0 }\n    max_output_tokens: 1000\n";
+    let Vertex { h, pem } =
+        harness_tail(|m| m.set_token_failure(Some(500)), both, TRIP_TWICE).await;
+    let (_, key) = h.key(json!({})).await;
+    // Each request fails on Vertex (the token endpoint) and is answered by
+    // the second target; the second such failure opens vtx's circuit.
+    for _ in 0..2 {
+        let resp = h.chat(&key, &chat("vboth", "Hi")).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-tollgate-provider"], "upstream");
+    }
+    let grants = h.mock.calls_to("/token");
+    assert!(grants >= 1, "{grants}");
+    // Past the token cache's own 3 s hold, an open circuit is what keeps
+    // the token endpoint from being asked again: twenty requests go
+    // straight to the healthy target.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    for _ in 0..20 {
+        let resp = h.chat(&key, &chat("vboth", "Hi")).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-tollgate-provider"], "upstream");
+        assert_eq!(resp.headers()["x-tollgate-attempts"], "1");
+    }
+    assert_eq!(h.mock.calls_to("/token"), grants, "no grant while open");
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    // (`tollgate_circuit_state` is not asserted: the metrics registry is
+    // the process's, and the other tests here also name `vtx`.)
+    let metrics = metrics.text().await.unwrap();
+    let key_line = pem.lines().nth(1).unwrap();
+    assert!(!metrics.contains(key_line));
+}
+
+#[tokio::test]
+async fn a_single_target_with_an_open_circuit_answers_fast() {
+    // A token endpoint that fails slowly (1.5 s per grant).
+    let Vertex { h, .. } = harness_tail(
+        |m| {
+            m.set_token_failure(Some(500));
+            m.set_token_latency(Duration::from_millis(1500));
+        },
+        "",
+        TRIP_TWICE,
+    )
+    .await;
+    let (_, key) = h.key(json!({})).await;
+    let (status, _, err) = error_code(h.chat(&key, &chat("vgem", "Hi")).await).await;
+    assert_eq!(status, 502, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("vtx"));
+    // The failure is held: the next ones (which open the circuit) answer
+    // at once, without another grant.
+    let started = Instant::now();
+    for _ in 0..10 {
+        let (status, code, _) = error_code(h.chat(&key, &chat("vgem", "Hi")).await).await;
+        assert_eq!((status, code.as_str()), (502, "upstream_error"));
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+    assert_eq!(h.mock.calls_to("/token"), 1);
+}
+
+#[tokio::test]
+async fn completions_on_vertex_reach_gemini_and_claude() {
+    let Vertex { h, .. } = harness().await;
+    let (_, key) = h.key(json!({})).await;
+    let body = json!({"model": "vgem", "prompt": "Complete me", "max_tokens": 2});
+    let resp = h.post("/v1/completions", &key, &body).await;
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["object"], "text_completion");
+    assert_eq!(answer["choices"][0]["text"], "word word ");
+    let sent = h.mock.last_request().unwrap();
+    assert!(
+        sent.path.ends_with("gemini-2.5-flash:generateContent"),
+        "{}",
+        sent.path
+    );
+    assert!(bearer(&sent).starts_with("Bearer "));
+
+    let body =
+        json!({"model": "vclaude", "prompt": "Complete me", "max_tokens": 2, "stream": true});
+    let resp = h.post("/v1/completions", &key, &body).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let streamed: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .inspect(|c| assert_eq!(c["object"], "text_completion", "{c}"))
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(streamed, "word word ");
+    let sent = h.mock.last_request().unwrap();
+    assert!(sent.path.ends_with(":streamRawPredict"), "{}", sent.path);
+    assert_eq!(sent.json().unwrap()["max_tokens"], 2);
+    let rows = h.ledger().await;
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r.status == 200 && r.completion_tokens == 2)
+    );
 }

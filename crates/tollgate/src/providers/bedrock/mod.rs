@@ -7,7 +7,7 @@
 //! ([`invoke`], the [`super::claude_native::NativeMessages`] capability).
 //! Embeddings go to Titan and Cohere models through `InvokeModel` ([`embed`]).
 
-mod converse;
+pub(crate) mod converse;
 mod embed;
 pub(crate) mod eventstream;
 pub(crate) mod invoke;
@@ -22,6 +22,7 @@ use http::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::translate::completions;
 use super::upstream::{self, Ctx, path_segment};
 use super::{
     Endpoint, EventStream, NativeApi, NativeCall, Provider, ProviderError, SseEvent, UpstreamCall,
@@ -214,6 +215,14 @@ impl Provider for Bedrock {
             && let Some(family) = embed::Family::of(&model)
         {
             return self.embed(&call, &model, family).await;
+        }
+        // Converse is chat only: a completions prompt goes as one chat
+        // turn, the answer comes back as text (the send is boxed by
+        // `async_trait`, so calling it again here is fine).
+        if call.endpoint == Endpoint::Completions {
+            let call = completions::chat_call(call).map_err(|m| self.ctx.bad_request(&m))?;
+            let answer = self.send(call).await?;
+            return completions::answer(answer).map_err(|m| self.ctx.failed(m));
         }
         if call.endpoint != Endpoint::ChatCompletions {
             return Err(self.ctx.bad_request(&format!(

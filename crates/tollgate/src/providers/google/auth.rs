@@ -146,10 +146,17 @@ impl TokenSource {
         };
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !status.is_success() {
-            // Google's `error` is a plain code (`invalid_grant`); the
-            // description says why, and quotes nothing secret.
-            let code = v.get("error").and_then(Value::as_str).map(clip);
-            let why = v.get("error_description").and_then(Value::as_str).map(clip);
+            // Google's `error` is a plain code (`invalid_grant`), kept only
+            // if it looks like one; its description says why, but an
+            // endpoint (or a proxy before it) may quote the request, so the
+            // grant we sent is cut out before anything is kept.
+            let code = v.get("error").and_then(Value::as_str).filter(|c| {
+                c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            });
+            let why = v
+                .get("error_description")
+                .and_then(Value::as_str)
+                .map(|w| clip(&scrub(w, &assertion)).into_owned());
             return Err(match (code, why) {
                 (Some(c), Some(w)) => format!("answered `{status}`: `{c}`: {w}"),
                 (Some(c), None) => format!("answered `{status}`: `{c}`"),
@@ -215,6 +222,17 @@ fn refresh_after(lifetime: Duration) -> Duration {
 
 /// `application/x-www-form-urlencoded` for the few characters a grant
 /// type holds.
+/// `text` without the JWT `assertion` that was sent, nor any of its three
+/// parts: the whole is a grant good for an hour, and no part of one is ever
+/// quoted back to a client or a log.
+fn scrub(text: &str, assertion: &str) -> String {
+    let mut out = text.replace(assertion, "[redacted]");
+    for part in assertion.split('.').filter(|p| p.len() >= 8) {
+        out = out.replace(part, "[redacted]");
+    }
+    out
+}
+
 fn form_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -229,6 +247,21 @@ fn form_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quoted_grant_is_cut_out_of_an_error() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJhQGIuYyJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
+        let echoed = format!("grant_type=x&assertion={jwt} was refused");
+        let out = scrub(&echoed, jwt);
+        assert_eq!(out, "grant_type=x&assertion=[redacted] was refused");
+        // Any one part, e.g. the signature alone, is cut too.
+        let out = scrub("bad signature c2lnbmF0dXJlLXNpZ25hdHVyZQ", jwt);
+        assert!(!out.contains("c2lnbmF0dXJl"), "{out}");
+        assert_eq!(
+            scrub("Invalid JWT Signature.", jwt),
+            "Invalid JWT Signature."
+        );
+    }
 
     #[test]
     fn tokens_are_replaced_five_minutes_early_or_at_half_their_life() {

@@ -8,7 +8,7 @@
 //! streams and safety blocks into canonical ones.
 
 mod auth;
-mod wire;
+pub(crate) mod wire;
 
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::translate::completions;
 use super::translate::to_anthropic::{self, ChunkTranslator as AnthropicChunks};
 use super::upstream::{self, Ctx};
 use super::{
@@ -45,7 +46,6 @@ pub(crate) struct Google {
     base_url: String,
     /// `None` on AI Studio.
     vertex: Option<Vertex>,
-    kind: &'static str,
 }
 
 impl Google {
@@ -55,7 +55,6 @@ impl Google {
             http,
             base_url: config.base_url.trim_end_matches('/').to_owned(),
             vertex: None,
-            kind: "gemini",
         }
     }
 
@@ -79,7 +78,6 @@ impl Google {
             http,
             base_url: config.base_url.trim_end_matches('/').to_owned(),
             vertex,
-            kind: "vertex",
         }
     }
 
@@ -493,13 +491,18 @@ impl Provider for Google {
                 self.claude(call, &model).await
             }
             Endpoint::ChatCompletions => self.chat(call, &model).await,
+            // Gemini and Claude on Vertex have no completions API: the
+            // prompt goes as one chat turn, the answer comes back as text.
+            Endpoint::Completions => {
+                let call = completions::chat_call(call).map_err(|m| self.ctx.bad_request(&m))?;
+                let answer = if self.vertex.is_some() && is_claude(&model) {
+                    self.claude(call, &model).await?
+                } else {
+                    self.chat(call, &model).await?
+                };
+                completions::answer(answer).map_err(|m| self.ctx.failed(m))
+            }
             Endpoint::Embeddings => self.embeddings(call, &model).await,
-            other => Err(self.ctx.bad_request(&format!(
-                "`/v1{}` is not supported by provider `{}` (kind `{}`): use `/v1/chat/completions`",
-                other.path(),
-                self.ctx.provider,
-                self.kind
-            ))),
         }
     }
 }

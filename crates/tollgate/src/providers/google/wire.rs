@@ -311,10 +311,35 @@ fn function_call(call: &Value) -> Result<(Option<String>, Value), String> {
         })?
     };
     let id = call.get("id").and_then(Value::as_str).map(str::to_owned);
-    Ok((
-        id,
-        json!({ "functionCall": { "name": name, "args": args } }),
-    ))
+    let mut part = json!({ "functionCall": { "name": name, "args": args } });
+    // Gemini 3 refuses a follow-up turn whose function call lost the
+    // signature it came with; it travels inside the id (see `call_id`).
+    if let Some((_, signature)) = id.as_deref().and_then(|id| id.split_once(THOUGHT_SEP))
+        && !signature.is_empty()
+    {
+        part["thoughtSignature"] = json!(signature);
+    }
+    Ok((id, part))
+}
+
+/// Between a tool call's id and the Gemini `thoughtSignature` it carries:
+/// OpenAI and Anthropic clients echo a tool call's id back verbatim but
+/// drop fields they do not know, so the id is the one place the signature
+/// survives the round trip (LiteLLM's convention, so ids stay compatible).
+pub(crate) const THOUGHT_SEP: &str = "__thought__";
+
+/// The OpenAI id of a Gemini `functionCall` part: Google's id (or one made
+/// up from the index and name), with the part's `thoughtSignature` after
+/// [`THOUGHT_SEP`] when it has one.
+fn call_id(part: &Value, call: &Value, index: usize, name: &str) -> String {
+    let id = call
+        .get("id")
+        .and_then(Value::as_str)
+        .map_or_else(|| format!("call_{index}_{}", clip(name)), str::to_owned);
+    match part.get("thoughtSignature").and_then(Value::as_str) {
+        Some(signature) if !signature.is_empty() => format!("{id}{THOUGHT_SEP}{signature}"),
+        _ => id,
+    }
 }
 
 /// OpenAI function tool → Gemini `functionDeclaration`.
@@ -432,10 +457,7 @@ fn candidate_parts(candidate: &Value, first_call_index: usize) -> (String, Vec<V
             let index = first_call_index + calls.len();
             let name = call.get("name").and_then(Value::as_str).unwrap_or_default();
             let args = call.get("args").cloned().unwrap_or_else(|| json!({}));
-            let id = call
-                .get("id")
-                .and_then(Value::as_str)
-                .map_or_else(|| format!("call_{index}_{}", clip(name)), str::to_owned);
+            let id = call_id(part, call, index, name);
             calls.push(json!({ "index": index, "id": id, "type": "function",
                 "function": { "name": name, "arguments": args.to_string() } }));
         }

@@ -4,6 +4,7 @@
 mod anthropic;
 mod mock;
 mod openai;
+mod recorded;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -10,6 +10,7 @@
 //! tool choice, usage) is written once, here, as a pair of functions next to
 //! each other, and both directions use it.
 
+pub mod completions;
 pub mod from_anthropic;
 pub mod responses;
 pub mod to_anthropic;
