@@ -228,6 +228,9 @@ pub struct TeamsCreateArgs {
     /// Models (or globs) the team may use, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub models: Option<Vec<String>>,
+    /// The team's requests skip the response cache.
+    #[arg(long)]
+    pub no_cache: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -669,6 +672,9 @@ async fn teams(client: &Client, cmd: TeamsCommand, out: &mut dyn Write) -> Resul
                 if let Some(models) = &a.models {
                     obj.insert("models".into(), json!(models));
                 }
+                if a.no_cache {
+                    obj.insert("cache".into(), json!(false));
+                }
             }
             let team = client
                 .send(Method::POST, "/admin/teams", &[], Some(body))
@@ -677,7 +683,11 @@ async fn teams(client: &Client, cmd: TeamsCommand, out: &mut dyn Write) -> Resul
                 return print_json(out, &team);
             }
             writeln!(out, "created team {}", text(&team, "id"))?;
-            print_details(out, &team, &["policies", "budget_usd", "period", "models"])?;
+            print_details(
+                out,
+                &team,
+                &["policies", "budget_usd", "period", "models", "cache"],
+            )?;
         }
     }
     Ok(())

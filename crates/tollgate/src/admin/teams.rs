@@ -28,6 +28,13 @@ pub(crate) struct CreateTeam {
     budget_usd: Option<f64>,
     period: Option<Period>,
     models: Option<Vec<String>>,
+    /// `false`: the team's requests skip the response cache (SPEC §9).
+    #[serde(default = "yes")]
+    cache: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Fields left out stay as they are; `null` clears `budget_usd` (and with
@@ -41,6 +48,7 @@ pub(crate) struct PatchTeam {
     period: Option<Period>,
     #[serde(default, deserialize_with = "nullable")]
     models: Option<Option<Vec<String>>>,
+    cache: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,6 +61,8 @@ pub(crate) struct TeamView {
     budget_usd: Option<f64>,
     period: Option<Period>,
     models: Option<Vec<String>>,
+    /// Whether the team's requests use the response cache.
+    cache: bool,
     created_at: Option<DateTime<Utc>>,
 }
 
@@ -66,6 +76,7 @@ impl TeamView {
             budget_usd: None,
             period: None,
             models: t.models.clone(),
+            cache: t.cache,
             created_at: None,
         }
     }
@@ -79,6 +90,7 @@ impl TeamView {
             budget_usd: t.budget.map(|b| b.as_usd()),
             period: t.period,
             models: t.models,
+            cache: t.cache,
             created_at: Some(t.created_at),
         }
     }
@@ -130,6 +142,7 @@ pub(crate) async fn create(
         period,
         models: body.models,
         created_at: now(&state),
+        cache: body.cache,
     };
     state.store.create_team(&rec).await.map_err(store_error)?;
     // This node may hold the id as "no such API team" (a team deleted and
@@ -216,6 +229,9 @@ pub(crate) async fn patch(
     };
     rec.budget = new_budget;
     rec.period = new_period;
+    if let Some(cache) = body.cache {
+        rec.cache = cache;
+    }
     let updated = state.store.update_team(&rec).await.map_err(store_error)?;
     // Other nodes re-read the team within `KeyCache::FRESHNESS`; this one
     // at once.

@@ -158,6 +158,9 @@ fn directives(headers: &HeaderMap) -> Directives {
 /// One request's question to the cache.
 pub struct Question<'a> {
     pub team: &'a str,
+    /// The team is an API team that opted out (`cache: false` on
+    /// `/admin/teams`); config teams say so in the config.
+    pub team_opted_out: bool,
     /// The ingress's name in the key, `None` for requests the cache does
     /// not know how to serve (never cached).
     pub ingress: Option<&'static str>,
@@ -179,7 +182,7 @@ pub async fn lookup(
     let (Some(_), Some(ingress)) = (config.cache, q.ingress) else {
         return (Mark::Off, None);
     };
-    if config.team(q.team).is_some_and(|t| !t.cache) {
+    if q.team_opted_out || config.team(q.team).is_some_and(|t| !t.cache) {
         return (Mark::Skip(None), None);
     }
     let d = directives(q.headers);

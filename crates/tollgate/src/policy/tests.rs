@@ -192,6 +192,7 @@ async fn store_key(env: &Env, k: &KeyRecord) {
         period: None,
         models: None,
         created_at: start(),
+        cache: true,
     };
     if env.store.get_team(&k.team).await.unwrap().is_none() {
         env.store.create_team(&t).await.unwrap();
@@ -1445,6 +1446,7 @@ async fn model_access_every_glob_set_must_allow() {
         period: None,
         models: Some(vec!["claude-3-5-haiku-2*".into()]),
         created_at: start(),
+        cache: true,
     };
     let who = Subject {
         key: &k,

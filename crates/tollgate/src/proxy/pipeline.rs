@@ -232,6 +232,7 @@ async fn proxy(
         .check_model_access(config, &who, &model.name)?;
     let question = cache::Question {
         team: books.key.team.as_str(),
+        team_opted_out: books.team.as_ref().is_some_and(|t| !t.cache),
         ingress: ingress.cache_name(),
         endpoint,
         model: &model.name,

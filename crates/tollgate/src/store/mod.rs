@@ -59,6 +59,14 @@ pub struct TeamRecord {
     /// Model globs; `None` means every model.
     pub models: Option<Vec<String>>,
     pub created_at: DateTime<Utc>,
+    /// `false`: the team opted out of the response cache (SPEC §9), as a
+    /// config team does with `cache: false`.
+    #[serde(default = "cache_on")]
+    pub cache: bool,
+}
+
+fn cache_on() -> bool {
+    true
 }
 
 /// A virtual key. The secret itself is never stored: only its SHA-256.

@@ -95,6 +95,7 @@ fn team_from_row(row: &PgRow) -> Result<TeamRecord, StoreError> {
         budget: opt_nano(get(row, "budget")?, "teams.budget")?,
         period: period_from(get(row, "period")?)?,
         models: opt_from_json(get(row, "models")?, "teams.models")?,
+        cache: get(row, "cache")?,
         created_at: get(row, "created_at")?,
     })
 }
@@ -259,7 +260,7 @@ mod console;
 impl Store for PostgresStore {
     async fn create_team(&self, team: &TeamRecord) -> Result<(), StoreError> {
         let result = sqlx::query(
-            "INSERT INTO teams (id, policies, budget, period, models, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO teams (id, policies, budget, period, models, created_at, cache) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(team.id.as_str())
         .bind(json_text(&team.policies, "policies")?)
@@ -267,6 +268,7 @@ impl Store for PostgresStore {
         .bind(period_text(team.period))
         .bind(opt_json_text(team.models.as_ref(), "models")?)
         .bind(ms(team.created_at))
+        .bind(team.cache)
         .execute(&self.pool)
         .await;
         match result {
@@ -280,7 +282,7 @@ impl Store for PostgresStore {
 
     async fn get_team(&self, id: &TeamId) -> Result<Option<TeamRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, policies, budget, period, models, created_at FROM teams WHERE id = $1",
+            "SELECT id, policies, budget, period, models, created_at, cache FROM teams WHERE id = $1",
         )
         .bind(id.as_str())
         .fetch_optional(&self.pool)
@@ -291,7 +293,7 @@ impl Store for PostgresStore {
 
     async fn list_teams(&self) -> Result<Vec<TeamRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, policies, budget, period, models, created_at FROM teams ORDER BY id",
+            "SELECT id, policies, budget, period, models, created_at, cache FROM teams ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await
@@ -301,12 +303,13 @@ impl Store for PostgresStore {
 
     async fn update_team(&self, team: &TeamRecord) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE teams SET policies = $1, budget = $2, period = $3, models = $4 WHERE id = $5",
+            "UPDATE teams SET policies = $1, budget = $2, period = $3, models = $4, cache = $5 WHERE id = $6",
         )
         .bind(json_text(&team.policies, "policies")?)
         .bind(opt_money(team.budget, "budget")?)
         .bind(period_text(team.period))
         .bind(opt_json_text(team.models.as_ref(), "models")?)
+        .bind(team.cache)
         .bind(team.id.as_str())
         .execute(&self.pool)
         .await

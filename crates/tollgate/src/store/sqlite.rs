@@ -127,6 +127,7 @@ fn team_from_row(row: &SqliteRow) -> Result<TeamRecord, StoreError> {
         budget: opt_nano(get(row, "budget")?, "teams.budget")?,
         period: period_from(get(row, "period")?)?,
         models: opt_from_json(get(row, "models")?, "teams.models")?,
+        cache: get(row, "cache")?,
         created_at: from_ms(get(row, "created_at")?, "teams.created_at")?,
     })
 }
@@ -295,7 +296,7 @@ mod console;
 impl Store for SqliteStore {
     async fn create_team(&self, team: &TeamRecord) -> Result<(), StoreError> {
         let result = sqlx::query(
-            "INSERT INTO teams (id, policies, budget, period, models, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO teams (id, policies, budget, period, models, created_at, cache) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(team.id.as_str())
         .bind(json_text(&team.policies, "policies")?)
@@ -303,6 +304,7 @@ impl Store for SqliteStore {
         .bind(period_text(team.period))
         .bind(opt_json_text(team.models.as_ref(), "models")?)
         .bind(ms(team.created_at))
+        .bind(team.cache)
         .execute(&self.pool)
         .await;
         match result {
@@ -316,7 +318,7 @@ impl Store for SqliteStore {
 
     async fn get_team(&self, id: &TeamId) -> Result<Option<TeamRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, policies, budget, period, models, created_at FROM teams WHERE id = ?",
+            "SELECT id, policies, budget, period, models, created_at, cache FROM teams WHERE id = ?",
         )
         .bind(id.as_str())
         .fetch_optional(&self.pool)
@@ -327,7 +329,7 @@ impl Store for SqliteStore {
 
     async fn list_teams(&self) -> Result<Vec<TeamRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, policies, budget, period, models, created_at FROM teams ORDER BY id",
+            "SELECT id, policies, budget, period, models, created_at, cache FROM teams ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await
@@ -337,12 +339,13 @@ impl Store for SqliteStore {
 
     async fn update_team(&self, team: &TeamRecord) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE teams SET policies = ?, budget = ?, period = ?, models = ? WHERE id = ?",
+            "UPDATE teams SET policies = ?, budget = ?, period = ?, models = ?, cache = ? WHERE id = ?",
         )
         .bind(json_text(&team.policies, "policies")?)
         .bind(opt_money(team.budget, "budget")?)
         .bind(period_text(team.period))
         .bind(opt_json_text(team.models.as_ref(), "models")?)
+        .bind(team.cache)
         .bind(team.id.as_str())
         .execute(&self.pool)
         .await

@@ -28,6 +28,8 @@ fn team(id: &str) -> TeamRecord {
         period: Some(Period::Daily),
         models: Some(vec!["gpt-4o*".into()]),
         created_at: t("2026-01-01T00:00:00.123Z"),
+        // Not the default: the round trips show the column is kept.
+        cache: false,
     }
 }
 

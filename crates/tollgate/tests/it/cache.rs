@@ -646,3 +646,81 @@ async fn hits_take_no_token_allowance() {
     }
     assert_eq!(h.mock.calls(), 1);
 }
+
+/// An API team opts out with `cache: false` like a config team (SPEC §9):
+/// no lookup and no store while it is off; PATCH turns it on and off, and
+/// the store keeps it.
+#[tokio::test]
+async fn an_api_team_with_cache_false_gets_no_hits_and_patch_toggles_it() {
+    let h = Harness::start(ON).await;
+    let (status, team) = h
+        .admin(
+            reqwest::Method::POST,
+            "/admin/teams",
+            Some(json!({"id": "api-private", "cache": false})),
+        )
+        .await;
+    assert_eq!(status, 201, "{team}");
+    assert_eq!(team["cache"], false, "{team}");
+    let (_, key) = h.key(json!({"team": "api-private"})).await;
+    let body = chat_body("private answer");
+    for _ in 0..2 {
+        assert_eq!(chat(&h, &key, &body).await.1.as_deref(), Some("skip"));
+    }
+    assert_eq!(h.mock.calls(), 2, "no hit while it is off");
+
+    let (status, team) = h
+        .admin(
+            reqwest::Method::PATCH,
+            "/admin/teams/api-private",
+            Some(json!({"cache": true})),
+        )
+        .await;
+    assert_eq!((status, &team["cache"]), (200, &json!(true)), "{team}");
+    let (_, got) = h
+        .admin(reqwest::Method::GET, "/admin/teams/api-private", None)
+        .await;
+    assert_eq!(got["cache"], true, "{got}");
+    assert_eq!(chat(&h, &key, &body).await.1.as_deref(), Some("miss"));
+    assert_eq!(chat(&h, &key, &body).await.1.as_deref(), Some("hit"));
+    assert_eq!(h.mock.calls(), 3);
+
+    // Off again: the stored answer is not looked up.
+    let (status, _) = h
+        .admin(
+            reqwest::Method::PATCH,
+            "/admin/teams/api-private",
+            Some(json!({"cache": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(chat(&h, &key, &body).await.1.as_deref(), Some("skip"));
+    assert_eq!(h.mock.calls(), 4);
+    // A team made without the field uses the cache.
+    let (_, team) = h
+        .admin(
+            reqwest::Method::POST,
+            "/admin/teams",
+            Some(json!({"id": "api-default"})),
+        )
+        .await;
+    assert_eq!(team["cache"], true, "{team}");
+    let (status, err) = h
+        .admin(
+            reqwest::Method::PATCH,
+            "/admin/teams/api-default",
+            Some(json!({"cache": "no"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    h.settled().await;
+    let labels: Vec<Option<String>> = h.ledger().await.into_iter().map(|r| r.cache).collect();
+    assert_eq!(
+        labels
+            .iter()
+            .filter(|l| l.as_deref() == Some("hit"))
+            .count(),
+        1,
+        "{labels:?}"
+    );
+}

@@ -416,3 +416,25 @@ fn a_short_write_is_retried_whole_so_the_next_record_stays_readable() {
     assert_eq!(ids, ["r1", "r2", "r3"]);
     assert_eq!(replayed.torn, 1);
 }
+
+/// A retry after a lost attempt journals the request again with both
+/// reservations (`proxy::pipeline::Rereserve`): a crash before the old
+/// admission's record is gone bills the larger, in either order.
+#[tokio::test]
+async fn a_retrys_admission_with_both_reservations_wins_over_the_first() {
+    let dir = Dir::new();
+    let store = dir.store().await;
+    let mut records = admitted("r1", 5_000);
+    records.extend(admitted("r1", 10_000));
+    records.extend(admitted("r2", 10_000));
+    records.extend(admitted("r2", 5_000));
+    records.extend(admitted("r3", 10_000));
+    records.extend(settled(&row("r3", 6_000)));
+    dir.segment("gone", 0, &records);
+    let (_journal, replayed) = Journal::open(&dir.journal(), store.as_ref()).await.unwrap();
+    assert_eq!((replayed.requests, replayed.unsettled), (3, 2));
+    let rows = ledger(store.as_ref()).await;
+    assert_eq!(find(&rows, "r1").cost, NanoUsd(10_000));
+    assert_eq!(find(&rows, "r2").cost, NanoUsd(10_000));
+    assert_eq!(find(&rows, "r3").cost, NanoUsd(6_000), "settled wins");
+}
