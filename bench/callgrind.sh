@@ -7,6 +7,7 @@
 #   bench/callgrind.sh                      # N=2000, all three configs
 #   N=500 CONFIGS=policy bench/callgrind.sh
 #   BIN=/path/to/release bench/callgrind.sh # another build (a baseline)
+#   VALGRIND=0 bench/callgrind.sh           # no valgrind: Redis commands only
 #
 # Needs release binaries with line tables:
 #   CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release \
@@ -22,7 +23,7 @@ BIN="${BIN:-$ROOT/target/release}"
 N="${N:-2000}"
 WARMUP="${WARMUP:-200}"
 CONFIGS="${CONFIGS:-plain,policy,policy-redis}"
-REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+VALGRIND="${VALGRIND:-1}"
 ADMIN_KEY="cg-admin-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 UPSTREAM_KEY="sk-cg-upstream-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 OUT="$ROOT/bench/results/callgrind-$(date -u +%Y%m%dT%H%M%SZ)"
@@ -45,8 +46,15 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 redis_cmds() {
   # Total calls of every command (EVALSHA counts once; the redis.call inside
   # scripts are counted under their own names).
-  redis-cli -u "$REDIS_URL" info commandstats | tr -d '\r' | awk -F'[:=,]' '/^cmdstat_/ {print $1, $3}'
+  redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' | awk -F'[:=,]' '/^cmdstat_/ {print $1, $3}'
 }
+
+# A Redis of our own: the machine's is shared, and its command counts with it.
+REDIS_PORT="$(free_port)"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis.log" 2>&1 &
+PIDS+=("$!")
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 "$BIN/mock-provider" --listen 127.0.0.1:0 --api-key "$UPSTREAM_KEY" >"$OUT/mock.log" 2>&1 &
 MOCK_PID=$!; PIDS+=("$MOCK_PID")
@@ -116,9 +124,10 @@ for cfg in "${configs[@]}"; do
   write_config "$dir/tollgate.yaml" "$port" "$counters"
   # Instrumentation off until the warm-up is done: start-up (migrations,
   # tokenizer tables) is not per-request cost.
+  vg=()
+  [[ $VALGRIND == 1 ]] && vg=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/$cfg.out")
   (cd "$dir" && TOLLGATE_ADMIN_KEY="$ADMIN_KEY" CG_UPSTREAM_KEY="$UPSTREAM_KEY" \
-     exec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/$cfg.out" \
-       "$BIN/tollgate" serve --config "$dir/tollgate.yaml" >"$dir/gateway.log" 2>&1) &
+     exec "${vg[@]}" "$BIN/tollgate" serve --config "$dir/tollgate.yaml" >"$dir/gateway.log" 2>&1) &
   pid=$!; PIDS+=("$pid")
   for _ in $(seq 1 600); do
     curl -fsS -o /dev/null "$url/healthz" 2>/dev/null && break
@@ -130,19 +139,23 @@ for cfg in "${configs[@]}"; do
   [[ -n "$key" ]] || { echo "callgrind.sh: no key for $cfg" >&2; exit 1; }
   "$BIN/tollgate-bench" --url "$url/v1/chat/completions" -H "Authorization: Bearer $key" \
     -c 1 -n "$WARMUP" --timeout-s 60 --json >"$OUT/$cfg-warmup.json"
-  callgrind_control -i on "$pid" >/dev/null
+  sleep 1
+  [[ $VALGRIND == 1 ]] && callgrind_control -i on "$pid" >/dev/null
   [[ $counters == memory ]] || redis_cmds >"$OUT/$cfg-redis-before.txt"
   "$BIN/tollgate-bench" --url "$url/v1/chat/completions" -H "Authorization: Bearer $key" \
-    -c 1 -n "$N" --timeout-s 60 --json >"$OUT/$cfg-load.json"
+    -c 1 -n "$N" --warmup 0 --timeout-s 60 --json >"$OUT/$cfg-load.json"
   # Settlements run just after each answer: let the last ones land.
   sleep 2
   [[ $counters == memory ]] || redis_cmds >"$OUT/$cfg-redis-after.txt"
-  callgrind_control -i off "$pid" >/dev/null
+  [[ $VALGRIND == 1 ]] && callgrind_control -i off "$pid" >/dev/null
   ok="$(jq '.ok' "$OUT/$cfg-load.json")"
   stop_pid "$pid"
-  total="$(callgrind_annotate "$OUT/$cfg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')"
-  callgrind_annotate --inclusive=yes "$OUT/$cfg.out" >"$OUT/$cfg.annotate-inclusive.txt" 2>/dev/null || true
-  callgrind_annotate "$OUT/$cfg.out" >"$OUT/$cfg.annotate.txt" 2>/dev/null || true
+  total=0
+  [[ $VALGRIND == 1 ]] && total="$( (callgrind_annotate "$OUT/$cfg.out" 2>/dev/null || true) | awk '/PROGRAM TOTALS/ && !done {gsub(",", "", $1); print $1; done = 1}')"
+  if [[ $VALGRIND == 1 ]]; then
+    callgrind_annotate --inclusive=yes "$OUT/$cfg.out" >"$OUT/$cfg.annotate-inclusive.txt" 2>/dev/null || true
+    callgrind_annotate "$OUT/$cfg.out" >"$OUT/$cfg.annotate.txt" 2>/dev/null || true
+  fi
   line="$cfg: $ok ok of $N; $total instructions; $((total / N)) instructions/request"
   if [[ $counters != memory ]]; then
     redis_line="$(join -a1 -e0 -o 0,1.2,2.2 <(sort "$OUT/$cfg-redis-after.txt") <(sort "$OUT/$cfg-redis-before.txt") \
