@@ -21,12 +21,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{AdminKey, KeyCache, key};
 use crate::busy_poll::BusyPoll;
-use crate::cli::ServeOptions;
 use crate::config::{self, Config, CountersConfig};
 use crate::counters::Counters;
 use crate::error::ApiError;
 use crate::policy::PolicyEngine;
 use crate::providers::{self, Provider};
+use crate::server::ServeOptions;
 use crate::shard::Shards;
 use crate::state::{AppState, Runtime, SharedState};
 use crate::store::ledger::{LedgerHandle, LedgerOptions, LedgerWriter};

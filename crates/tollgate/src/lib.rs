@@ -19,6 +19,7 @@ pub mod policy;
 pub mod providers;
 pub mod proxy;
 pub mod routing;
+pub mod server;
 pub mod shard;
 pub mod state;
 pub mod store;
