@@ -269,6 +269,41 @@ async fn every_mutation_needs_the_session_csrf_token() {
 }
 
 #[tokio::test]
+async fn a_team_created_through_the_form_can_opt_out_of_the_cache() {
+    let h = Harness::start("").await;
+    let (s, _) = login(&h.url).await;
+    let csrf = s.csrf().await;
+    for (id, no_cache) in [("cached", None), ("uncached", Some("on"))] {
+        let mut form = vec![("csrf", csrf.as_str()), ("id", id)];
+        form.extend(no_cache.map(|v| ("no_cache", v)));
+        let (status, page) = s.post("/ui/teams", &form).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(page.contains(&format!("Team `{id}` created.")), "{page}");
+    }
+    let (_, on) = h.admin(Method::GET, "/admin/teams/cached", None).await;
+    assert_eq!(on["cache"], true, "{on}");
+    let (_, off) = h.admin(Method::GET, "/admin/teams/uncached", None).await;
+    assert_eq!(off["cache"], false, "{off}");
+    let (_, page) = s.get("/ui/teams").await;
+    let row = between(&page, "data-team=\"uncached\"", "</tr>");
+    assert!(row.contains("<td>off</td>"), "{row}");
+    let row = between(&page, "data-team=\"cached\"", "</tr>");
+    assert!(row.contains("<td>on</td>"), "{row}");
+    // The audit row records the opt-out as the change it made.
+    let (_, audit) = h
+        .admin(Method::GET, "/admin/audit?action=team.create", None)
+        .await;
+    assert!(
+        audit["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["target"] == "team:uncached" && r["change"]["cache"] == false),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
 async fn keys_are_created_revealed_once_rotated_and_revoked_through_forms() {
     let h = Harness::start("").await;
     let (s, _) = login(&h.url).await;

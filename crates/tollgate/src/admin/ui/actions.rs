@@ -96,6 +96,10 @@ pub(crate) async fn create_team(user: UiUser, source: Source, body: Bytes) -> Re
         return csrf_rejected();
     }
     let mut change = body_of(&fields, &["id", "budget_usd", "period"]);
+    // An unchecked box is absent from the form: only a checked one opts out.
+    if fields.get("no_cache").is_some_and(|v| v == "on") {
+        change.insert("cache".into(), json!(false));
+    }
     let target = format!("team:{}", fields.get("id").map_or("", |s| s.trim()));
     let result = async {
         money_field(&mut change)?;

@@ -327,6 +327,8 @@ pub(crate) struct TeamRow {
     policies: String,
     budget: String,
     models: String,
+    /// `on`, or `off` for a team whose requests skip the response cache.
+    cache: &'static str,
     keys: usize,
     spend: String,
 }
@@ -398,6 +400,11 @@ pub(crate) async fn teams_page(user: &UiUser, flash: Option<Flash>) -> Response 
                     read_only: t["read_only"].as_bool().unwrap_or(true),
                     policies: list_text(&t, "policies", "—"),
                     models: list_text(&t, "models", "all"),
+                    cache: if t["cache"].as_bool().unwrap_or(true) {
+                        "on"
+                    } else {
+                        "off"
+                    },
                     budget,
                     id,
                 }
