@@ -11,8 +11,8 @@
 use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
-use tiktoken_rs::CoreBPE;
 
+use super::estimate_bpe::Bpe;
 use crate::config::ModelConfig;
 use crate::providers::Endpoint;
 
@@ -174,18 +174,19 @@ pub(crate) fn image_tokens(model: &ModelConfig, provider_model: &str) -> u64 {
     }
 }
 
-fn bpe(counter: Counter) -> Option<&'static CoreBPE> {
-    static O200K: OnceLock<Option<CoreBPE>> = OnceLock::new();
-    static CL100K: OnceLock<Option<CoreBPE>> = OnceLock::new();
+/// Each family is loaded the first time a configured model needs it.
+fn bpe(counter: Counter) -> Option<&'static Bpe> {
+    static O200K: OnceLock<Option<Bpe>> = OnceLock::new();
+    static CL100K: OnceLock<Option<Bpe>> = OnceLock::new();
     let cell = match counter {
-        Counter::O200k => O200K.get_or_init(|| load(tiktoken_rs::o200k_base())),
-        Counter::Cl100k => CL100K.get_or_init(|| load(tiktoken_rs::cl100k_base())),
+        Counter::O200k => O200K.get_or_init(|| load(Bpe::o200k())),
+        Counter::Cl100k => CL100K.get_or_init(|| load(Bpe::cl100k())),
         Counter::Bytes => return None,
     };
     cell.as_ref()
 }
 
-fn load(loaded: anyhow::Result<CoreBPE>) -> Option<CoreBPE> {
+fn load(loaded: Result<Bpe, String>) -> Option<Bpe> {
     loaded
         .inspect_err(|e| tracing::error!(error = %e, "cannot load a BPE table; counting UTF-8 bytes instead"))
         .ok()
@@ -199,7 +200,7 @@ fn count(counter: Counter, text: &str) -> u64 {
         // Special-token text such as `<|endoftext|>` in a prompt is encoded
         // as ordinary text by the API, which is what `encode_ordinary` does.
         Some(bpe) if text.len() <= BPE_MAX_BYTES && !has_long_letter_run(text) => {
-            bpe.encode_ordinary(text).len() as u64
+            bpe.count(text).unwrap_or(text.len() as u64)
         }
         _ => text.len() as u64,
     }

@@ -6,6 +6,7 @@
 
 mod alerts;
 pub mod estimate;
+mod estimate_bpe;
 pub mod estimate_native;
 mod messages;
 mod resolve;
