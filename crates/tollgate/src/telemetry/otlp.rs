@@ -483,4 +483,61 @@ mod tests {
         assert_eq!(exporter.dropped(), 6, "a queue of 4 keeps 4 of 10");
         drop(listener);
     }
+
+    #[test]
+    fn a_record_encodes_as_the_otlp_span_it_describes() {
+        let mut r = span();
+        r.parent = Some([3; 8]);
+        r.status = 502;
+        r.error_code = Some("upstream_error".into());
+        r.would_reject = vec!["budget:budget_exceeded".into()];
+        let resource = Resource {
+            attributes: vec![string_kv("service.name", "svc".into())],
+            ..Default::default()
+        };
+        let body = encode(&resource, &[r]);
+        let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        let rs = &req.resource_spans[0];
+        assert_eq!(
+            rs.resource.as_ref().unwrap().attributes[0].key,
+            "service.name"
+        );
+        let scope = &rs.scope_spans[0];
+        assert_eq!(scope.scope.as_ref().unwrap().name, "tollgate");
+        let s = &scope.spans[0];
+        assert_eq!(s.trace_id, vec![1; 16]);
+        assert_eq!(s.span_id, vec![2; 8]);
+        assert_eq!(s.parent_span_id, vec![3; 8]);
+        assert_eq!(s.name, "chat test");
+        assert_eq!(s.kind, SpanKind::Server as i32);
+        // Sampled, and a remote parent.
+        assert_eq!(s.flags, 0x1 | 0x100 | 0x200);
+        let status = s.status.as_ref().unwrap();
+        assert_eq!(status.code, StatusCode::Error as i32);
+        assert_eq!(status.message, "upstream_error");
+        let keys: Vec<&str> = s.attributes.iter().map(|a| a.key.as_str()).collect();
+        for key in [
+            "gen_ai.operation.name",
+            "gen_ai.request.model",
+            "http.response.status_code",
+            "tollgate.request_id",
+            "error.type",
+            "tollgate.shadow.would_reject",
+        ] {
+            assert!(keys.contains(&key), "{key} in {keys:?}");
+        }
+        assert!(s.end_time_unix_nano >= s.start_time_unix_nano);
+        assert!(s.start_time_unix_nano > 0);
+    }
+
+    #[test]
+    fn a_new_trace_has_no_parent_and_a_4xx_is_not_an_error() {
+        let mut r = span();
+        r.status = 402;
+        r.error_code = Some("budget_exceeded".into());
+        let s = to_proto(&r);
+        assert!(s.parent_span_id.is_empty());
+        assert_eq!(s.flags, 0x1 | 0x100);
+        assert_eq!(s.status.unwrap().code, StatusCode::Unset as i32);
+    }
 }
