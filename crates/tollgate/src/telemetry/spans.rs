@@ -87,7 +87,10 @@ pub(crate) struct TraceId(pub [u8; 16]);
 
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        let mut hex = [0u8; 32];
+        // Cannot fail: the buffer is exactly twice the id's length.
+        let _ = hex::encode_to_slice(self.0, &mut hex);
+        f.write_str(std::str::from_utf8(&hex).unwrap_or_default())
     }
 }
 
@@ -163,13 +166,13 @@ impl RequestTrace {
     /// parent of whatever the provider records. The client's sampling
     /// decision travels on unchanged.
     pub(crate) fn upstream_traceparent(&self) -> Option<HeaderValue> {
-        let text = format!(
-            "00-{}-{}-{:02x}",
-            self.trace_id,
-            hex::encode(self.span_id),
-            self.flags
-        );
-        HeaderValue::from_str(&text).ok()
+        // `00-{trace:32}-{span:16}-{flags:2}`, written in place: a
+        // `format!` of the three cost a few thousand instructions a request.
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex::encode_to_slice(self.trace_id.0, &mut text[3..35]).ok()?;
+        hex::encode_to_slice(self.span_id, &mut text[36..52]).ok()?;
+        hex::encode_to_slice([self.flags], &mut text[53..55]).ok()?;
+        HeaderValue::from_bytes(&text).ok()
     }
 
     /// Queues what the span will say for export (never waits). Only the
@@ -250,5 +253,28 @@ mod tests {
         ] {
             assert!(parsed(bad).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_upstream_traceparent_names_this_span_in_the_client_trace() {
+        let exporter = Exporter::start(&crate::config::TelemetryConfig {
+            otlp_endpoint: "http://127.0.0.1:9".into(),
+            service_name: "test".into(),
+        })
+        .unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+        );
+        let t = RequestTrace::begin(&exporter, &h, "chat");
+        assert_eq!(t.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let sent = t.upstream_traceparent().unwrap();
+        let expected = format!(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-{}-00",
+            hex::encode(t.span_id)
+        );
+        assert_eq!(sent.to_str().unwrap(), expected);
+        assert_ne!(t.span_id, [0; 8]);
     }
 }
