@@ -8,6 +8,11 @@
 #   N=500 CONFIGS=policy bench/callgrind.sh
 #   BIN=/path/to/release bench/callgrind.sh # another build (a baseline)
 #   VALGRIND=0 bench/callgrind.sh           # no valgrind: Redis commands only
+#   CONFIGS=plain,plain-otlp bench/callgrind.sh  # the cost of span export
+#
+# plain-otlp is plain with `telemetry.otlp_endpoint` set to a collector of
+# our own (python3, answers 200 to every POST), so the export thread's
+# encoding and posting are counted too.
 #
 # Needs release binaries with line tables:
 #   CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release \
@@ -66,8 +71,25 @@ for _ in $(seq 1 100); do
 done
 [[ -n "$MOCK_URL" ]] || { echo "callgrind.sh: the mock provider did not start" >&2; exit 1; }
 
+# A collector that takes every OTLP POST and answers 200 (for plain-otlp).
+COLLECTOR_PORT="$(free_port)"
+python3 -c '
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+' "$COLLECTOR_PORT" >"$OUT/collector.log" 2>&1 &
+PIDS+=("$!")
+
 write_config() {
-  local file="$1" port="$2" counters="$3"
+  local file="$1" port="$2" counters="$3" extra="${4:-}"
   cat >"$file" <<YAML
 listen: 127.0.0.1:$port
 admin_key: \${TOLLGATE_ADMIN_KEY}
@@ -104,16 +126,18 @@ teams:
     policies: []
   - id: bench-policy
     policies: [bench-budget, bench-rate, bench-loop, bench-models]
+$extra
 YAML
 }
 
 SUMMARY="$OUT/summary.txt"
 IFS=',' read -r -a configs <<<"$CONFIGS"
 for cfg in "${configs[@]}"; do
-  counters=memory team=bench-plain
+  counters=memory team=bench-plain extra=""
   key_args=()
   case "$cfg" in
     plain) ;;
+    plain-otlp) extra="telemetry: { otlp_endpoint: 'http://127.0.0.1:$COLLECTOR_PORT' }" ;;
     policy) team=bench-policy ;;
     policy-redis) team=bench-policy; counters="$REDIS_URL" ;;
     *) echo "callgrind.sh: unknown config $cfg" >&2; exit 2 ;;
@@ -121,7 +145,7 @@ for cfg in "${configs[@]}"; do
   [[ $team == bench-policy ]] && key_args=(--models gpt-4o-mini --budget-usd 1000000 --period daily --rpm 1000000000 --tpm 1000000000000)
   dir="$OUT/gw-$cfg"; mkdir -p "$dir"
   port="$(free_port)"; url="http://127.0.0.1:$port"
-  write_config "$dir/tollgate.yaml" "$port" "$counters"
+  write_config "$dir/tollgate.yaml" "$port" "$counters" "$extra"
   # Instrumentation off until the warm-up is done: start-up (migrations,
   # tokenizer tables) is not per-request cost.
   vg=()

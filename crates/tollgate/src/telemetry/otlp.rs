@@ -4,7 +4,14 @@
 //! never waits); when the queue is full the span is dropped and counted in
 //! `tollgate_otel_spans_dropped_total`. One thread of its own, with a
 //! single-threaded Tokio runtime, takes spans off the queue in batches and
-//! posts them with `opentelemetry-otlp`'s exporter under a timeout.
+//! posts them under a timeout.
+//!
+//! What a request queues is a [`SpanRecord`]: the ids, times, numbers and
+//! strings it already had, copied. The export thread turns records into
+//! OTLP protobuf (`opentelemetry-proto`'s messages, `prost` encoding) and
+//! POSTs them to `{otlp_endpoint}/v1/traces` itself: building SDK spans and
+//! their attribute lists on the request path cost about as much CPU as
+//! serving the request.
 //!
 //! The thread waits on the queue only while it is idle: once a batch has
 //! begun it sleeps [`DRAIN_EVERY`] and drains what came meanwhile. Waiting
@@ -20,9 +27,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, SpanFlags, Status};
+use prost::Message;
 use tokio::sync::mpsc;
 
 use crate::config::TelemetryConfig;
@@ -39,7 +54,7 @@ const BATCH_WAIT: Duration = Duration::from_millis(500);
 /// second, and at 20,000 requests a second ~400 spans per drain, well within
 /// [`QUEUE`].
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
-/// One export (with the exporter's own retries) gives up after this long;
+/// One export gives up after this long;
 /// meanwhile new spans queue, then drop.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -50,8 +65,8 @@ pub(crate) const EXPORT_ERRORS: &str = "tollgate_otel_export_errors_total";
 /// Why trace export could not start (the gateway then serves without it).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("the OTLP exporter for `telemetry.otlp_endpoint` cannot be built: {0}")]
-    Build(opentelemetry_otlp::ExporterBuildError),
+    #[error("the HTTP client for `telemetry.otlp_endpoint` cannot be built: {0}")]
+    Build(reqwest::Error),
     #[error("the OTLP export thread cannot be started: {0}")]
     Thread(std::io::Error),
 }
@@ -69,9 +84,41 @@ pub(crate) fn start(telemetry: Option<&TelemetryConfig>) -> Option<Arc<Exporter>
     }
 }
 
+/// One finished request's span as the request path hands it over: plain
+/// data, no attribute list yet (see [`to_proto`]).
+pub(crate) struct SpanRecord {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// The client's span, when it sent a `traceparent` (a remote parent).
+    pub parent: Option<[u8; 8]>,
+    /// W3C trace flags.
+    pub flags: u8,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    /// `gen_ai.operation.name`.
+    pub operation: &'static str,
+    /// `gen_ai.system` of the provider's kind.
+    pub system: Option<&'static str>,
+    pub status: u16,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Nano-USD.
+    pub cost: u64,
+    pub time_to_first_byte: Option<Duration>,
+    pub request_id: String,
+    pub key_id: Option<String>,
+    pub team: Option<String>,
+    /// `None` when empty (before the body was read).
+    pub request_model: Option<String>,
+    pub response_model: Option<String>,
+    pub provider: Option<String>,
+    pub error_code: Option<String>,
+    pub would_reject: Vec<String>,
+}
+
 /// What the export thread is sent.
 enum Msg {
-    Span(Box<SpanData>),
+    Span(Box<SpanRecord>),
     /// Export everything queued before this now, then answer.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -89,28 +136,21 @@ impl Exporter {
     }
 
     fn start_with(config: &TelemetryConfig, queue: usize) -> Result<Arc<Exporter>, StartError> {
-        let endpoint = format!("{}/v1/traces", config.otlp_endpoint);
-        let http = reqwest::Client::builder()
-            .timeout(EXPORT_TIMEOUT)
-            .build()
-            .unwrap_or_default();
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_http_client(http)
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(endpoint)
-            .with_timeout(EXPORT_TIMEOUT)
-            .build()
-            .map_err(StartError::Build)?;
-        exporter.set_resource(
-            &Resource::builder_empty()
-                .with_service_name(config.service_name.clone())
-                .build(),
-        );
+        let target = Target {
+            url: format!("{}/v1/traces", config.otlp_endpoint),
+            http: reqwest::Client::builder()
+                .timeout(EXPORT_TIMEOUT)
+                .build()
+                .map_err(StartError::Build)?,
+            resource: Resource {
+                attributes: vec![string_kv("service.name", config.service_name.clone())],
+                ..Default::default()
+            },
+        };
         let (tx, rx) = mpsc::channel(queue);
         std::thread::Builder::new()
             .name("tollgate-otlp".into())
-            .spawn(move || export_loop(exporter, rx))
+            .spawn(move || export_loop(target, rx))
             .map_err(StartError::Thread)?;
         Ok(Arc::new(Exporter {
             tx,
@@ -119,7 +159,7 @@ impl Exporter {
     }
 
     /// Queues a finished span; never waits.
-    pub(crate) fn submit(&self, span: SpanData) {
+    pub(crate) fn submit(&self, span: SpanRecord) {
         if self.tx.try_send(Msg::Span(Box::new(span))).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(SPANS_DROPPED).increment(1);
@@ -147,9 +187,17 @@ impl Exporter {
     }
 }
 
+/// Where and as whom the export thread posts.
+struct Target {
+    url: String,
+    http: reqwest::Client,
+    /// `service.name`.
+    resource: Resource,
+}
+
 /// The export thread: batches off the queue until every sender is gone
 /// (the gateway was dropped), exporting what is left on the way out.
-fn export_loop(exporter: opentelemetry_otlp::SpanExporter, mut rx: mpsc::Receiver<Msg>) {
+fn export_loop(target: Target, mut rx: mpsc::Receiver<Msg>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -191,7 +239,7 @@ fn export_loop(exporter: opentelemetry_otlp::SpanExporter, mut rx: mpsc::Receive
                 tokio::time::sleep_until((now + DRAIN_EVERY).min(deadline)).await;
             }
             if !batch.is_empty() {
-                export(&exporter, batch, &mut failing).await;
+                export(&target, batch, &mut failing).await;
             }
             if let Some(reply) = flush {
                 let _ = reply.send(());
@@ -201,14 +249,25 @@ fn export_loop(exporter: opentelemetry_otlp::SpanExporter, mut rx: mpsc::Receive
 }
 
 /// One export under a timeout, counted.
-async fn export(
-    exporter: &opentelemetry_otlp::SpanExporter,
-    batch: Vec<SpanData>,
-    failing: &mut bool,
-) {
+async fn export(target: &Target, batch: Vec<SpanRecord>, failing: &mut bool) {
     let n = batch.len() as u64;
-    let result = tokio::time::timeout(EXPORT_TIMEOUT * 2, exporter.export(batch)).await;
-    match result {
+    let body = encode(&target.resource, &batch);
+    let post = async {
+        let resp = target
+            .http
+            .post(&target.url)
+            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("the collector answered {}", resp.status()))
+        }
+    };
+    match tokio::time::timeout(EXPORT_TIMEOUT, post).await {
         Ok(Ok(())) => {
             metrics::counter!(SPANS_EXPORTED).increment(n);
             if *failing {
@@ -221,7 +280,7 @@ async fn export(
             metrics::counter!(SPANS_DROPPED).increment(n);
             if !*failing {
                 let error = match failed {
-                    Ok(Err(e)) => e.to_string(),
+                    Ok(Err(e)) => e,
                     _ => "timed out".to_owned(),
                 };
                 tracing::warn!(%error, spans = n, "OTLP span export failed; spans are dropped until the collector answers");
@@ -231,34 +290,172 @@ async fn export(
     }
 }
 
+/// One OTLP/HTTP request body for `batch`.
+fn encode(resource: &Resource, batch: &[SpanRecord]) -> Vec<u8> {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(resource.clone()),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "tollgate".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                }),
+                spans: batch.iter().map(to_proto).collect(),
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// The OTLP span for `r`, with the GenAI semantic conventions' attribute
+/// names (<https://opentelemetry.io/docs/specs/semconv/gen-ai/>) and
+/// tollgate's own.
+fn to_proto(r: &SpanRecord) -> Span {
+    let mut attributes = Vec::with_capacity(20);
+    let mut add = |key: &str, value: any_value::Value| {
+        attributes.push(KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        });
+    };
+    let string = |s: &str| any_value::Value::StringValue(s.to_owned());
+    let int = |n: u64| any_value::Value::IntValue(to_i64(n));
+    add("gen_ai.operation.name", string(r.operation));
+    if let Some(system) = r.system {
+        add("gen_ai.system", string(system));
+        add("gen_ai.provider.name", string(system));
+    }
+    if let Some(model) = &r.request_model {
+        add("gen_ai.request.model", string(model));
+    }
+    if let Some(model) = &r.response_model {
+        add("gen_ai.response.model", string(model));
+    }
+    if r.input_tokens + r.output_tokens > 0 {
+        add("gen_ai.usage.input_tokens", int(r.input_tokens));
+        add("gen_ai.usage.output_tokens", int(r.output_tokens));
+    }
+    add("http.response.status_code", int(u64::from(r.status)));
+    add("tollgate.request_id", string(&r.request_id));
+    if let Some(key) = &r.key_id {
+        add("tollgate.key_id", string(key));
+    }
+    if let Some(team) = &r.team {
+        add("tollgate.team", string(team));
+    }
+    if let Some(provider) = &r.provider {
+        add("tollgate.provider", string(provider));
+    }
+    add("tollgate.cost_nanousd", int(r.cost));
+    if let Some(code) = &r.error_code {
+        add("error.type", string(code));
+        add("tollgate.error_code", string(code));
+    }
+    if !r.would_reject.is_empty() {
+        let values = r
+            .would_reject
+            .iter()
+            .map(|s| AnyValue {
+                value: Some(string(s)),
+            })
+            .collect();
+        add(
+            "tollgate.shadow.would_reject",
+            any_value::Value::ArrayValue(ArrayValue { values }),
+        );
+    }
+    if let Some(ttfb) = r.time_to_first_byte {
+        add(
+            "tollgate.time_to_first_byte_ms",
+            int(u64::try_from(ttfb.as_millis()).unwrap_or(u64::MAX)),
+        );
+    }
+    // A server span's 4xx is the client's doing, not a failure of the
+    // gateway (OpenTelemetry's HTTP conventions); `error.type` still says
+    // what it was.
+    let status = match &r.error_code {
+        Some(code) if r.status >= 500 => Status {
+            code: StatusCode::Error.into(),
+            message: code.clone(),
+        },
+        _ => Status::default(),
+    };
+    let name = match &r.request_model {
+        Some(model) => format!("{} {model}", r.operation),
+        None => r.operation.to_owned(),
+    };
+    // The span says whether its parent is remote (OTLP's span flags).
+    let mut flags = u32::from(r.flags) | SpanFlags::ContextHasIsRemoteMask as u32;
+    if r.parent.is_some() {
+        flags |= SpanFlags::ContextIsRemoteMask as u32;
+    }
+    Span {
+        trace_id: r.trace_id.to_vec(),
+        span_id: r.span_id.to_vec(),
+        trace_state: String::new(),
+        parent_span_id: r.parent.map(|p| p.to_vec()).unwrap_or_default(),
+        flags,
+        name,
+        kind: SpanKind::Server.into(),
+        start_time_unix_nano: unix_nanos(r.start),
+        end_time_unix_nano: unix_nanos(r.end),
+        attributes,
+        status: Some(status),
+        ..Default::default()
+    }
+}
+
+fn string_kv(key: &str, value: String) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::{
-        SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-    };
 
-    fn span() -> SpanData {
-        SpanData {
-            span_context: SpanContext::new(
-                TraceId::from_bytes([1; 16]),
-                SpanId::from_bytes([2; 8]),
-                TraceFlags::SAMPLED,
-                false,
-                TraceState::NONE,
-            ),
-            parent_span_id: SpanId::INVALID,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Server,
-            name: "chat test".into(),
-            start_time: std::time::SystemTime::now(),
-            end_time: std::time::SystemTime::now(),
-            attributes: Vec::new(),
-            dropped_attributes_count: 0,
-            events: Default::default(),
-            links: Default::default(),
-            status: Status::Unset,
-            instrumentation_scope: Default::default(),
+    fn span() -> SpanRecord {
+        SpanRecord {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent: None,
+            flags: 1,
+            start: SystemTime::now(),
+            end: SystemTime::now(),
+            operation: "chat",
+            system: None,
+            status: 200,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost: 0,
+            time_to_first_byte: None,
+            request_id: "req-test".into(),
+            key_id: None,
+            team: None,
+            request_model: Some("test".into()),
+            response_model: None,
+            provider: None,
+            error_code: None,
+            would_reject: Vec::new(),
         }
     }
 
@@ -285,5 +482,62 @@ mod tests {
         );
         assert_eq!(exporter.dropped(), 6, "a queue of 4 keeps 4 of 10");
         drop(listener);
+    }
+
+    #[test]
+    fn a_record_encodes_as_the_otlp_span_it_describes() {
+        let mut r = span();
+        r.parent = Some([3; 8]);
+        r.status = 502;
+        r.error_code = Some("upstream_error".into());
+        r.would_reject = vec!["budget:budget_exceeded".into()];
+        let resource = Resource {
+            attributes: vec![string_kv("service.name", "svc".into())],
+            ..Default::default()
+        };
+        let body = encode(&resource, &[r]);
+        let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        let rs = &req.resource_spans[0];
+        assert_eq!(
+            rs.resource.as_ref().unwrap().attributes[0].key,
+            "service.name"
+        );
+        let scope = &rs.scope_spans[0];
+        assert_eq!(scope.scope.as_ref().unwrap().name, "tollgate");
+        let s = &scope.spans[0];
+        assert_eq!(s.trace_id, vec![1; 16]);
+        assert_eq!(s.span_id, vec![2; 8]);
+        assert_eq!(s.parent_span_id, vec![3; 8]);
+        assert_eq!(s.name, "chat test");
+        assert_eq!(s.kind, SpanKind::Server as i32);
+        // Sampled, and a remote parent.
+        assert_eq!(s.flags, 0x1 | 0x100 | 0x200);
+        let status = s.status.as_ref().unwrap();
+        assert_eq!(status.code, StatusCode::Error as i32);
+        assert_eq!(status.message, "upstream_error");
+        let keys: Vec<&str> = s.attributes.iter().map(|a| a.key.as_str()).collect();
+        for key in [
+            "gen_ai.operation.name",
+            "gen_ai.request.model",
+            "http.response.status_code",
+            "tollgate.request_id",
+            "error.type",
+            "tollgate.shadow.would_reject",
+        ] {
+            assert!(keys.contains(&key), "{key} in {keys:?}");
+        }
+        assert!(s.end_time_unix_nano >= s.start_time_unix_nano);
+        assert!(s.start_time_unix_nano > 0);
+    }
+
+    #[test]
+    fn a_new_trace_has_no_parent_and_a_4xx_is_not_an_error() {
+        let mut r = span();
+        r.status = 402;
+        r.error_code = Some("budget_exceeded".into());
+        let s = to_proto(&r);
+        assert!(s.parent_span_id.is_empty());
+        assert_eq!(s.flags, 0x1 | 0x100);
+        assert_eq!(s.status.unwrap().code, StatusCode::Unset as i32);
     }
 }

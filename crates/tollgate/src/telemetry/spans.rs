@@ -7,17 +7,13 @@
 //! one go when the request's books are closed (no live span object is
 //! carried through the request), then handed to [`super::otlp::Exporter`].
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderValue};
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{InstrumentationScope, KeyValue, Value};
-use opentelemetry_sdk::trace::SpanData;
 
-use super::otlp::Exporter;
+use super::otlp::{Exporter, SpanRecord};
 use crate::types::NanoUsd;
 
 const TRACEPARENT: &str = "traceparent";
@@ -52,7 +48,7 @@ pub(crate) fn add_traceparent(request: reqwest::RequestBuilder) -> reqwest::Requ
 /// A W3C `traceparent` the client sent, if it is well-formed
 /// (<https://www.w3.org/TR/trace-context/#traceparent-header>). A malformed
 /// one starts a new trace, as the spec asks; it never fails the request.
-fn parse_traceparent(headers: &HeaderMap) -> Option<(TraceId, SpanId, TraceFlags)> {
+fn parse_traceparent(headers: &HeaderMap) -> Option<(TraceId, [u8; 8], u8)> {
     let value = headers.get(TRACEPARENT)?.to_str().ok()?.trim();
     let mut parts = value.splitn(5, '-');
     let (version, trace, parent, flags) =
@@ -72,24 +68,45 @@ fn parse_traceparent(headers: &HeaderMap) -> Option<(TraceId, SpanId, TraceFlags
     if version == "00" && flags.len() != 2 {
         return None;
     }
-    let trace_id = TraceId::from_hex(trace).ok()?;
-    let parent_id = SpanId::from_hex(parent).ok()?;
+    let mut trace_id = [0u8; 16];
+    let mut parent_id = [0u8; 8];
+    hex::decode_to_slice(trace, &mut trace_id).ok()?;
+    hex::decode_to_slice(parent, &mut parent_id).ok()?;
     let flags = u8::from_str_radix(&flags[..2], 16).ok()?;
-    if trace_id == TraceId::INVALID || parent_id == SpanId::INVALID {
+    // All-zero ids are invalid (W3C trace context).
+    if trace_id == [0; 16] || parent_id == [0; 8] {
         return None;
     }
-    Some((trace_id, parent_id, TraceFlags::new(flags)))
+    Some((TraceId(trace_id), parent_id, flags))
 }
+
+/// A trace id, shown as 32 lowercase hex digits (as in `traceparent` and
+/// in the request's log line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TraceId(pub [u8; 16]);
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut hex = [0u8; 32];
+        // Cannot fail: the buffer is exactly twice the id's length.
+        let _ = hex::encode_to_slice(self.0, &mut hex);
+        f.write_str(std::str::from_utf8(&hex).unwrap_or_default())
+    }
+}
+
+/// Bit 0 of the W3C trace flags.
+const SAMPLED: u8 = 0x01;
 
 /// The ids of one request's span, fixed when it arrives so that the
 /// provider call can name the span as its parent.
 pub(crate) struct RequestTrace {
     exporter: Arc<Exporter>,
     trace_id: TraceId,
-    span_id: SpanId,
+    span_id: [u8; 8],
     /// The client's span, when it sent a `traceparent`.
-    parent: Option<SpanId>,
-    flags: TraceFlags,
+    parent: Option<[u8; 8]>,
+    /// W3C trace flags, the client's when it sent them.
+    flags: u8,
     start: SystemTime,
     /// `gen_ai.operation.name`: `chat`, `text_completion`, `embeddings`.
     operation: &'static str,
@@ -128,7 +145,7 @@ impl RequestTrace {
     ) -> Self {
         let (trace_id, parent, flags) = match parse_traceparent(headers) {
             Some((trace, parent, flags)) => (trace, Some(parent), flags),
-            None => (random_trace_id(), None, TraceFlags::SAMPLED),
+            None => (random_trace_id(), None, SAMPLED),
         };
         RequestTrace {
             exporter: exporter.clone(),
@@ -149,139 +166,60 @@ impl RequestTrace {
     /// parent of whatever the provider records. The client's sampling
     /// decision travels on unchanged.
     pub(crate) fn upstream_traceparent(&self) -> Option<HeaderValue> {
-        let text = format!(
-            "00-{}-{}-{:02x}",
-            self.trace_id,
-            self.span_id,
-            self.flags.to_u8()
-        );
-        HeaderValue::from_str(&text).ok()
+        // `00-{trace:32}-{span:16}-{flags:2}`, written in place: a
+        // `format!` of the three cost a few thousand instructions a request.
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex::encode_to_slice(self.trace_id.0, &mut text[3..35]).ok()?;
+        hex::encode_to_slice(self.span_id, &mut text[36..52]).ok()?;
+        hex::encode_to_slice([self.flags], &mut text[53..55]).ok()?;
+        HeaderValue::from_bytes(&text).ok()
     }
 
-    /// Builds the span and queues it for export (never waits).
+    /// Queues what the span will say for export (never waits). Only the
+    /// facts are copied here; the export thread builds and encodes the
+    /// OTLP span from them, off the request path.
     pub(crate) fn end(&self, facts: SpanFacts<'_>) {
-        let mut attributes = Vec::with_capacity(20);
-        let mut add = |key: &'static str, value: Value| attributes.push(KeyValue::new(key, value));
-        add("gen_ai.operation.name", self.operation.into());
-        if let Some(system) = facts.system {
-            add("gen_ai.system", system.into());
-            add("gen_ai.provider.name", system.into());
-        }
-        if !facts.request_model.is_empty() {
-            add(
-                "gen_ai.request.model",
-                facts.request_model.to_owned().into(),
-            );
-        }
-        if !facts.response_model.is_empty() {
-            add(
-                "gen_ai.response.model",
-                facts.response_model.to_owned().into(),
-            );
-        }
-        if facts.input_tokens + facts.output_tokens > 0 {
-            add(
-                "gen_ai.usage.input_tokens",
-                to_i64(facts.input_tokens).into(),
-            );
-            add(
-                "gen_ai.usage.output_tokens",
-                to_i64(facts.output_tokens).into(),
-            );
-        }
-        add("http.response.status_code", i64::from(facts.status).into());
-        add("tollgate.request_id", facts.request_id.to_owned().into());
-        if let Some(key) = facts.key_id {
-            add("tollgate.key_id", key.to_owned().into());
-        }
-        if let Some(team) = facts.team {
-            add("tollgate.team", team.to_owned().into());
-        }
-        if !facts.provider.is_empty() {
-            add("tollgate.provider", facts.provider.to_owned().into());
-        }
-        add("tollgate.cost_nanousd", to_i64(facts.cost.0).into());
-        if let Some(code) = facts.error_code {
-            add("error.type", code.to_owned().into());
-            add("tollgate.error_code", code.to_owned().into());
-        }
-        if !facts.would_reject.is_empty() {
-            let list: Vec<opentelemetry::StringValue> = facts
-                .would_reject
-                .iter()
-                .map(|s| s.clone().into())
-                .collect();
-            add(
-                "tollgate.shadow.would_reject",
-                Value::Array(opentelemetry::Array::String(list)),
-            );
-        }
-        if let Some(ttfb) = facts.time_to_first_byte {
-            add(
-                "tollgate.time_to_first_byte_ms",
-                to_i64(ttfb.as_millis() as u64).into(),
-            );
-        }
-        // A server span's 4xx is the client's doing, not a failure of the
-        // gateway (OpenTelemetry's HTTP conventions); `error.type` still
-        // says what it was.
-        let status = match facts.error_code {
-            Some(code) if facts.status >= 500 => Status::error(code.to_owned()),
-            _ => Status::Unset,
-        };
-        let name = if facts.request_model.is_empty() {
-            self.operation.to_owned()
-        } else {
-            format!("{} {}", self.operation, facts.request_model)
-        };
-        self.exporter.submit(SpanData {
-            span_context: SpanContext::new(
-                self.trace_id,
-                self.span_id,
-                self.flags,
-                false,
-                TraceState::NONE,
-            ),
-            parent_span_id: self.parent.unwrap_or(SpanId::INVALID),
-            parent_span_is_remote: self.parent.is_some(),
-            span_kind: SpanKind::Server,
-            name: name.into(),
-            start_time: self.start,
-            end_time: SystemTime::now(),
-            attributes,
-            dropped_attributes_count: 0,
-            events: Default::default(),
-            links: Default::default(),
-            status,
-            instrumentation_scope: scope(),
+        let owned = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        self.exporter.submit(SpanRecord {
+            trace_id: self.trace_id.0,
+            span_id: self.span_id,
+            parent: self.parent,
+            flags: self.flags,
+            start: self.start,
+            end: SystemTime::now(),
+            operation: self.operation,
+            system: facts.system,
+            status: facts.status,
+            input_tokens: facts.input_tokens,
+            output_tokens: facts.output_tokens,
+            cost: facts.cost.0,
+            time_to_first_byte: facts.time_to_first_byte,
+            request_id: facts.request_id.to_owned(),
+            key_id: facts.key_id.map(str::to_owned),
+            team: facts.team.map(str::to_owned),
+            request_model: owned(facts.request_model),
+            response_model: owned(facts.response_model),
+            provider: owned(facts.provider),
+            error_code: facts.error_code.map(str::to_owned),
+            would_reject: facts.would_reject.to_vec(),
         });
     }
 }
 
-fn scope() -> InstrumentationScope {
-    InstrumentationScope::builder("tollgate")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build()
-}
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 fn random_trace_id() -> TraceId {
     // Zero is the invalid id; 2^-128 odds, but cheap to rule out.
-    TraceId::from_bytes(rand::random::<u128>().max(1).to_be_bytes())
+    TraceId(rand::random::<u128>().max(1).to_be_bytes())
 }
 
-fn random_span_id() -> SpanId {
-    SpanId::from_bytes(rand::random::<u64>().max(1).to_be_bytes())
+fn random_span_id() -> [u8; 8] {
+    rand::random::<u64>().max(1).to_be_bytes()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parsed(value: &str) -> Option<(TraceId, SpanId, TraceFlags)> {
+    fn parsed(value: &str) -> Option<(TraceId, [u8; 8], u8)> {
         let mut h = HeaderMap::new();
         h.insert(TRACEPARENT, HeaderValue::from_str(value).unwrap());
         parse_traceparent(&h)
@@ -292,8 +230,8 @@ mod tests {
         let (trace, parent, flags) =
             parsed("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         assert_eq!(trace.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(parent.to_string(), "00f067aa0ba902b7");
-        assert!(flags.is_sampled());
+        assert_eq!(hex::encode(parent), "00f067aa0ba902b7");
+        assert_eq!(flags, SAMPLED);
         // A later version may carry more fields.
         assert!(parsed("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-extra").is_some());
     }
@@ -315,5 +253,28 @@ mod tests {
         ] {
             assert!(parsed(bad).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_upstream_traceparent_names_this_span_in_the_client_trace() {
+        let exporter = Exporter::start(&crate::config::TelemetryConfig {
+            otlp_endpoint: "http://127.0.0.1:9".into(),
+            service_name: "test".into(),
+        })
+        .unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+        );
+        let t = RequestTrace::begin(&exporter, &h, "chat");
+        assert_eq!(t.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let sent = t.upstream_traceparent().unwrap();
+        let expected = format!(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-{}-00",
+            hex::encode(t.span_id)
+        );
+        assert_eq!(sent.to_str().unwrap(), expected);
+        assert_ne!(t.span_id, [0; 8]);
     }
 }
