@@ -9,6 +9,7 @@
 #   BIN=/path/to/release bench/callgrind.sh # another build (a baseline)
 #   VALGRIND=0 bench/callgrind.sh           # no valgrind: Redis commands only
 #   CONFIGS=plain,plain-otlp bench/callgrind.sh  # the cost of span export
+#   API=responses CONFIGS=plain bench/callgrind.sh  # /v1/responses, not chat
 #
 # plain-otlp is plain with `telemetry.otlp_endpoint` set to a collector of
 # our own (python3, answers 200 to every POST), so the export thread's
@@ -29,9 +30,17 @@ N="${N:-2000}"
 WARMUP="${WARMUP:-200}"
 CONFIGS="${CONFIGS:-plain,policy,policy-redis}"
 VALGRIND="${VALGRIND:-1}"
+# The API the load uses: chat (`/v1/chat/completions`), responses
+# (`/v1/responses`, served natively by the mock's `openai` kind).
+API="${API:-chat}"
+case "$API" in
+  chat) API_PATH=/v1/chat/completions ;;
+  responses) API_PATH=/v1/responses ;;
+  *) echo "callgrind.sh: unknown API $API" >&2; exit 2 ;;
+esac
 ADMIN_KEY="cg-admin-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 UPSTREAM_KEY="sk-cg-upstream-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-OUT="$ROOT/bench/results/callgrind-$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="${OUT:-$ROOT/bench/results/callgrind}-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 log() { echo "[callgrind] $*" >&2; }
 
@@ -161,12 +170,12 @@ for cfg in "${configs[@]}"; do
   key="$(TOLLGATE_URL="$url" TOLLGATE_ADMIN_KEY="$ADMIN_KEY" "$BIN/tollgate" keys create --team "$team" --name cg "${key_args[@]}" \
           | grep -oE 'sk-tg-[A-Za-z0-9_-]+' | head -1)"
   [[ -n "$key" ]] || { echo "callgrind.sh: no key for $cfg" >&2; exit 1; }
-  "$BIN/tollgate-bench" --url "$url/v1/chat/completions" -H "Authorization: Bearer $key" \
+  "$BIN/tollgate-bench" --url "$url$API_PATH" --api "$API" -H "Authorization: Bearer $key" \
     -c 1 -n "$WARMUP" --timeout-s 60 --json >"$OUT/$cfg-warmup.json"
   sleep 1
   [[ $VALGRIND == 1 ]] && callgrind_control -i on "$pid" >/dev/null
   [[ $counters == memory ]] || redis_cmds >"$OUT/$cfg-redis-before.txt"
-  "$BIN/tollgate-bench" --url "$url/v1/chat/completions" -H "Authorization: Bearer $key" \
+  "$BIN/tollgate-bench" --url "$url$API_PATH" --api "$API" -H "Authorization: Bearer $key" \
     -c 1 -n "$N" --warmup 0 --timeout-s 60 --json >"$OUT/$cfg-load.json"
   # Settlements run just after each answer: let the last ones land.
   sleep 2
@@ -180,7 +189,7 @@ for cfg in "${configs[@]}"; do
     callgrind_annotate --inclusive=yes "$OUT/$cfg.out" >"$OUT/$cfg.annotate-inclusive.txt" 2>/dev/null || true
     callgrind_annotate "$OUT/$cfg.out" >"$OUT/$cfg.annotate.txt" 2>/dev/null || true
   fi
-  line="$cfg: $ok ok of $N; $total instructions; $((total / N)) instructions/request"
+  line="$cfg $API: $ok ok of $N; $total instructions; $((total / N)) instructions/request"
   if [[ $counters != memory ]]; then
     redis_line="$(join -a1 -e0 -o 0,1.2,2.2 <(sort "$OUT/$cfg-redis-after.txt") <(sort "$OUT/$cfg-redis-before.txt") \
       | awk -v n="$N" '{d = $2 - $3; if (d > 0) { printf "%s %.2f/req; ", substr($1, 9), d / n; t += d } } END { printf "all %.2f/req", t / n }')"

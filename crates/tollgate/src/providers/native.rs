@@ -94,10 +94,43 @@ pub fn responses_usage(response: &Value) -> Option<Usage> {
     })
 }
 
-/// [`responses_usage`] of a complete answer's body.
+/// [`responses_usage`] of a complete answer's body. Read through a typed
+/// view of `usage` (its counts as small `Value`s, so a count that is not a
+/// non-negative integer reads as absent exactly as there): no tree of the
+/// answer or of `usage` is built, nor a wrapper object around it.
 pub fn responses_body_usage(body: &[u8]) -> Option<Usage> {
-    let v: UsageOnly = serde_json::from_slice(body).ok()?;
-    responses_usage(&serde_json::json!({ "usage": v.usage? }))
+    let v: ResponsesUsageOnly = serde_json::from_slice(body).ok()?;
+    let u = v.usage?;
+    let n = |v: &Option<Value>| v.as_ref().and_then(Value::as_u64);
+    let detail =
+        |v: &Option<Value>, k: &str| v.as_ref().and_then(|d| d.get(k)).and_then(Value::as_u64);
+    let input = n(&u.input_tokens)?;
+    let output = n(&u.output_tokens)?;
+    let reasoning = detail(&u.output_tokens_details, "reasoning_tokens").unwrap_or(0);
+    Some(Usage {
+        prompt_tokens: input,
+        completion_tokens: output.max(reasoning),
+        cached_tokens: detail(&u.input_tokens_details, "cached_tokens").unwrap_or(0),
+        ..Usage::default()
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct ResponsesUsageOnly {
+    #[serde(default)]
+    usage: Option<ResponsesWireUsage>,
+}
+
+#[derive(serde::Deserialize)]
+struct ResponsesWireUsage {
+    #[serde(default)]
+    input_tokens: Option<Value>,
+    #[serde(default)]
+    output_tokens: Option<Value>,
+    #[serde(default)]
+    input_tokens_details: Option<Value>,
+    #[serde(default)]
+    output_tokens_details: Option<Value>,
 }
 
 /// Whether a native stream ends with this event: Anthropic's
@@ -399,6 +432,37 @@ mod tests {
             (u.prompt_tokens, u.completion_tokens, u.cached_tokens),
             (5, 9, 2)
         );
+    }
+
+    #[test]
+    fn a_complete_responses_body_is_read_as_the_value_view_reads_it() {
+        let body = |u: &str| {
+            format!(r#"{{"id":"r","output":[{{"type":"message","content":[]}}],"usage":{u}}}"#)
+        };
+        for usage in [
+            r#"{"input_tokens":5,"output_tokens":3,"output_tokens_details":{"reasoning_tokens":9},"input_tokens_details":{"cached_tokens":2}}"#,
+            r#"{"input_tokens":5,"output_tokens":3,"output_tokens_details":{"reasoning_tokens":"9"},"input_tokens_details":7}"#,
+            r#"{"input_tokens":"5","output_tokens":3}"#,
+            r#"{"input_tokens":5,"output_tokens":-3}"#,
+            r#"{"input_tokens":5}"#,
+            r#"null"#,
+            r#"4"#,
+        ] {
+            let want = serde_json::from_str::<Value>(&body(usage))
+                .ok()
+                .and_then(|v| responses_usage(&v));
+            assert_eq!(
+                responses_body_usage(body(usage).as_bytes()),
+                want,
+                "{usage}"
+            );
+        }
+        assert_eq!(
+            responses_body_usage(body(r#"{"input_tokens":5,"output_tokens":3,"output_tokens_details":{"reasoning_tokens":9}}"#).as_bytes())
+                .map(|u| (u.prompt_tokens, u.completion_tokens)),
+            Some((5, 9))
+        );
+        assert_eq!(responses_body_usage(b"{\"usage\":"), None);
     }
 
     #[test]

@@ -893,7 +893,9 @@ impl Books {
         // the reservation taken for the retry, and shows in the row.
         let retried = std::mem::take(self.retried.get_mut());
         let mut usage = usage;
-        let lost = Outcome {
+        // Only built when an attempt was retried: the input estimate may
+        // re-read (and for an agent ingress translate) the whole body.
+        let lost = (!retried.admitted.is_empty()).then(|| Outcome {
             usage: Some(Usage {
                 prompt_tokens: self.input_tokens(),
                 completion_tokens: self.reserved_output,
@@ -901,9 +903,9 @@ impl Books {
             }),
             error_code: Some("upstream_lost".to_owned()),
             ledger_seq: 0,
-        };
-        for extra in &retried.admitted {
-            let cost = extra.settled(&lost).cost;
+        });
+        for (extra, lost) in retried.admitted.iter().zip(lost.iter().cycle()) {
+            let cost = extra.settled(lost).cost;
             settled.cost = settled.cost.saturating_add(cost);
             settled.budget_remaining = settled.budget_remaining.map(|r| r.saturating_sub(cost));
             if let Some(u) = lost.usage {
@@ -978,8 +980,8 @@ impl Books {
                 if let Some(admitted) = admitted {
                     state.policy.settle(&config, admitted, &outcome).await;
                 }
-                for extra in retried.admitted {
-                    state.policy.settle(&config, extra, &lost).await;
+                for (extra, lost) in retried.admitted.into_iter().zip(lost.iter().cycle()) {
+                    state.policy.settle(&config, extra, lost).await;
                 }
             };
             let streak = async {
