@@ -47,6 +47,10 @@ pub struct Subject<'a> {
     pub team: Option<&'a TeamRecord>,
 }
 
+/// The policies in force for one request's caller ([`PolicyEngine::resolve`]).
+#[derive(Debug)]
+pub struct Resolved<'a>(Vec<Applied<'a>>);
+
 /// What the policy layer needs to know about a request.
 #[derive(Debug, Clone)]
 pub struct RequestFacts<'a> {
@@ -494,10 +498,29 @@ impl PolicyEngine {
         who: &Subject<'_>,
         model: &str,
     ) -> Result<Vec<String>, ApiError> {
-        let applied = resolve::applied(config, who.key, who.team)
-            .map_err(|m| ApiError::Internal(m.message()))?;
+        let resolved = Self::resolve(config, who)?;
+        self.check_model_access_resolved(config, who, model, &resolved)
+    }
+
+    /// The policies in force for `who`, resolved once per request: the
+    /// pipeline passes them to [`Self::check_model_access_resolved`] and
+    /// [`Self::admit_resolved`] instead of resolving them for each.
+    pub fn resolve<'a>(config: &'a Config, who: &Subject<'a>) -> Result<Resolved<'a>, ApiError> {
+        resolve::applied(config, who.key, who.team)
+            .map(Resolved)
+            .map_err(|m| ApiError::Internal(m.message()))
+    }
+
+    /// [`Self::check_model_access`] on policies already resolved for `who`.
+    pub fn check_model_access_resolved(
+        &self,
+        config: &Config,
+        who: &Subject<'_>,
+        model: &str,
+        resolved: &Resolved<'_>,
+    ) -> Result<Vec<String>, ApiError> {
         let mut would_reject = Vec::new();
-        for rule in access_rules(config, who, &applied) {
+        for rule in access_rules(config, who, &resolved.0) {
             if rule.allows(model) {
                 continue;
             }
@@ -553,7 +576,20 @@ impl PolicyEngine {
         who: &Subject<'_>,
         facts: &RequestFacts<'_>,
     ) -> Result<Admitted, ApiError> {
-        self.admit_as(config, who, facts, true).await
+        let resolved = Self::resolve(config, who)?;
+        self.admit_as(config, who, facts, &resolved.0, true).await
+    }
+
+    /// [`Self::admit`] on policies already resolved for `who` (by
+    /// [`Self::resolve`], for the same config).
+    pub async fn admit_resolved(
+        &self,
+        config: &Config,
+        who: &Subject<'_>,
+        facts: &RequestFacts<'_>,
+        resolved: &Resolved<'_>,
+    ) -> Result<Admitted, ApiError> {
+        self.admit_as(config, who, facts, &resolved.0, true).await
     }
 
     /// [`Self::admit`] for an answer served from the response cache: it
@@ -568,7 +604,8 @@ impl PolicyEngine {
         who: &Subject<'_>,
         facts: &RequestFacts<'_>,
     ) -> Result<Admitted, ApiError> {
-        self.admit_as(config, who, facts, false).await
+        let resolved = Self::resolve(config, who)?;
+        self.admit_as(config, who, facts, &resolved.0, false).await
     }
 
     /// Another worst case for a retry after an attempt that may have been
@@ -632,6 +669,7 @@ impl PolicyEngine {
         config: &Config,
         who: &Subject<'_>,
         facts: &RequestFacts<'_>,
+        applied: &[Applied<'_>],
         spends: bool,
     ) -> Result<Admitted, ApiError> {
         let price = if spends {
@@ -639,10 +677,8 @@ impl PolicyEngine {
         } else {
             Price::default()
         };
-        let applied = resolve::applied(config, who.key, who.team)
-            .map_err(|m| ApiError::Internal(m.message()))?;
         let now = self.clock.now();
-        let mut plan = build_plan(who, facts, &applied, now);
+        let mut plan = build_plan(who, facts, applied, now);
         if !spends {
             plan.spend_nothing();
         }

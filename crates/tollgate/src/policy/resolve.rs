@@ -4,7 +4,6 @@
 //! limits as `key-rate`), and `defaults.policies`, applied per key.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 
 use crate::config::{
     Config, CostAction, CostLimit, OnInsufficient, PolicyKind, PolicyMode, RateLimit,
@@ -166,8 +165,20 @@ pub(crate) fn applied<'a>(
     let mut out = Vec::new();
     team_policies(config, key.team.as_str(), api_team, &mut out)?;
     key_policies(config, key, &mut out)?;
-    let mut seen = HashSet::new();
-    out.retain(|a| seen.insert((a.scope, a.name)));
+    // The list is a handful of entries: a linear scan of the kept prefix is
+    // cheaper than hashing each (scope, name) into a set.
+    let mut kept = 0;
+    for i in 0..out.len() {
+        let (scope, name) = (out[i].scope, out[i].name);
+        if !out[..kept]
+            .iter()
+            .any(|a| a.scope == scope && a.name == name)
+        {
+            out.swap(kept, i);
+            kept += 1;
+        }
+    }
+    out.truncate(kept);
     Ok(out)
 }
 

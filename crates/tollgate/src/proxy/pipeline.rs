@@ -18,8 +18,8 @@ use crate::cache;
 use crate::config::{Config, ModelConfig, Target};
 use crate::error::ApiError;
 use crate::policy::{
-    Admitted, BUDGET_REMAINING_HEADER, InputTokens, Outcome, RequestFacts, Settled, Subject,
-    estimate, estimate_native,
+    Admitted, BUDGET_REMAINING_HEADER, InputTokens, Outcome, PolicyEngine, RequestFacts, Settled,
+    Subject, estimate, estimate_native,
 };
 use crate::providers::{Endpoint, UpstreamResponse, Usage, translate};
 use crate::state::{Runtime, SharedState};
@@ -226,10 +226,13 @@ async fn proxy(
         key: &books.key,
         team: books.team.as_deref(),
     };
-    books.would_reject = books
-        .state
-        .policy
-        .check_model_access(config, &who, &model.name)?;
+    // Resolved once for both the model-access check and the admission.
+    let resolved = PolicyEngine::resolve(config, &who)?;
+    books.would_reject =
+        books
+            .state
+            .policy
+            .check_model_access_resolved(config, &who, &model.name, &resolved)?;
     let question = cache::Question {
         team: books.key.team.as_str(),
         team_opted_out: books.team.as_ref().is_some_and(|t| !t.cache),
@@ -273,7 +276,11 @@ async fn proxy(
         output_multiplier: multiplier,
         body: &bytes,
     };
-    let admitted = books.state.policy.admit(config, &who, &facts).await;
+    let admitted = books
+        .state
+        .policy
+        .admit_resolved(config, &who, &facts, &resolved)
+        .await;
     books.input.counted = facts.input_tokens.counted();
     let mut admitted = admitted?;
     books.at = admitted.at;
