@@ -88,9 +88,19 @@ pub(crate) struct TraceId(pub [u8; 16]);
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut hex = [0u8; 32];
-        // Cannot fail: the buffer is exactly twice the id's length.
-        let _ = hex::encode_to_slice(self.0, &mut hex);
+        lower_hex(&self.0, &mut hex);
         f.write_str(std::str::from_utf8(&hex).unwrap_or_default())
+    }
+}
+
+/// `bytes` as lowercase hex into `out` (twice as long). By hand: `hex`'s
+/// generic encoder is compiled with tollgate's own (debug) settings and
+/// cost several thousand instructions a request there.
+fn lower_hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
 }
 
@@ -169,9 +179,9 @@ impl RequestTrace {
         // `00-{trace:32}-{span:16}-{flags:2}`, written in place: a
         // `format!` of the three cost a few thousand instructions a request.
         let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        hex::encode_to_slice(self.trace_id.0, &mut text[3..35]).ok()?;
-        hex::encode_to_slice(self.span_id, &mut text[36..52]).ok()?;
-        hex::encode_to_slice([self.flags], &mut text[53..55]).ok()?;
+        lower_hex(&self.trace_id.0, &mut text[3..35]);
+        lower_hex(&self.span_id, &mut text[36..52]);
+        lower_hex(&[self.flags], &mut text[53..55]);
         HeaderValue::from_bytes(&text).ok()
     }
 
