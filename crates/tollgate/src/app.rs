@@ -32,7 +32,7 @@ use crate::state::{AppState, Runtime, SharedState};
 use crate::store::ledger::{LedgerHandle, LedgerOptions, LedgerWriter};
 use crate::store::{self as store_mod, Journal, Store, journal};
 use crate::telemetry::histograms;
-use crate::types::{Clock, SystemClock};
+use crate::types::{Clock, RequestId, SystemClock};
 use crate::{admin, proxy, telemetry};
 
 /// Setting under which a generated admin key's hash is kept.
@@ -99,10 +99,6 @@ fn audited_admin(state: &SharedState) -> Router<SharedState> {
         admin::audit::record,
     ))
 }
-
-/// The id of one request, in its extensions.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
 
 async fn request_id(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
     state.busy_poll.touch();
