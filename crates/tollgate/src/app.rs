@@ -2,7 +2,6 @@
 //! place that orders layers; read [`app`] top to bottom for what every
 //! request passes through.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -25,7 +24,7 @@ use crate::config::{self, Config, CountersConfig};
 use crate::counters::Counters;
 use crate::error::ApiError;
 use crate::policy::PolicyEngine;
-use crate::providers::{self, Provider};
+use crate::providers;
 use crate::server::ServeOptions;
 use crate::shard::Shards;
 use crate::state::{AppState, Runtime, SharedState};
@@ -139,24 +138,6 @@ fn metrics_handle() -> Option<PrometheusHandle> {
             }
         })
         .clone()
-}
-
-/// Builds one runtime (providers and their shared client) from a config.
-fn runtime(
-    config: Config,
-    http: &providers::Http,
-    registry: Arc<crate::routing::Registry>,
-) -> Runtime {
-    let providers: HashMap<String, Arc<dyn Provider>> = config
-        .providers
-        .iter()
-        .map(|p| (p.name.clone(), providers::build(p, http.clone())))
-        .collect();
-    Runtime {
-        routes: crate::routing::Routes::new(&config, registry),
-        config: Arc::new(config),
-        providers,
-    }
 }
 
 async fn counters(
@@ -276,7 +257,7 @@ pub async fn build_state(
     let config_telemetry = config.telemetry.clone();
     let cache = Arc::new(crate::cache::ResponseCache::new(&config).await);
     Ok(Arc::new(AppState {
-        runtime: ArcSwap::from_pointee(runtime(config, &http, registry)),
+        runtime: ArcSwap::from_pointee(Runtime::build(config, &http, registry)),
         store,
         counters,
         keys,
@@ -293,24 +274,6 @@ pub async fn build_state(
         tracer: telemetry::otlp::start(config_telemetry.as_ref()),
         cache,
     }))
-}
-
-/// Re-reads the config file and swaps it in; on any problem the running
-/// config stays in force. Listen addresses, store, counters and telemetry
-/// are fixed at start and need a restart to change.
-pub fn reload(state: &AppState) -> Result<(), String> {
-    let Some(path) = &state.config_path else {
-        return Err("running on the embedded defaults: there is no config file to reload".into());
-    };
-    let env = |k: &str| std::env::var(k).ok();
-    let config = config::load_file(path, &env).map_err(|e| e.to_string())?;
-    state.busy_poll.set_window(config.busy_poll);
-    let registry = state.runtime.load().routes.registry().clone();
-    state
-        .runtime
-        .store(Arc::new(runtime(config, &state.http, registry)));
-    tracing::info!(path = %path.display(), "config reloaded");
-    Ok(())
 }
 
 /// A running gateway: its addresses and a way to stop it.
@@ -521,9 +484,10 @@ async fn wait_for_stop(state: &AppState) {
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
             _ = hup.recv() => {
-                let outcome = reload(state);
+                let outcome = state.reload();
                 if let Err(e) = &outcome {
-                    tracing::error!(error = %e, "reload on SIGHUP rejected; the previous config stays in force");
+                    tracing::error!(error = %e, problems = %e.problems(),
+                        "reload on SIGHUP rejected; the previous config stays in force");
                 }
                 admin::audit::reloaded_by_signal(state, outcome.is_ok()).await;
             }
