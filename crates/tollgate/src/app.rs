@@ -19,14 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AdminKey, KeyCache, key};
-use crate::busy_poll::BusyPoll;
 use crate::config::{self, Config, CountersConfig};
 use crate::counters::Counters;
 use crate::error::ApiError;
 use crate::policy::PolicyEngine;
 use crate::providers;
 use crate::server::ServeOptions;
-use crate::shard::Shards;
+use crate::server::busy_poll::BusyPoll;
+use crate::server::shard::Shards;
 use crate::state::{AppState, Runtime, SharedState};
 use crate::store::ledger::{LedgerHandle, LedgerOptions, LedgerWriter};
 use crate::store::{self as store_mod, Journal, Store, journal};
@@ -55,7 +55,7 @@ pub enum StartError {
 }
 
 /// The router with every layer, outermost first:
-/// 1. `request_id`: opens the busy-poll window (`crate::busy_poll`),
+/// 1. `request_id`: opens the busy-poll window (`crate::server::busy_poll`),
 ///    generates the request id, puts it in the request's extensions
 ///    (`RequestId`) and on every response as `x-request-id`, including
 ///    errors and 404s.
@@ -236,7 +236,7 @@ pub async fn build_state(
     let http = providers::http_client();
     let keys = KeyCache::new(store.clone());
     journal.start_upkeep(ledger.clone());
-    let busy_poll = BusyPoll::new(config.busy_poll, crate::shard::count());
+    let busy_poll = BusyPoll::new(config.busy_poll, crate::server::shard::count());
     let policy = PolicyEngine::new(
         counters.clone(),
         store.clone(),

@@ -33,7 +33,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    // The data plane runs on its own shards (`tollgate::shard`); this
+    // The data plane runs on its own shards (`tollgate::server::shard`); this
     // runtime only accepts connections and runs background work (ledger
     // writer, alerts, reloads).
     let runtime = tokio::runtime::Builder::new_multi_thread()

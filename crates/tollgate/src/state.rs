@@ -68,7 +68,7 @@ pub struct AppState {
     /// for them.
     pub tasks: tokio_util::task::TaskTracker,
     /// Keeps the runtime polling for a moment after each request.
-    pub busy_poll: Arc<crate::busy_poll::BusyPoll>,
+    pub busy_poll: Arc<crate::server::busy_poll::BusyPoll>,
     /// Renders `/metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Span export (`telemetry:`); `None`: no span is built.

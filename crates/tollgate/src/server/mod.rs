@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 
+pub mod busy_poll;
+pub mod shard;
+
 /// Log line format. `ValueEnum` so `--log-format` parses straight into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {

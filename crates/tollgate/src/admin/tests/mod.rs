@@ -158,7 +158,7 @@ async fn harness_with(
         config_path,
         http,
         tasks: tokio_util::task::TaskTracker::new(),
-        busy_poll: crate::busy_poll::BusyPoll::new(std::time::Duration::ZERO, 1),
+        busy_poll: crate::server::busy_poll::BusyPoll::new(std::time::Duration::ZERO, 1),
         metrics: None,
         tracer: None,
         cache: Arc::new(crate::cache::ResponseCache::new(&test_config()).await),
