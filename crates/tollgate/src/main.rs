@@ -1,6 +1,6 @@
 //! The `tollgate` binary: parses the command line and dispatches. Nothing
 //! else lives here; the commands are in [`tollgate::cli`] and the server in
-//! [`tollgate::app`].
+//! [`tollgate::server`].
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -41,7 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(tollgate::app::serve(args.into()))?,
+        Command::Serve(args) => runtime.block_on(tollgate::server::serve(args.into()))?,
         command => {
             let mut stdout = std::io::stdout().lock();
             let done = runtime

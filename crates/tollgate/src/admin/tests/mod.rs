@@ -121,7 +121,7 @@ async fn harness() -> Harness {
     harness_with(None, None).await
 }
 
-/// The state `app::build_state` builds, on an in-memory SQLite store and a
+/// The state `server::build_state` builds, on an in-memory SQLite store and a
 /// manual clock; `counters` replaces the in-memory counters.
 async fn harness_with(
     counters: Option<Arc<dyn Counters>>,
