@@ -9,7 +9,6 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
-pub mod busy_poll;
 pub mod cache;
 pub mod cli;
 pub mod config;
@@ -20,7 +19,6 @@ pub mod providers;
 pub mod proxy;
 pub mod routing;
 pub mod server;
-pub mod shard;
 pub mod state;
 pub mod store;
 pub mod telemetry;

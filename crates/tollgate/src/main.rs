@@ -1,6 +1,6 @@
 //! The `tollgate` binary: parses the command line and dispatches. Nothing
 //! else lives here; the commands are in [`tollgate::cli`] and the server in
-//! [`tollgate::app`].
+//! [`tollgate::server`].
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -33,7 +33,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    // The data plane runs on its own shards (`tollgate::shard`); this
+    // The data plane runs on its own shards (`tollgate::server::shard`); this
     // runtime only accepts connections and runs background work (ledger
     // writer, alerts, reloads).
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -41,7 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(tollgate::app::serve(args.into()))?,
+        Command::Serve(args) => runtime.block_on(tollgate::server::serve(args.into()))?,
         command => {
             let mut stdout = std::io::stdout().lock();
             let done = runtime

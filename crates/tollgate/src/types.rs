@@ -575,3 +575,9 @@ mod tests {
         assert_eq!(Period::Total.end(t), None);
     }
 }
+
+/// The id of one request, put in its extensions by the router's request-id
+/// layer and echoed as `x-request-id`. Lives here, not in `app`, so that
+/// `proxy` does not import the module that imports it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);

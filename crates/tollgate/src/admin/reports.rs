@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use super::common::{find_team, store_error, team_not_found};
 use super::extract::{Admin, AdminQuery};
 use super::keys::key_id;
-use crate::app;
 use crate::error::ApiError;
 use crate::store::{GroupBy, LedgerRow, RequestsQuery, SpendQuery, SpendRow};
 use crate::types::TeamId;
@@ -239,9 +238,10 @@ pub(crate) async fn budgets(
 pub(crate) async fn reload(Admin(state): Admin) -> Result<Json<serde_json::Value>, ApiError> {
     // 409, not 400: the request is well-formed; it is the file on disk
     // (or its absence) that conflicts with reloading.
-    app::reload(&state).map_err(|problems| {
+    state.reload().map_err(|e| {
         ApiError::Conflict(format!(
-            "the config was not reloaded; the running config stays in force:\n{problems}"
+            "the config was not reloaded; the running config stays in force:\n{}",
+            e.problems()
         ))
     })?;
     Ok(Json(serde_json::json!({ "reloaded": true })))

@@ -110,7 +110,7 @@ pub fn embedded_default(env: &dyn Fn(&str) -> Option<String>) -> Config {
         max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         log_bodies: false,
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-        busy_poll: crate::busy_poll::DEFAULT_WINDOW,
+        busy_poll: crate::server::busy_poll::DEFAULT_WINDOW,
         journal_dir: None,
         routing: RoutingConfig::default(),
         providers,

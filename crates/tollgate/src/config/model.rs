@@ -26,7 +26,7 @@ pub struct Config {
     /// How long SIGTERM waits for in-flight requests.
     pub drain_timeout: Duration,
     /// How long the runtime busy-polls after each request; zero: never
-    /// (see `crate::busy_poll`).
+    /// (see `crate::server::busy_poll`).
     pub busy_poll: Duration,
     /// Where the spend journal lives (`crate::store::journal`); `None`:
     /// derived from the store.

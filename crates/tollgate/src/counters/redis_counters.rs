@@ -39,7 +39,7 @@ use super::{
     Actual, Admission, AdmitRequest, BudgetRebuild, BudgetState, Counters, CountersError, Grant,
     RateState, RejectReason, Rejection, StreakCheck, TOKENS_RATE_SUFFIX,
 };
-use crate::shard::PerShard;
+use crate::server::shard::PerShard;
 use crate::store::LedgerHandle;
 use crate::types::{Clock, NanoUsd};
 
@@ -69,7 +69,7 @@ const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(3);
 pub struct RedisCounters {
     /// Made at connect; serves any thread that has no connection of its own.
     conn: ConnectionManager,
-    /// One connection per shard ([`crate::shard`]), made on first use
+    /// One connection per shard ([`crate::server::shard`]), made on first use
     /// there, so that the reply is read by the thread that waits for it
     /// instead of by another runtime's thread.
     local: PerShard<LocalConn>,
@@ -1468,7 +1468,7 @@ mod tests {
         let on_own_runtime = |c: Arc<RedisCounters>, shard: Option<usize>| {
             std::thread::spawn(move || {
                 if let Some(i) = shard {
-                    crate::shard::enter(i);
+                    crate::server::shard::enter(i);
                 }
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()

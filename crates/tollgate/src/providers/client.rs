@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::shard::PerShard;
+use crate::server::shard::PerShard;
 
 /// Hosts that never go through a proxy from the environment: a local
 /// provider (Ollama, vLLM, the mock server) must not be sent off-machine.
@@ -19,7 +19,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
 /// The upstream client every networked provider shares: one connection
-/// pool per shard ([`crate::shard`]), so that a request, its pooled
+/// pool per shard ([`crate::server::shard`]), so that a request, its pooled
 /// connection and the task driving it stay on one thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Http(Arc<Clients>);

@@ -18,11 +18,11 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::{body, native};
-use crate::app::RequestId;
 use crate::error::{ApiError, ErrorFormat};
 use crate::policy::{Subject, estimate, estimate_native};
 use crate::providers::{Endpoint, NativeApi, NativeCall, ProviderError, UpstreamResponse};
 use crate::state::SharedState;
+use crate::types::RequestId;
 use crate::types::clip;
 
 pub(super) async fn handle(

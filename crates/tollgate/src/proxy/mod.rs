@@ -20,10 +20,10 @@ use axum::extract::{Extension, State};
 use axum::routing::{MethodRouter, get, post};
 use http::HeaderMap;
 
-use crate::app::RequestId;
 use crate::error::ErrorFormat;
 use crate::providers::Endpoint;
 use crate::state::SharedState;
+use crate::types::RequestId;
 
 pub use pipeline::Ingress;
 

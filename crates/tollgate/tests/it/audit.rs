@@ -265,7 +265,7 @@ async fn reload_over_the_api_is_recorded_with_its_outcome() {
     std::fs::write(&path, &yaml).unwrap();
     let env = |k: &str| std::env::var(k).ok();
     let config = tollgate::config::load_file(&path, &env).unwrap();
-    let gw = tollgate::app::start(
+    let gw = tollgate::server::start(
         config,
         Some(path.clone()),
         std::sync::Arc::new(tollgate::types::SystemClock),

@@ -545,7 +545,11 @@ async fn hostile_delivery_fields_still_hit_and_ill_typed_ones_are_refused_before
     assert_eq!(h.mock.calls(), 1);
 }
 
-async fn redis_gateway(mock: &str, store: &str, redis: &str) -> (tollgate::app::Gateway, String) {
+async fn redis_gateway(
+    mock: &str,
+    store: &str,
+    redis: &str,
+) -> (tollgate::server::Gateway, String) {
     let yaml =
         config_yaml(mock, store, ON).replace("counters: memory", &format!("counters: {redis}"));
     let gw = start_gateway(&yaml, Arc::new(SystemClock)).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mock_provider::{MockConfig, MockHandle, MockProvider};
 use serde_json::{Value, json};
-use tollgate::app::{self, Gateway};
+use tollgate::server::{self, Gateway};
 use tollgate::types::{Clock, SystemClock};
 
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
@@ -225,7 +225,7 @@ pub async fn start_gateway(yaml: &str, clock: Arc<dyn Clock>) -> Gateway {
     let env = |k: &str| std::env::var(k).ok();
     let config = tollgate::config::load_str(yaml, "test.yaml", &env)
         .unwrap_or_else(|e| panic!("config: {e}\n{yaml}"));
-    app::start(config, None, clock)
+    server::start(config, None, clock)
         .await
         .expect("gateway starts")
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use mock_provider::{MockConfig, MockProvider};
 use serde_json::{Value, json};
-use tollgate::app::Gateway;
+use tollgate::server::Gateway;
 use tollgate::types::SystemClock;
 
 use crate::common::*;

@@ -14,7 +14,7 @@ use crate::common::*;
 /// A gateway whose `claude` model goes to an anthropic provider and whose
 /// `azure-4o` model to an azure provider, both served by the mock.
 async fn gateway() -> (
-    tollgate::app::Gateway,
+    tollgate::server::Gateway,
     String,
     mock_provider::MockHandle,
     tempfile::TempDir,

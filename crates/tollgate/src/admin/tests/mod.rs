@@ -121,7 +121,7 @@ async fn harness() -> Harness {
     harness_with(None, None).await
 }
 
-/// The state `app::build_state` builds, on an in-memory SQLite store and a
+/// The state `server::build_state` builds, on an in-memory SQLite store and a
 /// manual clock; `counters` replaces the in-memory counters.
 async fn harness_with(
     counters: Option<Arc<dyn Counters>>,
@@ -158,7 +158,7 @@ async fn harness_with(
         config_path,
         http,
         tasks: tokio_util::task::TaskTracker::new(),
-        busy_poll: crate::busy_poll::BusyPoll::new(std::time::Duration::ZERO, 1),
+        busy_poll: crate::server::busy_poll::BusyPoll::new(std::time::Duration::ZERO, 1),
         metrics: None,
         tracer: None,
         cache: Arc::new(crate::cache::ResponseCache::new(&test_config()).await),

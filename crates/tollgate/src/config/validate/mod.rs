@@ -508,7 +508,7 @@ impl<'e> Validator<'e> {
             max_body_bytes: present(max_body_bytes)?.unwrap_or(DEFAULT_MAX_BODY_BYTES),
             log_bodies: present(log_bodies)?.unwrap_or(false),
             drain_timeout: present(drain_timeout)?.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
-            busy_poll: present(busy_poll)?.unwrap_or(crate::busy_poll::DEFAULT_WINDOW),
+            busy_poll: present(busy_poll)?.unwrap_or(crate::server::busy_poll::DEFAULT_WINDOW),
             journal_dir: present(journal_dir)?,
             providers,
             models,

@@ -9,7 +9,7 @@
 //! tens of microseconds on a VM. On a shard the request, its upstream
 //! connection (a pool per shard, [`crate::providers::Http`]), its Redis
 //! connection (one per shard) and its busy-poll window
-//! ([`crate::busy_poll`]) share one thread, and the shards still use every
+//! ([`crate::server::busy_poll`]) share one thread, and the shards still use every
 //! core because connections are dealt to them in turn.
 //!
 //! One acceptor (on the main runtime) hands each accepted socket to the next
@@ -28,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::busy_poll::BusyPoll;
+use crate::server::busy_poll::BusyPoll;
 
 thread_local! {
     static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };

@@ -72,7 +72,7 @@ impl BusyPoll {
     /// Marks a request's arrival on this thread's shard: opens (or extends)
     /// its window. Off a shard (the admin listener) it does nothing.
     pub fn touch(&self) {
-        let Some(s) = crate::shard::current().and_then(|i| self.spinners.get(i)) else {
+        let Some(s) = crate::server::shard::current().and_then(|i| self.spinners.get(i)) else {
             return;
         };
         s.last.store(self.now_ns().max(1), Ordering::SeqCst);
@@ -134,7 +134,7 @@ mod tests {
     async fn spins_only_inside_the_window_after_a_request() {
         let busy = BusyPoll::new(Duration::from_millis(30), 2);
         let stop = CancellationToken::new();
-        crate::shard::enter(1);
+        crate::server::shard::enter(1);
         let task = tokio::spawn(Arc::clone(&busy).run(1, stop.clone()));
         let idle = |i: usize| busy.spinners[i].idle.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(10)).await;
