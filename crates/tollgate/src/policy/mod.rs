@@ -603,8 +603,8 @@ impl PolicyEngine {
         config: &Config,
         who: &Subject<'_>,
         facts: &RequestFacts<'_>,
+        resolved: &Resolved<'_>,
     ) -> Result<Admitted, ApiError> {
-        let resolved = Self::resolve(config, who)?;
         self.admit_as(config, who, facts, &resolved.0, false).await
     }
 

@@ -246,7 +246,20 @@ async fn proxy(
     let (mark, served) = cache::lookup(&books.state.cache, config, &question).await;
     books.cache = mark;
     if let Some(served) = served {
-        return cached(books, config, model, served, parsed.include_usage).await;
+        let facts = RequestFacts {
+            request_id: &books.request_id,
+            model,
+            input_tokens: InputTokens::known(0),
+            max_output_tokens: 0,
+            output_multiplier: 1,
+            body: &books.input.body,
+        };
+        let admitted = books
+            .state
+            .policy
+            .admit_cached(config, &who, &facts, &resolved)
+            .await?;
+        return Ok(cached(books, admitted, served, parsed.include_usage));
     }
 
     // Agent ingresses: which targets may take the request (a body only a
@@ -342,7 +355,6 @@ async fn proxy(
         model,
         max_output,
         multiplier,
-        retries: std::sync::atomic::AtomicU32::new(0),
     };
     let send = failover::send(
         rt,
@@ -414,7 +426,6 @@ struct Rereserve<'a> {
     /// Output reserved, all choices together: the same worst case again.
     max_output: u64,
     multiplier: u64,
-    retries: std::sync::atomic::AtomicU32,
 }
 
 impl failover::Reserve for Rereserve<'_> {
@@ -433,9 +444,10 @@ impl failover::Reserve for Rereserve<'_> {
                 output_multiplier: self.multiplier,
                 body: &b.input.body,
             };
-            let n = self
-                .retries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            // Attempts are sequential and a refused reservation ends the
+            // retries, so this is the retry's number.
+            let n = u32::try_from(b.retried.lock().admitted.len())
+                .unwrap_or(u32::MAX)
                 .saturating_add(1);
             let Some(extra) = b
                 .state
@@ -508,38 +520,20 @@ fn routing_headers(
     [provider, attempts].into_iter().flatten()
 }
 
-/// A cache hit: admitted without spending anything (rate limits and the
-/// loop guard still count it, see `PolicyEngine::admit_cached`) and
-/// answered from the stored answer; the provider is not called.
-async fn cached(
+/// A cache hit, admitted without spending anything (rate limits and the
+/// loop guard still count it, see `PolicyEngine::admit_cached`): answered
+/// from the stored answer; the provider is not called.
+fn cached(
     books: &mut Books,
-    config: &Config,
-    model: &ModelConfig,
+    mut admitted: Admitted,
     served: cache::Served,
     include_usage: bool,
-) -> Result<Reply, ApiError> {
-    let who = Subject {
-        key: &books.key,
-        team: books.team.as_deref(),
-    };
-    let facts = RequestFacts {
-        request_id: &books.request_id,
-        model,
-        input_tokens: InputTokens::known(0),
-        max_output_tokens: 0,
-        output_multiplier: 1,
-        body: &books.input.body,
-    };
-    let mut admitted = books
-        .state
-        .policy
-        .admit_cached(config, &who, &facts)
-        .await?;
+) -> Reply {
     books.at = admitted.at;
     books.would_reject.extend(admitted.take_would_reject());
     let headers = admitted.headers.clone();
     books.admitted = Some(admitted);
-    Ok(match served {
+    match served {
         cache::Served::Complete(body) => Reply::Complete {
             body,
             usage: Usage::default(),
@@ -552,7 +546,7 @@ async fn cached(
             headers,
             native: false,
         },
-    })
+    }
 }
 
 /// Settles a complete answer and sends it with its cost headers. An
